@@ -1,0 +1,40 @@
+"""Dispatch for `segbench speed`: each baseline lives in its own module of this package."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import resolve_device
+from ..errors import SegbenchError
+
+
+def run_speed(model: str | None, *, baseline: str, device: str = "auto", size: int = 512, batch: int | None = None,
+              steps: int | None = None, compile: bool = False) -> dict[str, Any]:
+    dev = str(resolve_device(device))
+    if baseline == "torchmetrics":
+        from .metrics import bench_confusion_matrix
+
+        return bench_confusion_matrix(device=dev, size=size)
+    if model is None:
+        raise SegbenchError(f"--baseline {baseline} needs a model name, e.g. 'segbench speed unet --baseline {baseline}'")
+    if baseline == "torchvision":
+        if model.startswith("maskrcnn"):
+            from .maskrcnn import bench_postprocess
+
+            kwargs = {k: v for k, v in {"batch": batch, "iters": steps}.items() if v is not None}
+            return bench_postprocess(device=dev, size=size, **kwargs)
+        from .torchvision_models import bench_vs_torchvision
+
+        if model not in ("fcn_resnet50", "deeplabv3"):
+            raise SegbenchError(f"--baseline torchvision compares fcn_resnet50, deeplabv3 or maskrcnn, not '{model}'")
+        kwargs = {k: v for k, v in {"batch": batch, "steps": steps}.items() if v is not None}
+        return bench_vs_torchvision(model, device=dev, size=size, compile=compile, **kwargs)
+    if baseline == "eager":
+        from .predict_path import bench_predict_path
+
+        return bench_predict_path(model, device=dev, size=size, runs=steps or 5)
+    if baseline == "plain-loop":
+        from .train_loop import bench_train_loop
+
+        return bench_train_loop(model, device=dev, size=size, batch=batch or 4, steps=steps or 10)
+    raise SegbenchError(f"unknown baseline '{baseline}'")

@@ -1,0 +1,356 @@
+"""Command line: ``python -m segbench <command>`` (or the ``segbench`` console script).
+
+Every user-caused problem is printed as one line ``error: ...`` with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import SegbenchError
+
+EPILOG = "Run 'python -m segbench COMMAND --help' for a command's options."
+
+
+# ---------------------------------------------------------------- helpers
+
+def _store(args: argparse.Namespace):
+    from .store import LocalStore
+
+    return LocalStore(args.store)
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> None:
+    """Plain aligned text table: columns = (key, header, format)."""
+    cells = [[h for _, h, _ in columns]]
+    for row in rows:
+        line = []
+        for key, _, fmt in columns:
+            value = row.get(key)
+            line.append("-" if value is None or value != value else format(value, fmt) if fmt else str(value))
+        cells.append(line)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for j, r in enumerate(cells):
+        print("  ".join(c.rjust(w) if j and i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+LEADERBOARD_COLUMNS = [
+    ("model", "model", ""), ("dataset", "dataset", ""), ("pixel_accuracy", "PA", ".4f"),
+    ("mean_pixel_accuracy", "mPA", ".4f"), ("miou", "mIoU", ".4f"), ("params_m", "params(M)", ".2f"),
+    ("gflops", "GFLOPs", ".2f"), ("latency_ms", "latency(ms)", ".1f"), ("train_seconds", "train(s)", ".1f"),
+]
+
+
+def print_leaderboard(records: list[dict[str, Any]]) -> None:
+    from .records import flatten
+
+    rows = []
+    for r in records:
+        row = flatten(r)
+        row["params_m"] = row["params"] / 1e6 if row["params"] else None
+        rows.append(row)
+    rows.sort(key=lambda r: (r["dataset"], -(r["miou"] or 0)))
+    print()
+    _print_table(rows, LEADERBOARD_COLUMNS)
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_suite
+    from .runner import run_suite
+
+    configs = load_suite(args.suite, args.overrides)
+    on_record = None
+    if args.push:
+        from .hub import push_one
+
+        store = _store(args)
+        on_record = lambda record: push_one(record, store=store)  # noqa: E731
+    records = run_suite(configs, store=_store(args), leaderboard=args.leaderboard, retrain=args.retrain,
+                        progress=not args.no_progress, on_record=on_record)
+    print_leaderboard(records)
+    print(f"\n{len(records)} record(s) written under {Path(args.leaderboard) / 'records'}; weights in {_store(args).root / 'weights'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .runner import run_one
+
+    cfg = load_config(args.config, args.overrides)
+    record = run_one(cfg, store=_store(args), leaderboard=args.leaderboard, retrain=args.retrain or args.resume,
+                     resume=args.resume, progress=not args.no_progress)
+    print_leaderboard([record])
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from .data import build_dataset
+    from .engine import evaluate, resolve_device
+    from .runner import collate_eval
+    from .store import load_model
+
+    device = resolve_device(args.device)
+    model, meta = load_model(args.weights, store=_store(args), map_location=str(device))
+    dataset_name = args.dataset or meta.get("dataset")
+    options = dict(_parse_kv(args.dataset_arg))
+    dataset = build_dataset(dataset_name, split=args.split, root=args.data_root, **options)
+    info = dataset.info
+    expected = int(meta.get("semantic_classes", meta["num_classes"]))
+    if info.num_classes != expected:
+        raise SegbenchError(
+            f"{args.weights}: weights predict {expected} classes but dataset '{dataset_name}' has {info.num_classes}; "
+            "evaluate on the dataset the model was trained on"
+        )
+    if meta.get("task") == "instance":
+        from .data.transforms import collate_instance
+        from .instance_eval import InstanceEvaluator
+        from .runner import WithSemantic
+
+        inst = build_dataset(dataset_name, split=args.split, root=args.data_root, task="instance", **options)
+        loader = DataLoader(WithSemantic(inst, dataset), batch_size=args.batch_size, collate_fn=collate_instance)
+        l2c = meta.get("label_to_class")
+        metrics = evaluate(model, loader, info=info, device=device, score_threshold=float(meta.get("score_threshold", 0.5)),
+                           label_to_class=torch.tensor(l2c) if l2c is not None else None, fill=meta.get("fill"),
+                           instance_evaluator=InstanceEvaluator(), progress=not args.no_progress)
+    else:
+        loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate_eval)
+        metrics = evaluate(model, loader, info=info, device=device, eval_size=meta.get("eval_size"),
+                           tile=meta.get("eval_tile"), progress=not args.no_progress)
+    rows = [{"class": name, "iou": iou, "accuracy": acc, "dice": dice}
+            for name, iou, acc, dice in zip(info.class_names, metrics["iou"], metrics["accuracy"], metrics["dice"])]
+    print(f"{meta.get('name', meta['model'])} on {dataset_name}/{args.split} ({len(dataset)} images)\n")
+    _print_table(rows, [("class", "class", ""), ("iou", "IoU", ".4f"), ("accuracy", "accuracy", ".4f"), ("dice", "Dice", ".4f")])
+    print(f"\nPA {metrics['pixel_accuracy']:.4f}  mPA {metrics['mean_pixel_accuracy']:.4f}  mIoU {metrics['miou']:.4f}  "
+          f"FWIoU {metrics['fwiou']:.4f}  mean Dice {metrics['mean_dice']:.4f}")
+    if metrics["absent"]:
+        print("absent classes (excluded from means): " + ", ".join(info.class_names[i] for i in metrics["absent"]))
+    if "mask_ap" in metrics:
+        print(f"mask AP {metrics['mask_ap']:.4f}  box AP {metrics.get('box_ap', float('nan')):.4f}")
+    if args.json:
+        from .records import _clean, atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(_clean(metrics), indent=2) + "\n")
+        print(f"metrics written to {args.json}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import viz
+    from .predict import Predictor, describe, list_images, load_image
+
+    predictor = Predictor(args.weights, store=_store(args), device=args.device)
+    files = list_images(args.input)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{describe(predictor.meta)}: {len(files)} image(s) -> {out}")
+    for path in files:
+        image = load_image(path)
+        pred = predictor(image, with_probs=args.probs)
+        viz.palette_png(pred.mask, predictor.palette).save(out / f"{path.stem}_mask.png")
+        if predictor.task == "instance":
+            from .models.maskrcnn import draw_instances, instance_id_map
+            from .instance_eval import coco_results_json
+
+            shown = draw_instances(viz.to_rgb(image), pred.instances, predictor.class_names, predictor.palette)
+            viz.to_pil(shown).save(out / f"{path.stem}_overlay.png")
+            ids = instance_id_map(pred.instances, 0.0)
+            from PIL import Image
+
+            Image.fromarray(ids.numpy().astype(np.uint16)).save(out / f"{path.stem}_instances.png")
+            results = coco_results_json([pred.instances], [0])
+            (out / f"{path.stem}_coco.json").write_text(json.dumps(results) + "\n")
+        else:
+            viz.to_pil(viz.overlay(image, pred.mask, predictor.palette, alpha=args.alpha)).save(out / f"{path.stem}_overlay.png")
+        if args.probs and pred.probs is not None:
+            np.save(out / f"{path.stem}_probs.npy", pred.probs.numpy().astype(np.float16))
+        print(f"  {path.name}: {pred.latency_ms:.1f} ms")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import MODELS
+    from .models.report import model_report
+
+    names = [args.name] if args.name else sorted(MODELS)
+    if args.name and args.name not in MODELS:
+        from .models import get_builder
+
+        get_builder(args.name)
+    if args.erf:
+        if not args.name:
+            raise SegbenchError("--erf needs a model name, e.g. 'segbench models deeplabv3 --erf'")
+        from .models.report import erf_report
+
+        info = erf_report(args.name, size=args.erf_size, out=args.erf_out, num_classes=args.num_classes,
+                          in_channels=args.in_channels, options=dict(_parse_kv(args.option)))
+        print(json.dumps(info, indent=2))
+        return 0
+    rows = model_report(names, size=args.size, num_classes=args.num_classes, in_channels=args.in_channels,
+                        options=dict(_parse_kv(args.option)))
+    if args.json:
+        text = json.dumps(rows, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+            print(f"written {args.json}")
+        return 0
+    _print_table(rows, [("model", "model", ""), ("family", "family", ""), ("variant", "variant", ""),
+                        ("params_m", "params(M)", ".2f"), ("gflops", f"GFLOPs@{args.size}", ".1f"),
+                        ("output_stride", "OS", ""), ("receptive_field", "RF(px)", "")])
+    return 0
+
+
+def cmd_speed(args: argparse.Namespace) -> int:
+    from .bench.run import run_speed
+
+    result = run_speed(args.model, baseline=args.baseline, device=args.device, size=args.size, batch=args.batch,
+                       steps=args.steps, compile=args.compile)
+    text = json.dumps(result, indent=2, default=str)
+    print(text)
+    if args.json:
+        from .records import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import DATASETS, default_root
+
+    for name in sorted(DATASETS):
+        root = default_root(name)
+        print(f"{name:14s} {root or '-'}")
+    return 0
+
+
+def _parse_kv(items: list[str] | None) -> list[tuple[str, Any]]:
+    from .config import parse_override
+
+    return [parse_override(item) for item in items or []]
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segbench", description="Train, evaluate and compare classic segmentation models.",
+                                     epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"segbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser, leaderboard: bool = True) -> None:
+        p.add_argument("--store", default=None, help="weights folder (default $SEGBENCH_STORE or ~/.cache/segbench)")
+        if leaderboard:
+            p.add_argument("--leaderboard", default="leaderboard", help="where result records go (default: leaderboard)")
+
+    p = sub.add_parser("run", help="run a suite of (model, dataset) pairs and write one record per pair",
+                       description="Train (or reuse weights with the same config hash), evaluate and record every pair of a suite.")
+    p.add_argument("suite", nargs="?", default="default", help="suite name in segbench/suites/ or a YAML path (default: default)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override a config key in every run, e.g. epochs=2")
+    common(p)
+    p.add_argument("--retrain", action="store_true", help="train even when weights with the same config exist")
+    p.add_argument("--push", action="store_true", help="push each record and its weights to the Hugging Face Hub")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("train", help="train and evaluate one config file", description="Train one (model, dataset) config and write its record.")
+    p.add_argument("config", help="YAML file of config keys (see README)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. lr=0.01 model_args.depth=3")
+    common(p)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this config")
+    p.add_argument("--retrain", action="store_true", help="train even when weights with the same config exist")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate weights on a dataset (per-class table)")
+    p.add_argument("weights", help="weights folder, model.safetensors, or local:<dataset>/<model>--<id>")
+    p.add_argument("--dataset", help="dataset name (default: the one the weights were trained on)")
+    p.add_argument("--data-root", help="dataset folder (default: $SEGBENCH_DATA or ../shared/data/<name>)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--dataset-arg", action="append", metavar="key=value", help="dataset option, repeatable")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", metavar="PATH", help="write the metrics dict as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    common(p, leaderboard=False)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="segment images: palette PNG masks and overlays")
+    p.add_argument("weights", help="weights folder, model.safetensors, or local:<dataset>/<model>--<id>")
+    p.add_argument("input", help="an image or a folder of images")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--probs", action="store_true", help="also write per-class probabilities as float16 .npy [K,H,W]")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    p.add_argument("--device", default="auto")
+    common(p, leaderboard=False)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("models", help="list models: parameters, GFLOPs, output stride, receptive field")
+    p.add_argument("name", nargs="?", help="one model (default: all)")
+    p.add_argument("--size", type=int, default=512, help="input size for GFLOPs and receptive field (default 512)")
+    p.add_argument("--num-classes", type=int, default=21)
+    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--option", action="append", metavar="key=value", help="model option, repeatable (e.g. output_stride=8)")
+    p.add_argument("--json", metavar="PATH", help="write the table as JSON ('-' for stdout)")
+    p.add_argument("--erf", action="store_true", help="measure the effective receptive field and save a heat map")
+    p.add_argument("--erf-size", type=int, default=128, help="input size for --erf (default 128)")
+    p.add_argument("--erf-out", default=None, help="heat-map PNG path (default erf_<model>.png)")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("speed", help="benchmarks against baselines (metrics, torchvision models, predict path, training loop)")
+    p.add_argument("model", nargs="?", help="model name (not needed for --baseline torchmetrics)")
+    p.add_argument("--baseline", required=True, choices=["torchmetrics", "torchvision", "eager", "plain-loop"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--json", metavar="PATH")
+    p.set_defaults(func=cmd_speed)
+
+    p = sub.add_parser("data", help="list datasets and where their files are found")
+    p.set_defaults(func=cmd_data)
+
+    try:
+        from .hub_cli import register
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.hub_cli":
+            raise
+    else:
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SegbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,359 @@
+"""The training loop and evaluation, readable top to bottom.
+
+Batches arrive as uint8 from the loaders and are moved to the device, normalised there (``data.transforms
+.normalize``: the one place it happens), and on CUDA put in channels_last and run under bf16 autocast.
+Losses and metrics are computed in fp32; the confusion matrix lives on the device.
+
+Semantic loaders yield ``(images uint8 [B,C,H,W], masks int64 [B,H,W])`` (ignore value in masks);
+instance loaders yield ``(list[uint8 [C,H,W]], list[target dict])``, each target also carrying its
+``"semantic"`` int64 [H,W] mask so every family is scored with the same PA/mPA/mIoU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .data import DatasetInfo
+from .data.transforms import normalize
+from .errors import SegbenchError
+from .metrics import ConfusionMatrix, to_semantic
+from .models.inference import forward_full
+
+
+# ---------------------------------------------------------------- device helpers
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SegbenchError(f"device '{name}' asked for but no CUDA GPU is visible; use device=auto or device=cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise SegbenchError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable device name for records: the GPU's name or the CPU model with its core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()} ({os.cpu_count()} cores)"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA only (CPU bf16 is slower than fp32 on most CPUs)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def to_device_images(images: Tensor, info: DatasetInfo, device: torch.device, channels_last: bool) -> Tensor:
+    """uint8 [B,C,H,W] on the host -> normalised float32 on ``device`` (channels_last on CUDA)."""
+    x = normalize(images.to(device, non_blocking=True), info.mean, info.std)
+    if channels_last and device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------- optimiser and schedule
+
+def make_optimizer(model: nn.Module, name: str, *, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """SGD (the papers' choice) or AdamW; no weight decay on norms and biases."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=False)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise SegbenchError(f"unknown optimizer '{name}'; use sgd or adamw")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, name: str, *, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step multiplier: linear warm-up, then poly (1 - t)^0.9 (DeepLab v2, Sec. 4.1), cosine or constant."""
+    total_steps = max(total_steps, 1)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        if name == "poly":
+            return (1.0 - t) ** 0.9
+        if name == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * t))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the same user problem
+        raise SegbenchError(f"{path}: unreadable checkpoint ({type(exc).__name__}); delete it to start over") from None
+
+
+# ---------------------------------------------------------------- one step
+
+@dataclass
+class StepInputs:
+    """Device-side batch: normalised images and targets."""
+
+    images: Tensor | list[Tensor]
+    targets: Tensor | list[dict[str, Tensor]]
+    count: int
+
+
+def prepare_batch(batch: Any, info: DatasetInfo, device: torch.device, channels_last: bool, task: str) -> StepInputs:
+    images, targets = batch
+    if task == "instance":
+        imgs = [to_device_images(img[None], info, device, False)[0] for img in images]
+        tgts = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        return StepInputs(imgs, tgts, len(imgs))
+    return StepInputs(to_device_images(images, info, device, channels_last), targets.to(device, non_blocking=True), images.shape[0])
+
+
+def compute_loss(model: nn.Module, inputs: StepInputs, loss_fn: Callable | None, aux_weight: float,
+                 weight_map: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+    """Forward + loss. Semantic: loss_fn(out) (+ aux_weight * loss_fn(aux)); instance: sum of torchvision's loss dict."""
+    if getattr(model, "task", "semantic") == "instance":
+        targets = [{k: v for k, v in t.items() if k != "semantic"} for t in inputs.targets]
+        losses = model(inputs.images, targets)
+        total = sum(v.float() for v in losses.values())
+        return total, {k: float(v) for k, v in losses.items()}
+    out = forward_full(model, inputs.images)
+    loss = loss_fn(out["out"], inputs.targets, weight_map)
+    terms = {"main": float(loss)}
+    if out.get("aux") is not None and aux_weight > 0:
+        aux = loss_fn(out["aux"], inputs.targets, weight_map)
+        terms["aux"] = float(aux)
+        loss = loss + aux_weight * aux
+    return loss, terms
+
+
+# ---------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, *, info: DatasetInfo, device: torch.device, amp: bool = True,
+             channels_last: bool = True, eval_size: list[int] | None = None, tile: int | None = None,
+             score_threshold: float = 0.5, label_to_class: Tensor | None = None, fill: int | None = None,
+             instance_evaluator: Any = None, progress: bool = False) -> dict[str, Any]:
+    """Dataset-level metrics from one confusion matrix on the device.
+
+    Semantic models: logits at ``eval_size`` (if given) are resized back to the label's resolution, so
+    scores are always at the native label size. Instance models: predictions become a class map with
+    :func:`metrics.to_semantic` (highest-scoring mask wins, ``fill`` elsewhere) and, if an
+    ``instance_evaluator`` is given, also feed COCO box/mask AP.
+    """
+    task = getattr(model, "task", "semantic")
+    model.eval()
+    cm = ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index, device=device)
+    fill = (info.background_index or 0) if fill is None else fill
+    image_id = 0
+    for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
+        if task == "instance":
+            inputs = prepare_batch(batch, info, device, False, task)
+            with autocast(device, amp):
+                preds = model(inputs.images)
+            for pred, target in zip(preds, inputs.targets):
+                h, w = target["semantic"].shape
+                sem = to_semantic(pred, info.num_classes, h, w, score_threshold=score_threshold,
+                                  label_to_class=label_to_class, fill=fill)
+                cm.update(sem, target["semantic"])
+            if instance_evaluator is not None:
+                ids = list(range(image_id, image_id + len(preds)))
+                instance_evaluator.update([{k: v.float().cpu() for k, v in p.items()} for p in preds],
+                                          [{k: v.cpu() for k, v in t.items() if k != "semantic"} for t in inputs.targets], ids)
+            image_id += len(preds)
+            continue
+        images, masks = batch
+        pairs = zip(images, masks) if isinstance(images, list) else [(images, masks)]
+        for imgs, msk in pairs:
+            if imgs.ndim == 3:
+                imgs, msk = imgs[None], msk[None]
+            x = to_device_images(imgs, info, device, channels_last)
+            target = msk.to(device, non_blocking=True)
+            logits = predict_logits(model, x, out_size=tuple(target.shape[-2:]), eval_size=eval_size, tile=tile, device=device, amp=amp)
+            cm.update(logits.argmax(1), target)
+    metrics = cm.compute()
+    if instance_evaluator is not None:
+        metrics.update(instance_evaluator.compute())
+    return metrics
+
+
+def predict_logits(model: nn.Module, x: Tensor, *, out_size: tuple[int, int], eval_size: list[int] | None = None,
+                   tile: int | None = None, device: torch.device | None = None, amp: bool = True) -> Tensor:
+    """float32 logits [B,K,out_H,out_W] for normalised input ``x`` [B,C,H,W]: resize to ``eval_size``, run, resize back."""
+    device = device or x.device
+    if eval_size is not None and tuple(x.shape[-2:]) != tuple(eval_size):
+        x = F.interpolate(x, size=tuple(eval_size), mode="bilinear", align_corners=False, antialias=True)
+    with autocast(device, amp):
+        logits = forward_full(model, x, tile=tile)["out"]
+    logits = logits.float()
+    if tuple(logits.shape[-2:]) != tuple(out_size):
+        logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+    return logits
+
+
+# ---------------------------------------------------------------- training
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_metrics: dict[str, Any] | None = None
+    best_epoch: int = 0
+    seconds: float = 0.0
+    images: int = 0
+    epochs_done: int = 0
+    stopped_early: bool = False
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def train(model: nn.Module, *, train_loader: Any, val_loader: Iterable | None, info: DatasetInfo,
+          loss_fn: Callable | None, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+          device: torch.device, epochs: int, eval_every: int = 1, grad_clip: float | None = None, amp: bool = True,
+          channels_last: bool = True, compile: bool = False, aux_weight: float = 0.4,
+          max_seconds: float | None = None, checkpoint_dir: Path | None = None, resume: bool = False,
+          seed: int = 0, eval_kwargs: dict[str, Any] | None = None, weight_map_fn: Callable | None = None,
+          progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
+    """Train ``model`` for ``epochs`` epochs (or until ``max_seconds``), evaluating every ``eval_every``.
+
+    Each epoch reseeds Python's and torch's RNGs from (seed, epoch) and the loader's sampler from the same
+    pair, so ``resume=True`` (from ``checkpoint_dir/last.pt``: model, optimiser, scheduler, epoch, RNG,
+    history) continues exactly where a stopped run would have been. ``best.pt`` holds the weights with the
+    best validation mIoU. On return the model holds the best weights (or the last, without validation).
+    """
+    task = getattr(model, "task", "semantic")
+    model.to(device)
+    if channels_last and device.type == "cuda" and task == "semantic":
+        model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if compile else model
+    result = TrainResult()
+    start_epoch, best_miou = 0, -1.0
+    last_path = checkpoint_dir / "last.pt" if checkpoint_dir else None
+    best_path = checkpoint_dir / "best.pt" if checkpoint_dir else None
+    if resume and last_path is not None and last_path.is_file():
+        state = load_checkpoint(last_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_miou = int(state["epoch"]), float(state["best_miou"])
+        result.history = list(state["history"])
+        result.seconds, result.images = float(state["seconds"]), int(state["images"])
+        log(f"resumed from {last_path} at epoch {start_epoch}")
+    eval_kwargs = dict(eval_kwargs or {})
+
+    for epoch in range(start_epoch, epochs):
+        seed_everything(seed * 100_003 + epoch)
+        if hasattr(train_loader, "generator") and train_loader.generator is not None:
+            train_loader.generator.manual_seed(seed * 100_003 + epoch)
+        model.train()
+        t0, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress)
+        for batch in bar:
+            inputs = prepare_batch(batch, info, device, channels_last, task)
+            weight_map = weight_map_fn(batch[1]).to(device) if weight_map_fn is not None else None
+            with autocast(device, amp):
+                loss, _terms = compute_loss(step_model, inputs, loss_fn, aux_weight, weight_map)
+            if not torch.isfinite(loss):
+                raise SegbenchError(f"loss became {float(loss)} at epoch {epoch + 1}; lower lr or enable grad_clip")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            scheduler.step()
+            seen += inputs.count
+            steps += 1
+            loss_sum += float(loss)
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(loss=f"{loss_sum / steps:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                            img_s=f"{seen / max(elapsed, 1e-9):.1f}")
+            if max_seconds is not None and result.seconds + elapsed >= max_seconds:
+                result.stopped_early = True
+                break
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_seconds = time.perf_counter() - t0
+        result.seconds += epoch_seconds
+        result.images += seen
+        entry: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / max(steps, 1), "lr": scheduler.get_last_lr()[0],
+                                 "images_per_s": seen / max(epoch_seconds, 1e-9), "seconds": round(result.seconds, 3)}
+        last_epoch = epoch + 1 == epochs or result.stopped_early
+        if val_loader is not None and ((epoch + 1) % eval_every == 0 or last_epoch):
+            metrics = evaluate(model, val_loader, info=info, device=device, amp=amp, channels_last=channels_last, **eval_kwargs)
+            entry.update(miou=metrics["miou"], pixel_accuracy=metrics["pixel_accuracy"])
+            miou = metrics["miou"] if metrics["miou"] == metrics["miou"] else 0.0
+            if miou > best_miou:
+                best_miou, result.best_metrics, result.best_epoch = miou, metrics, epoch + 1
+                if best_path is not None:
+                    save_checkpoint(best_path, {"model": model.state_dict(), "epoch": epoch + 1, "miou": miou})
+        result.history.append(entry)
+        result.epochs_done = epoch + 1
+        summary = ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if isinstance(v, float))
+        log(f"epoch {epoch + 1}/{epochs}: {summary}")
+        if last_path is not None:
+            save_checkpoint(last_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1, "best_miou": best_miou, "history": result.history,
+                "seconds": result.seconds, "images": result.images,
+                "rng": torch.get_rng_state(),
+            })
+        if result.stopped_early:
+            log(f"stopped after {result.seconds:.1f} s (max_train_seconds)")
+            break
+
+    if best_path is not None and best_path.is_file() and result.best_metrics is not None:
+        model.load_state_dict(load_checkpoint(best_path)["model"])
+    return result
