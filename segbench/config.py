@@ -131,7 +131,7 @@ def make_config(data: dict[str, Any], source: str = "config") -> RunConfig:
 
 def check_config(cfg: RunConfig, source: str = "config") -> None:
     """Validate model/dataset names and their options before anything heavy happens."""
-    from .data import DATASETS, dataset_options
+    from .data import DATASETS
     from .models import check_model_args, get_builder
 
     try:
@@ -149,6 +149,18 @@ def check_config(cfg: RunConfig, source: str = "config") -> None:
             raise SegbenchError(f"{source}: dataset '{cfg.dataset}' has no option '{key}'{nearest(key, options)}")
     if cfg.scale_min <= 0 or cfg.scale_max < cfg.scale_min:
         raise SegbenchError(f"{source}: need 0 < scale_min <= scale_max, got {cfg.scale_min}, {cfg.scale_max}")
+
+
+def dataset_options(name: str) -> list[str]:
+    """The keyword options of dataset ``name`` beyond split/root/task/transform."""
+    import inspect
+
+    from .data import DATASETS
+
+    return [
+        p.name for p in inspect.signature(DATASETS[name]).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("split", "root", "task", "transform")
+    ]
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -1,0 +1,1 @@
+"""Micro-benchmarks of segbench parts against reference implementations."""
