@@ -168,13 +168,13 @@ def compute_loss(model: nn.Module, inputs: StepInputs, loss_fn: Callable | None,
         targets = [{k: v for k, v in t.items() if k != "semantic"} for t in inputs.targets]
         losses = model(inputs.images, targets)
         total = sum(v.float() for v in losses.values())
-        return total, {k: float(v) for k, v in losses.items()}
+        return total, {k: v.detach() for k, v in losses.items()}
     out = forward_full(model, inputs.images)
     loss = loss_fn(out["out"], inputs.targets, weight_map)
-    terms = {"main": float(loss)}
+    terms = {"main": loss.detach()}
     if out.get("aux") is not None and aux_weight > 0:
         aux = loss_fn(out["aux"], inputs.targets, weight_map)
-        terms["aux"] = float(aux)
+        terms["aux"] = aux.detach()
         loss = loss + aux_weight * aux
     return loss, terms
 
@@ -299,15 +299,14 @@ def train(model: nn.Module, *, train_loader: Any, val_loader: Iterable | None, i
         if hasattr(train_loader, "generator") and train_loader.generator is not None:
             train_loader.generator.manual_seed(seed * 100_003 + epoch)
         model.train()
-        t0, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+        t0, seen, steps = time.perf_counter(), 0, 0
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress)
         for batch in bar:
             inputs = prepare_batch(batch, info, device, channels_last, task)
             weight_map = weight_map_fn(batch[1]).to(device) if weight_map_fn is not None else None
             with autocast(device, amp):
                 loss, _terms = compute_loss(step_model, inputs, loss_fn, aux_weight, weight_map)
-            if not torch.isfinite(loss):
-                raise SegbenchError(f"loss became {float(loss)} at epoch {epoch + 1}; lower lr or enable grad_clip")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip:
@@ -316,10 +315,14 @@ def train(model: nn.Module, *, train_loader: Any, val_loader: Iterable | None, i
             scheduler.step()
             seen += inputs.count
             steps += 1
-            loss_sum += float(loss)
+            loss_sum += loss.detach().float()
             elapsed = time.perf_counter() - t0
-            bar.set_postfix(loss=f"{loss_sum / steps:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
-                            img_s=f"{seen / max(elapsed, 1e-9):.1f}")
+            if steps % 10 == 1 or steps == len(train_loader):  # reading the loss syncs the device: not every step
+                mean_loss = float(loss_sum) / steps
+                if not math.isfinite(mean_loss):
+                    raise SegbenchError(f"loss became {mean_loss} at epoch {epoch + 1}; lower lr or set grad_clip")
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                                img_s=f"{seen / max(elapsed, 1e-9):.1f}")
             if max_seconds is not None and result.seconds + elapsed >= max_seconds:
                 result.stopped_early = True
                 break
@@ -328,7 +331,10 @@ def train(model: nn.Module, *, train_loader: Any, val_loader: Iterable | None, i
         epoch_seconds = time.perf_counter() - t0
         result.seconds += epoch_seconds
         result.images += seen
-        entry: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / max(steps, 1), "lr": scheduler.get_last_lr()[0],
+        mean_loss = float(loss_sum) / max(steps, 1)
+        if not math.isfinite(mean_loss):
+            raise SegbenchError(f"loss became {mean_loss} at epoch {epoch + 1}; lower lr or set grad_clip")
+        entry: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
                                  "images_per_s": seen / max(epoch_seconds, 1e-9), "seconds": round(result.seconds, 3)}
         last_epoch = epoch + 1 == epochs or result.stopped_early
         if val_loader is not None and ((epoch + 1) % eval_every == 0 or last_epoch):

@@ -61,15 +61,15 @@ def load_image(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS) -> T
 
 def _pil_to_tensor(img: Image.Image) -> Tensor:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(img, dtype=np.float64)
+        array = np.array(img, dtype=np.float64)
         hi = array.max() if array.max() > 255 else 255.0
         array = np.clip(array / max(hi, 1e-9) * 255.0, 0, 255).round().astype(np.uint8)[..., None]
     elif img.mode in ("L", "1"):
-        array = np.asarray(img.convert("L"))[..., None]
+        array = np.array(img.convert("L"))[..., None]
     elif img.mode == "LA":
-        array = np.asarray(img.convert("L"))[..., None]
+        array = np.array(img.convert("L"))[..., None]
     else:
-        array = np.asarray(img.convert("RGB"))
+        array = np.array(img.convert("RGB"))
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
 
 

@@ -1,0 +1,108 @@
+"""End to end through the command line, on tiny synthetic data: run, train, eval, predict, models, bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from segbench.cli import main
+from segbench.records import load_records
+
+
+@pytest.fixture
+def suite(tmp_path, tiny_config):
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({"common": tiny_config, "runs": [{}, {"name": "unet_tiny_sgd", "optimizer": "sgd", "lr": 0.05}]}))
+    return path
+
+
+def test_run_writes_valid_records_and_weights(tmp_path, suite, capsys):
+    board, store = tmp_path / "board", tmp_path / "store"
+    assert main(["run", str(suite), "--leaderboard", str(board), "--store", str(store), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "mIoU" in out and "unet_tiny_sgd" in out
+    records, problems = load_records(board)
+    assert problems == [] and {r["model"] for r in records} == {"unet_small", "unet_tiny_sgd"}
+    for r in records:
+        assert r["efficiency"]["params"] > 0 and r["efficiency"]["gflops"] > 0 and r["efficiency"]["receptive_field"] > 1
+        assert r["training"]["seconds"] > 0 and r["weights"]["uri"].startswith("local:")
+        assert len(r["metrics"]["iou"]) == 6
+    # a second run reuses the weights (same config hash) and rewrites the same records
+    assert main(["run", str(suite), "--leaderboard", str(board), "--store", str(store), "--no-progress"]) == 0
+    assert "reusing weights" in capsys.readouterr().out
+    assert len(load_records(board)[0]) == 2
+
+
+def test_train_eval_predict(tmp_path, tiny_config, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config))
+    store = tmp_path / "store"
+    assert main(["train", str(cfg), "epochs=1", "--leaderboard", str(tmp_path / "b"), "--store", str(store), "--no-progress"]) == 0
+    record = load_records(tmp_path / "b")[0][0]
+    weights = record["weights"]["uri"]
+    capsys.readouterr()
+
+    metrics_path = tmp_path / "m.json"
+    assert main(["eval", weights, "--store", str(store), "--dataset-arg", "size=32", "--dataset-arg", "num_images=4",
+                 "--json", str(metrics_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "background" in out and "mIoU" in out
+    metrics = json.loads(metrics_path.read_text())
+    assert set(metrics) >= {"pixel_accuracy", "mean_pixel_accuracy", "miou", "iou", "absent"}
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.fromarray(np.random.randint(0, 255, (40, 50, 3), dtype=np.uint8)).save(images / "a.png")
+    Image.fromarray(np.random.randint(0, 255, (33, 21), dtype=np.uint8)).save(images / "b.jpg")
+    out_dir = tmp_path / "pred"
+    assert main(["predict", weights, str(images), "--out", str(out_dir), "--store", str(store), "--probs"]) == 0
+    mask = Image.open(out_dir / "a_mask.png")
+    assert mask.mode == "P" and mask.size == (50, 40)
+    assert Image.open(out_dir / "b_overlay.png").size == (21, 33)
+    assert np.load(out_dir / "a_probs.npy").shape == (6, 40, 50)
+
+
+def test_models_table(capsys):
+    assert main(["models", "unet_small", "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "unet_small" in out and "RF(px)" in out
+    assert main(["models", "unet_small", "--size", "64", "--json", "-"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["params"] > 0 and rows[0]["receptive_field"] > 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "defualt"], "unknown suite 'defualt'"),
+    (["run", "default", "epoch=2"], "unknown config key 'epoch'"),
+    (["eval", "/nonexistent/weights"], "weights file not found"),
+    (["predict", "/nonexistent/weights", ".", "--out", "x"], "weights file not found"),
+    (["models", "fcn9s"], "unknown model 'fcn9s'"),
+])
+def test_bad_input_is_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_predict_corrupt_image(tmp_path, tiny_config, capsys):
+    from segbench.models import build_model
+    from segbench.store import save_weights
+
+    model = build_model("unet_small", num_classes=6, base_channels=4, depth=2)
+    save_weights(model, {"model": "unet_small", "model_args": {"base_channels": 4, "depth": 2}, "num_classes": 6,
+                         "mean": [0.5] * 3, "std": [0.25] * 3, "palette": [[0, 0, 0]] * 6, "in_channels": 3}, tmp_path / "w")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    assert main(["predict", str(tmp_path / "w"), str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.png" in err and "Traceback" not in err
+
+
+def test_module_entry_point_help():
+    out = subprocess.run([sys.executable, "-m", "segbench", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("run", "train", "eval", "predict", "models", "speed"):
+        assert command in out
