@@ -66,10 +66,23 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA only (CPU bf16 is slower than fp32 on most CPUs)."""
+def cpu_bf16_supported() -> bool:
+    """True where oneDNN runs bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 on the CPU is slower than fp32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast(device: torch.device, enabled: bool, *, cpu_bf16: bool = False):
+    """bf16 autocast on CUDA; on the CPU only when asked (inference paths) and natively supported.
+
+    Training and the metrics of evaluation on the CPU stay fp32.
+    """
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if enabled and cpu_bf16 and device.type == "cpu" and cpu_bf16_supported():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -230,12 +243,18 @@ def evaluate(model: nn.Module, loader: Iterable, *, info: DatasetInfo, device: t
 
 
 def predict_logits(model: nn.Module, x: Tensor, *, out_size: tuple[int, int], eval_size: list[int] | None = None,
-                   tile: int | None = None, device: torch.device | None = None, amp: bool = True) -> Tensor:
-    """float32 logits [B,K,out_H,out_W] for normalised input ``x`` [B,C,H,W]: resize to ``eval_size``, run, resize back."""
+                   tile: int | None = None, device: torch.device | None = None, amp: bool = True,
+                   cpu_bf16: bool = False) -> Tensor:
+    """float32 logits [B,K,out_H,out_W] for normalised input ``x`` [B,C,H,W]: resize to ``eval_size``, run, resize back.
+
+    ``cpu_bf16`` lets the predict path use bf16 on CPUs that run it natively (see ``cpu_bf16_supported``).
+    """
     device = device or x.device
     if eval_size is not None and tuple(x.shape[-2:]) != tuple(eval_size):
         x = F.interpolate(x, size=tuple(eval_size), mode="bilinear", align_corners=False, antialias=True)
-    with autocast(device, amp):
+    if x.ndim == 4 and (device.type == "cuda" or cpu_bf16):
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, amp, cpu_bf16=cpu_bf16):
         logits = forward_full(model, x, tile=tile)["out"]
     logits = logits.float()
     if tuple(logits.shape[-2:]) != tuple(out_size):

@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from .data.transforms import normalize
-from .engine import predict_logits, resolve_device
+from .engine import cpu_bf16_supported, predict_logits, resolve_device
 from .errors import SegbenchError
 from .metrics import to_semantic
 from .store import LocalStore, load_model
@@ -99,9 +99,15 @@ class Prediction:
 class Predictor:
     """A loaded model ready for single images (see module docstring)."""
 
-    def __init__(self, weights: str | Path, *, store: LocalStore | None = None, device: str = "cpu") -> None:
+    def __init__(self, weights: str | Path, *, store: LocalStore | None = None, device: str = "cpu",
+                 fast: bool = True) -> None:
         self.device = resolve_device(device)
         self.model, self.meta = load_model(weights, store=store, map_location=str(self.device))
+        # bf16 + channels_last where the hardware runs bf16 natively (GPU, AVX512-BF16/AMX CPU); fp32 otherwise.
+        self.cpu_bf16 = fast and self.device.type == "cpu" and cpu_bf16_supported()
+        self.precision = "bf16" if fast and (self.device.type == "cuda" or self.cpu_bf16) else "fp32"
+        if self.precision == "bf16" and self.meta.get("task", "semantic") == "semantic":
+            self.model.to(memory_format=torch.channels_last)
         self.task = self.meta.get("task", "semantic")
         self.in_channels = int(self.meta.get("in_channels", 3))
         self.class_names = list(self.meta.get("class_names", []))
@@ -126,7 +132,8 @@ class Predictor:
                          "scores": pred["scores"][keep].cpu(), "masks": (pred["masks"][keep, 0] > 0.5).cpu()}
             return Prediction(mask.cpu(), None, instances, (time.perf_counter() - t0) * 1000)
         logits = predict_logits(self.model, x, out_size=(h, w), eval_size=self.meta.get("eval_size"),
-                                tile=self.meta.get("eval_tile"), device=self.device)
+                                tile=self.meta.get("eval_tile"), device=self.device, amp=self.precision == "bf16",
+                                cpu_bf16=self.cpu_bf16)
         mask = logits.argmax(1)[0].cpu()
         probs = torch.softmax(logits, 1)[0].cpu() if with_probs else None
         return Prediction(mask, probs, None, (time.perf_counter() - t0) * 1000)

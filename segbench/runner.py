@@ -295,7 +295,7 @@ def measure_efficiency(model: torch.nn.Module, cfg: RunConfig, info: DatasetInfo
         "params": count_params(model), "gflops": round(count_gflops(model, in_channels=c, size=size, device=device, tile=cfg.eval_tile), 4),
         "flops_input": [c, *size], "receptive_field": rf, "output_stride": getattr(model, "output_stride", None),
         "latency": {"device": device_name(device), "batch_size": 1, "image_size": list(size),
-                    "ms": round(latency["ms"], 3), "ms_std": round(latency["ms_std"], 3)},
+                    "ms": round(latency["ms"], 3), "ms_std": round(latency["ms_std"], 3), "precision": latency["precision"]},
     }
 
 

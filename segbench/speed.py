@@ -47,21 +47,31 @@ def count_gflops(model: nn.Module, *, in_channels: int, size: tuple[int, int], d
 
 @torch.no_grad()
 def measure_latency(model: nn.Module, *, in_channels: int, size: tuple[int, int], device: torch.device | str = "cpu",
-                    runs: int = 10, warmup: int = 2, amp: bool = True, tile: int | None = None) -> dict[str, float]:
-    """Median and standard deviation (ms) of ``runs`` batch-1 forward passes after ``warmup`` passes."""
+                    runs: int = 10, warmup: int = 2, amp: bool = True, tile: int | None = None) -> dict[str, Any]:
+    """Median and standard deviation (ms) of ``runs`` batch-1 forward passes after ``warmup`` passes, in the
+    precision the predict path uses on this device (bf16 on GPUs and bf16-native CPUs, else fp32)."""
+    from .engine import autocast, cpu_bf16_supported
+
     device = torch.device(device)
     model.eval()
     x = _dummy_input(model, in_channels, size, device)
-    use_amp = amp and device.type == "cuda"
+    semantic = getattr(model, "task", "semantic") == "semantic"
+    bf16 = amp and (device.type == "cuda" or (semantic and cpu_bf16_supported()))
+    if bf16 and semantic:
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     times = []
     for i in range(warmup + runs):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp) if device.type == "cuda" else torch.no_grad():
+        with autocast(device, bf16, cpu_bf16=semantic):
             _run(model, x, tile)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i >= warmup:
             times.append((time.perf_counter() - t0) * 1000)
-    return {"ms": statistics.median(times), "ms_std": statistics.pstdev(times) if len(times) > 1 else 0.0}
+    if bf16 and semantic:
+        model.to(memory_format=torch.contiguous_format)
+    return {"ms": statistics.median(times), "ms_std": statistics.pstdev(times) if len(times) > 1 else 0.0,
+            "precision": "bf16" if bf16 else "fp32"}
