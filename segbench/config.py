@@ -39,6 +39,7 @@ class RunConfig:
     eval_size: list[int] | None = None  # [H, W] resize for evaluation (None: native size)
     eval_tile: int | None = None  # overlap-tile output size for valid-padded U-Nets (None: one tile)
     num_workers: int = 0
+    limit_images: int | None = None  # use only the first N images of each split (smoke tests)
     # --- optimisation ---
     epochs: int = 10
     batch_size: int = 8
@@ -71,7 +72,7 @@ class RunConfig:
 
     def run_id(self) -> str:
         """12 hex digits identifying everything that changes the trained weights or the scores."""
-        ignored = {"num_workers", "latency_runs", "device", "name"}
+        ignored = {"num_workers", "latency_runs", "device", "name"}  # no effect on weights or scores
         payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
         blob = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -115,21 +115,38 @@ def make_optimizer(model: nn.Module, name: str, *, lr: float, momentum: float, w
     raise SegbenchError(f"unknown optimizer '{name}'; use sgd or adamw")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, name: str, *, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step multiplier: linear warm-up, then poly (1 - t)^0.9 (DeepLab v2, Sec. 4.1), cosine or constant."""
-    total_steps = max(total_steps, 1)
+class Schedule(torch.optim.lr_scheduler.LRScheduler):
+    """Per-step learning-rate multiplier: linear warm-up, then poly (1 - t)^0.9 (DeepLab v2, Sec. 4.1), cosine
+    or constant, where t is the training progress in [0, 1].
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
-        if name == "poly":
+    Progress is steps / total_steps, or, under a wall-time budget, the larger of that and the fraction of the
+    budget spent (``time_fraction``, set by the training loop), so a time-boxed run still decays to zero.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, name: str, *, total_steps: int, warmup_steps: int) -> None:
+        self.name, self.total_steps, self.warmup_steps = name, max(total_steps, 1), warmup_steps
+        self.time_fraction = 0.0
+        super().__init__(optimizer)
+
+    def factor(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        t = (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1)
+        t = min(max(t, self.time_fraction), 1.0)
+        if self.name == "poly":
             return (1.0 - t) ** 0.9
-        if name == "cosine":
+        if self.name == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * t))
         return 1.0
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def get_lr(self) -> list[float]:
+        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, name: str, *, total_steps: int, warmup_steps: int) -> Schedule:
+    if name not in ("poly", "cosine", "constant"):
+        raise SegbenchError(f"unknown schedule '{name}'; use poly, cosine or constant")
+    return Schedule(optimizer, name, total_steps=total_steps, warmup_steps=warmup_steps)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -280,7 +297,7 @@ class TrainResult:
 
 
 def train(model: nn.Module, *, train_loader: Any, val_loader: Iterable | None, info: DatasetInfo,
-          loss_fn: Callable | None, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+          loss_fn: Callable | None, optimizer: torch.optim.Optimizer, scheduler: Schedule,
           device: torch.device, epochs: int, eval_every: int = 1, grad_clip: float | None = None, amp: bool = True,
           channels_last: bool = True, compile: bool = False, aux_weight: float = 0.4,
           max_seconds: float | None = None, checkpoint_dir: Path | None = None, resume: bool = False,
@@ -336,6 +353,8 @@ def train(model: nn.Module, *, train_loader: Any, val_loader: Iterable | None, i
             steps += 1
             loss_sum += loss.detach().float()
             elapsed = time.perf_counter() - t0
+            if max_seconds is not None and hasattr(scheduler, "time_fraction"):
+                scheduler.time_fraction = (result.seconds + elapsed) / max_seconds
             if steps % 10 == 1 or steps == len(train_loader):  # reading the loss syncs the device: not every step
                 mean_loss = float(loss_sum) / steps
                 if not math.isfinite(mean_loss):

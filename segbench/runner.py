@@ -48,6 +48,27 @@ class WithSemantic(Dataset):
         return image, {**target, "semantic": self.semantic[i][1]}
 
 
+class Limited(Dataset):
+    """The first ``n`` samples of a dataset, keeping its ``info`` (and instance-view attributes)."""
+
+    def __init__(self, dataset: Dataset, n: int | None) -> None:
+        self.dataset, self.n = dataset, len(dataset) if n is None else min(n, len(dataset))
+        self.info = dataset.info
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        if i >= self.n:
+            raise IndexError(i)
+        return self.dataset[i]
+
+    def __getattr__(self, name: str):
+        if name in ("dataset", "n", "info"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
 def collate_eval(batch: list) -> tuple[Any, Any]:
     """Stack when all images share a size; otherwise keep lists (evaluated one by one)."""
     shapes = {tuple(img.shape) for img, _ in batch}
@@ -76,17 +97,20 @@ class Data:
 def build_data(cfg: RunConfig, task: str, *, need_train: bool) -> Data:
     """Loaders for one config. Instance models get instance views plus the semantic masks for scoring."""
     common = dict(root=cfg.data_root, **cfg.dataset_args)
-    val_sem = build_dataset(cfg.dataset, split=cfg.eval_split, **common)
+    def build(split: str, **kwargs: Any) -> Dataset:
+        dataset = build_dataset(cfg.dataset, split=split, **common, **kwargs)
+        return Limited(dataset, cfg.limit_images) if cfg.limit_images else dataset
+
+    val_sem = build(cfg.eval_split)
     info = val_sem.info
     generator = torch.Generator().manual_seed(cfg.seed)
     if task == "instance":
-        val_inst = build_dataset(cfg.dataset, split=cfg.eval_split, task="instance", **common)
+        val_inst = build(cfg.eval_split, task="instance")
         val = DataLoader(WithSemantic(val_inst, val_sem), batch_size=cfg.batch_size, shuffle=False,
                          num_workers=cfg.num_workers, collate_fn=collate_instance)
         train_loader = None
         if need_train:
-            train_ds = build_dataset(cfg.dataset, split=cfg.train_split, task="instance",
-                                     transform=train_transform(cfg, info), **common)
+            train_ds = build(cfg.train_split, task="instance", transform=train_transform(cfg, info))
             train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
                                       collate_fn=collate_instance, generator=generator, drop_last=False)
         l2c = getattr(val_inst, "label_to_class", None)
@@ -96,7 +120,7 @@ def build_data(cfg: RunConfig, task: str, *, need_train: bool) -> Data:
     val = DataLoader(val_sem, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, collate_fn=collate_eval)
     train_loader = None
     if need_train:
-        train_ds = build_dataset(cfg.dataset, split=cfg.train_split, transform=train_transform(cfg, info), **common)
+        train_ds = build(cfg.train_split, transform=train_transform(cfg, info))
         if len(train_ds) == 0:
             raise SegbenchError(f"dataset '{cfg.dataset}' split '{cfg.train_split}' is empty; check data_root")
         train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
