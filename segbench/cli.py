@@ -71,10 +71,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     configs = load_suite(args.suite, args.overrides)
     on_record = None
     if args.push:
-        from .hub import push_one
+        from .hub import check_push_access, push_one
 
         store = _store(args)
-        on_record = lambda record: push_one(record, store=store)  # noqa: E731
+        owner = check_push_access(owner=args.owner)  # a missing or read-only token fails before any training
+
+        def on_record(record: dict[str, Any]) -> None:
+            push_one(record, store=store, owner=owner, results_repo=args.results_repo)
     records = run_suite(configs, store=_store(args), leaderboard=args.leaderboard, retrain=args.retrain,
                         progress=not args.no_progress, on_record=on_record)
     print_leaderboard(records)
@@ -265,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--retrain", action="store_true", help="train even when weights with the same config exist")
     p.add_argument("--push", action="store_true", help="push each record and its weights to the Hugging Face Hub")
+    p.add_argument("--owner", help="Hub user or organisation for --push (default: the token's user)")
+    p.add_argument("--results-repo", help="Hub dataset repo for scores (default: $SEGBENCH_HUB_RESULTS or OWNER/segbench-results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 

@@ -1,0 +1,112 @@
+"""``python -m segbench push`` and ``pull``: the Hub subcommands, registered by cli.py.
+
+huggingface_hub is imported only when one of these commands runs, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from .errors import SegbenchError
+
+
+def register(subparsers: Any) -> None:
+    """Add ``push`` and ``pull`` to an argparse subparsers object; each sets ``func`` (Namespace -> exit code)."""
+    push = subparsers.add_parser(
+        "push",
+        help="push weights, model cards and scores to the Hugging Face Hub",
+        description="For each local record: a model repo per (model, dataset) with the weights, their config, the "
+        "record and a model card; then every score to one results dataset repo. One commit per repo; unchanged "
+        "repos get no commit. Auth: HF_TOKEN or 'hf auth login' (write access).",
+    )
+    _common(push)
+    push.add_argument("--repo-template", default=None, metavar="TEMPLATE",
+                      help="model repo id; default '{owner}/segbench-{model}-{dataset}'")
+    push.add_argument("--private", action="store_true", help="create new repos as private")
+    push.set_defaults(func=cmd_push)
+
+    pull = subparsers.add_parser(
+        "pull",
+        help="fetch the Hub's results (and, with --weights, the weights) into the local leaderboard and store",
+        description="Copies the results repo's records into --leaderboard; with --weights also downloads each "
+        "run's weights into the local store after checking their sha256 against the record.",
+    )
+    pull.add_argument("repo", nargs="?", default=None, help="results dataset repo, same as --results-repo")
+    _common(pull)
+    pull.add_argument("--weights", action="store_true", help="also download the weights (sha256-verified)")
+    pull.add_argument("--revision", default=None, help="results repo branch, tag or commit (default main)")
+    pull.set_defaults(func=cmd_pull)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--leaderboard", default="leaderboard", metavar="DIR",
+                        help="leaderboard folder (default leaderboard)")
+    parser.add_argument("--store", default=None, metavar="DIR",
+                        help="weights store (default $SEGBENCH_STORE or ~/.cache/segbench)")
+    parser.add_argument("--dataset", default=None, help="only these datasets (comma-separated)")
+    parser.add_argument("--model", default=None, help="only these models (comma-separated)")
+    parser.add_argument("--owner", default=None, help="Hub user or organisation (default: the token's user)")
+    parser.add_argument("--results-repo", default=None, metavar="REPO",
+                        help="results dataset repo (default $SEGBENCH_HUB_RESULTS, else OWNER/segbench-results)")
+    parser.add_argument("--endpoint", default=None, help="Hub URL (default $HF_ENDPOINT or https://huggingface.co)")
+
+
+def _names(text: str | None) -> set[str]:
+    return {part.strip() for part in (text or "").split(",") if part.strip()}
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from . import hub, records
+    from .store import LocalStore
+
+    found, problems = records.load_records(args.leaderboard)
+    for problem in problems:
+        print(f"skipped    {problem}")
+    datasets, models = _names(args.dataset), _names(args.model)
+    selected = [r for r in found if (not datasets or r["dataset"] in datasets) and (not models or r["model"] in models)]
+    if not selected:
+        what = " matching --dataset/--model" if datasets or models else ""
+        raise SegbenchError(
+            f"{args.leaderboard}: no records{what}; run 'python -m segbench run' first or check the filters"
+        )
+    report = hub.push_records(
+        selected,
+        store=LocalStore(args.store) if args.store else None,
+        owner=args.owner,
+        results_repo=args.results_repo or os.environ.get(hub.ENV_RESULTS) or None,
+        repo_template=args.repo_template,
+        private=True if args.private else None,
+        endpoint=args.endpoint,
+    )
+    return 0 if report.ok else 1
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from . import hub
+    from .store import LocalStore
+
+    results_repo = args.repo or args.results_repo or os.environ.get(hub.ENV_RESULTS) or (
+        f"{args.owner}/{hub.DEFAULT_RESULTS_NAME}" if args.owner else None
+    )
+    if not results_repo:
+        raise SegbenchError(f"pull: no results repo; pass --results-repo OWNER/NAME, --owner, or set {hub.ENV_RESULTS}")
+    report = hub.pull(
+        results_repo=results_repo,
+        leaderboard=args.leaderboard,
+        store=LocalStore(args.store) if args.store else None,
+        weights=args.weights,
+        datasets=_names(args.dataset),
+        models=_names(args.model),
+        revision=args.revision,
+        endpoint=args.endpoint,
+    )
+    return 0 if report.ok else 1
+
+
+def push_one(record: dict[str, Any], **kwargs: Any) -> Any:
+    """``run --push`` entry point; see segbench.hub.push_one (imported lazily). Returns its PushReport."""
+    from .hub import push_one as _push_one
+
+    return _push_one(record, **kwargs)
