@@ -1,0 +1,336 @@
+"""DeepLab v1 (LargeFOV), v2, v3 and v3+ (Chen et al. 2015, 2017, 2017, 2018).
+
+One model class, four wirings: ``backbone`` -> ``aspp`` -> (``decoder`` with stride-4 features, v3+) -> ``head``
+-> bilinear up-sampling to the input; optional ``aux`` head (FCNHead on layer3 / the stride-16 features).
+
+- v1 ``deeplabv1``: VGG16 with pool4/pool5 at stride 1, conv5 dilated 2, fc6 3x3x1024 dilated 12 (LargeFOV) in
+  the backbone; no ASPP; fc8 is the head. Output stride 8. (The dense CRF post-processing is not included.)
+- v2 ``deeplabv2``: ResNet at output stride 8; ASPP = the *sum* of four 3x3 classifiers, rates 6/12/18/24
+  (v2 Sec. 3.3, ASPP-L); the branches emit logits, so the head is the identity.
+- v3 ``deeplabv3``: ResNet at output stride 16 or 8 (32 = no dilation); ASPP with BN = *concatenation* of a 1x1,
+  three 3x3 (rates 6/12/18 at OS16, doubled at OS8) and image pooling, then a 1x1 projection (v3 Sec. 3.3);
+  multi-grid (1, 2, 4) in layer4 (Sec. 3.2); a 1x1 head.
+- v3+ ``deeplabv3plus``: the v3 encoder plus the decoder (v3+ Sec. 3.1): stride-4 features reduced to 48
+  channels, concatenated with the up-sampled ASPP output, two 3x3 convs, 1x1 head.
+
+Every model maps ``float32 [B, in_channels, H, W]`` (normalised) to ``{"out": float32 logits [B, K, H, W]}`` and,
+with ``aux=True`` in training mode, ``"aux"`` logits of the same shape (loss weight ``model.aux_weight``, applied by
+the engine). Any H, W >= 1; batch size 1 trains (the image-pooling BN falls back to running statistics).
+``model.output_stride`` is the encoder's (the option value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import SegbenchError, nearest
+from .backbones import MobileNetV3Backbone, ResNetBackbone, VGG16Backbone, load_backbone_weights, scaled
+from .fcn import FCNHead, _describe, _variant, resize
+
+__all__ = ["BUILDERS", "DeepLab", "ASPP", "ASPPSum", "Decoder"]
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parts
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> nn.Sequential:
+    padding = dilation * (kernel_size - 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class PooledBatchNorm(nn.BatchNorm2d):
+    """BatchNorm for the image-pooling branch, whose input is [B,C,1,1].
+
+    With batch size 1 a training batch holds one value per channel: PyTorch refuses it (its variance is 0).
+    Such a batch is normalised with the running statistics instead (as in eval mode), leaving them unchanged;
+    the affine parameters still learn. Larger batches use ordinary batch statistics.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+class ImagePooling(nn.Module):
+    """Image-level features (v3 Sec. 3.3; ParseNet): global average -> 1x1 conv -> BN -> ReLU, broadcast back to
+    the feature map's size. [B,C,h,w] -> [B,out,h,w]."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.bn = PooledBatchNorm(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.relu(self.bn(self.conv(self.pool(x))))
+        return y.expand(-1, -1, x.shape[-2], x.shape[-1])  # bilinear up-sampling of a 1x1 map is a broadcast
+
+
+class ASPP(nn.Module):
+    """Atrous Spatial Pyramid Pooling of DeepLab v3 (Sec. 3.3): a 1x1 branch, one 3x3 branch per rate and image
+    pooling, each with BN and ``out_channels`` filters, concatenated and projected by a 1x1 conv with BN.
+    Dropout 0.1 after the projection as in the reference TensorFlow code. [B,C,h,w] -> [B,out,h,w]."""
+
+    def __init__(self, in_channels: int, rates: Sequence[int], out_channels: int = 256) -> None:
+        super().__init__()
+        self.rates = tuple(rates)
+        branches = [_conv_bn_relu(in_channels, out_channels, 1)]
+        branches += [_conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in self.rates]
+        branches.append(ImagePooling(in_channels, out_channels))
+        self.branches = nn.ModuleList(branches)
+        self.project = nn.Sequential(_conv_bn_relu(len(branches) * out_channels, out_channels, 1), nn.Dropout(0.1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
+
+
+class ASPPSum(nn.Module):
+    """ASPP of DeepLab v2 (Sec. 3.3, Fig. 4, "ASPP-L" for ResNet-101): parallel 3x3 classifiers dilated by
+    ``rates`` whose logits are *summed*. [B,C,h,w] -> [B,K,h,w]."""
+
+    def __init__(self, in_channels: int, num_classes: int, rates: Sequence[int] = (6, 12, 18, 24)) -> None:
+        super().__init__()
+        self.rates = tuple(rates)
+        self.branches = nn.ModuleList(
+            nn.Conv2d(in_channels, num_classes, 3, padding=r, dilation=r) for r in self.rates
+        )
+        for conv in self.branches:  # the reference prototxt: gaussian std 0.01, zero bias
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([branch(x) for branch in self.branches]).sum(0)
+
+
+class Decoder(nn.Module):
+    """DeepLab v3+ decoder (Sec. 3.1, Fig. 2): reduce the stride-4 features to ``reduced`` (48) channels by a 1x1
+    conv (so they do not outweigh the encoder's), concatenate with the encoder output up-sampled to their size,
+    refine with two 3x3 convs of ``channels`` (256). (x [B,C,h,w], low [B,L,H/4,W/4]) -> [B,channels,H/4,W/4]."""
+
+    def __init__(self, in_channels: int, low_channels: int, *, reduced: int = 48, channels: int = 256) -> None:
+        super().__init__()
+        self.reduce = _conv_bn_relu(low_channels, reduced, 1)
+        self.fuse = nn.Sequential(
+            _conv_bn_relu(in_channels + reduced, channels, 3), _conv_bn_relu(channels, channels, 3)
+        )
+
+    def forward(self, x: Tensor, low: Tensor) -> Tensor:
+        return self.fuse(torch.cat([resize(x, low.shape[-2:]), self.reduce(low)], dim=1))
+
+
+class DeepLab(nn.Module):
+    """``backbone`` -> ``aspp`` -> ``decoder`` (v3+ only) -> ``head`` -> bilinear up-sampling; ``aux`` on "aux"."""
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        aspp: nn.Module,
+        head: nn.Module,
+        decoder: Decoder | None = None,
+        aux: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.aspp = aspp
+        self.decoder = decoder
+        self.head = head
+        self.aux = aux
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        features = self.backbone(x)
+        y = self.aspp(features["out"])
+        if self.decoder is not None:
+            y = self.decoder(y, features["low"])
+        result = {"out": resize(self.head(y), x.shape[-2:])}
+        if self.aux is not None and self.training:
+            result["aux"] = resize(self.aux(features["aux"]), x.shape[-2:])
+        return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Wiring
+# ----------------------------------------------------------------------------------------------------------------
+
+_BACKBONES = ("resnet50", "resnet101", "mobilenet_v3_large")
+
+
+def _backbone(
+    name: str,
+    *,
+    in_channels: int,
+    width: float,
+    output_stride: int,
+    multi_grid: Sequence[int] | None,
+    weights: str | None,
+    choices: Sequence[str] = _BACKBONES,
+) -> nn.Module:
+    if name not in choices:
+        raise SegbenchError(f"backbone='{name}': unknown{nearest(name, choices)}; valid: {', '.join(choices)}")
+    if name == "mobilenet_v3_large":
+        backbone = MobileNetV3Backbone(in_channels=in_channels, width=width, output_stride=output_stride)
+    else:
+        backbone = ResNetBackbone(
+            int(name.removeprefix("resnet")), in_channels=in_channels, width=width, output_stride=output_stride,
+            multi_grid=multi_grid,
+        )
+    load_backbone_weights(backbone, weights)
+    return backbone
+
+
+def _head(in_channels: int, num_classes: int) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, num_classes, 1)
+
+
+def _finish(model: DeepLab, backbone_name: str, output_stride: int, width: float, aux_weight: float) -> DeepLab:
+    return _describe(
+        model, family="deeplab", output_stride=output_stride,
+        variant=_variant(f"{backbone_name}-os{output_stride}", width),
+        aux_weight=aux_weight if model.aux is not None else 0.0,
+    )
+
+
+def _aux(backbone: nn.Module, num_classes: int, aux: bool) -> FCNHead | None:
+    return FCNHead(backbone.channels["aux"], num_classes) if aux else None
+
+
+def _aspp_rates(output_stride: int) -> tuple[int, ...]:
+    """(6, 12, 18) at output stride 16 (v3 Sec. 3.3), doubled at 8, halved at 32: same field of view in pixels."""
+    return tuple(r * 16 // output_stride for r in (6, 12, 18))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Builders
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def deeplabv1(
+    *, num_classes: int, in_channels: int = 3, backbone_weights: str | None = None, width: float = 1.0
+) -> DeepLab:
+    """DeepLab-LargeFOV (v1 Sec. 4.1): VGG16 at output stride 8, fc6 3x3x1024 dilated by 12, fc8 head."""
+    backbone = VGG16Backbone(style="largefov", in_channels=in_channels, width=width)
+    load_backbone_weights(backbone, backbone_weights)
+    head = _head(backbone.channels["out"], num_classes)
+    nn.init.normal_(head.weight, std=0.01)  # fc8 of the reference prototxt
+    nn.init.zeros_(head.bias)
+    # No ASPP in v1: the single dilated fc6 (LargeFOV) lives in the backbone.
+    model = DeepLab(backbone=backbone, aspp=nn.Identity(), head=head)
+    return _describe(
+        model, family="deeplab", output_stride=8, variant=_variant("vgg16-largefov", width), aux_weight=0.0
+    )
+
+
+def deeplabv2(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    backbone: str = "resnet101",
+    backbone_weights: str | None = None,
+    width: float = 1.0,
+    aux: bool = False,
+    aux_weight: float = 0.4,
+) -> DeepLab:
+    """DeepLab v2: ResNet-101 (or -50) at output stride 8; ASPP-L sums four 3x3 classifiers, rates 6/12/18/24."""
+    net = _backbone(
+        backbone, in_channels=in_channels, width=width, output_stride=8, multi_grid=None, weights=backbone_weights,
+        choices=("resnet50", "resnet101"),
+    )
+    model = DeepLab(
+        backbone=net, aspp=ASPPSum(net.channels["out"], num_classes), head=nn.Identity(),
+        aux=_aux(net, num_classes, aux),
+    )
+    return _finish(model, backbone, 8, width, aux_weight)
+
+
+def deeplabv3(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    backbone: str = "resnet50",
+    output_stride: int = 16,
+    multi_grid: Sequence[int] | None = (1, 2, 4),
+    backbone_weights: str | None = None,
+    width: float = 1.0,
+    aux: bool = False,
+    aux_weight: float = 0.4,
+) -> DeepLab:
+    """DeepLab v3: ASPP (1x1, 3x3 at 6/12/18 x 16/output_stride, image pooling; BN; concat; 1x1) and a 1x1 head.
+
+    ``output_stride`` 16 (paper's training setting), 8 (its evaluation setting) or 32 (no dilation in the
+    backbone: the same parameters with a smaller field of view). ``multi_grid`` applies to ResNet layer4.
+    """
+    net = _backbone(
+        backbone, in_channels=in_channels, width=width, output_stride=output_stride, multi_grid=multi_grid,
+        weights=backbone_weights,
+    )
+    channels = scaled(256, width)
+    model = DeepLab(
+        backbone=net, aspp=ASPP(net.channels["out"], _aspp_rates(output_stride), channels),
+        head=_head(channels, num_classes), aux=_aux(net, num_classes, aux),
+    )
+    return _finish(model, backbone, output_stride, width, aux_weight)
+
+
+def deeplabv3plus(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    backbone: str = "resnet50",
+    output_stride: int = 16,
+    multi_grid: Sequence[int] | None = (1, 2, 4),
+    backbone_weights: str | None = None,
+    width: float = 1.0,
+    aux: bool = False,
+    aux_weight: float = 0.4,
+) -> DeepLab:
+    """DeepLab v3+: the v3 encoder plus the decoder on stride-4 features. Backbones resnet50, resnet101 or
+    mobilenet_v3_large (output stride 16 or 32 only; ``multi_grid`` applies to ResNet layer4 only)."""
+    net = _backbone(
+        backbone, in_channels=in_channels, width=width, output_stride=output_stride, multi_grid=multi_grid,
+        weights=backbone_weights,
+    )
+    channels = scaled(256, width)
+    model = DeepLab(
+        backbone=net,
+        aspp=ASPP(net.channels["out"], _aspp_rates(output_stride), channels),
+        decoder=Decoder(channels, net.channels["low"], reduced=scaled(48, width), channels=channels),
+        head=_head(channels, num_classes),
+        aux=_aux(net, num_classes, aux),
+    )
+    return _finish(model, backbone, output_stride, width, aux_weight)
+
+
+def deeplabv3plus_mobilenet(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    backbone_weights: str | None = None,
+    width: float = 1.0,
+    aux: bool = False,
+    aux_weight: float = 0.4,
+) -> DeepLab:
+    """CPU preset: DeepLab v3+ on MobileNetV3-Large at output stride 16."""
+    return deeplabv3plus(
+        num_classes=num_classes, in_channels=in_channels, backbone="mobilenet_v3_large", output_stride=16,
+        backbone_weights=backbone_weights, width=width, aux=aux, aux_weight=aux_weight,
+    )
+
+
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "deeplabv1": deeplabv1,
+    "deeplabv2": deeplabv2,
+    "deeplabv3": deeplabv3,
+    "deeplabv3plus": deeplabv3plus,
+    "deeplabv3plus_mobilenet": deeplabv3plus_mobilenet,
+}
