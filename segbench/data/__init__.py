@@ -1,0 +1,109 @@
+"""Datasets: one plain dict from public name to a keyword-only factory, and the ``DatasetInfo`` every dataset carries.
+
+Semantic sample: ``(image uint8 [C,H,W], mask int64 [H,W])``, mask values in ``[0, num_classes)`` or
+``info.ignore_index`` (255). Instance sample (``task="instance"``): ``(image uint8 [C,H,W], {"boxes": float32 [N,4]
+xyxy, "labels": int64 [N] (>= 1), "masks": uint8 [N,H,W]})``, N = 0 allowed.
+
+A factory in ``DATASETS`` is called as ``factory(split=..., root=..., task=..., transform=..., **options)`` and
+returns a ``torch.utils.data.Dataset`` with an ``.info: DatasetInfo``; ``root`` is the dataset's own folder (e.g.
+``.../data/camvid``) and may be None for datasets that read nothing from disk.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from ..errors import SegbenchError, nearest
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model, a metric and the app need to know about a dataset.
+
+    ``mean``/``std`` are per channel on the 0..1 scale (``transforms.normalize``); ``palette`` has one RGB per class;
+    ``background_index`` is the class that means "no object" when semantic masks become instances (None: every class
+    is an object class, e.g. CamVid).
+    """
+
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    ignore_index: int = 255
+    in_channels: int = 3
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    palette: tuple[tuple[int, int, int], ...] = ()
+    background_index: int | None = 0
+    license: str = ""
+    citation: str = ""
+
+
+# The dataset modules import DatasetInfo from here, so it is defined before them.
+from . import camvid, folder, isbi, synthetic  # noqa: E402
+
+# ---- Mask R-CNN part: import its modules here, e.g. `from . import coco, via`
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "synthetic": synthetic.build,
+    "isbi2012": isbi.build,
+    "camvid": camvid.build,
+    "folder": folder.build,
+    # ---- Mask R-CNN part: add one line per dataset here, e.g.
+    # "balloon": via.build,
+    # "coco": coco.build,
+    # "instance_png": ...,
+}
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def default_root(name: str) -> str | None:
+    """``$SEGBENCH_DATA/<name>``, else ``<repo>/../shared/data/<name>``, if that folder exists; otherwise None."""
+    base = os.environ.get("SEGBENCH_DATA") or str(_REPO.parent / "shared" / "data")
+    folder = Path(base).expanduser() / name
+    return str(folder) if folder.is_dir() else None
+
+
+def build_dataset(
+    name: str,
+    *,
+    split: str,
+    root: str | None = None,
+    task: str = "semantic",
+    transform: Callable | None = None,
+    **kwargs: object,
+) -> Dataset:
+    """Build dataset ``name``; ``root`` defaults to ``default_root(name)``.
+
+    Unknown names or options raise SegbenchError listing the valid ones.
+    """
+    if name not in DATASETS:
+        raise SegbenchError(
+            f"unknown dataset '{name}'{nearest(name, DATASETS)}; valid datasets: {', '.join(sorted(DATASETS))}"
+        )
+    if task not in ("semantic", "instance"):
+        raise SegbenchError(f"{name}: unknown task '{task}'; use 'semantic' or 'instance'")
+    factory = DATASETS[name]
+    options = [
+        p.name
+        for p in inspect.signature(factory).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("split", "root", "task", "transform")
+    ]
+    for key in kwargs:
+        if key not in options:
+            raise SegbenchError(
+                f"dataset '{name}' has no option '{key}'{nearest(key, options)}; "
+                f"its options: {', '.join(sorted(options)) or 'none'}"
+            )
+    if root is None:
+        root = default_root(name)
+    return factory(split=split, root=root, task=task, transform=transform, **kwargs)
+
+
+__all__ = ["DATASETS", "DatasetInfo", "build_dataset", "default_root"]
