@@ -169,7 +169,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             from .models.maskrcnn import draw_instances, instance_id_map
             from .instance_eval import coco_results_json
 
-            shown = draw_instances(viz.to_rgb(image), pred.instances, predictor.class_names, predictor.palette)
+            names = predictor.meta.get("label_names") or ["background", *predictor.class_names]
+            shown = draw_instances(viz.to_rgb(image), pred.instances, names, predictor.palette)
             viz.to_pil(shown).save(out / f"{path.stem}_overlay.png")
             ids = instance_id_map(pred.instances, 0.0)
             from PIL import Image
@@ -231,6 +232,39 @@ def cmd_speed(args: argparse.Namespace) -> int:
 
         atomic_write_text(args.json, text + "\n")
     return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .records import load_records
+
+    records, problems = load_records(args.leaderboard)
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    if args.dataset:
+        records = [r for r in records if r["dataset"] == args.dataset]
+    if args.markdown:
+        print(markdown_table(records))
+    else:
+        print_leaderboard(records)
+    return 0
+
+
+def markdown_table(records: list[dict[str, Any]]) -> str:
+    """The README's table: one row per record, best mIoU first within each dataset."""
+    from .records import flatten
+
+    rows = sorted((flatten(r) | {"_r": r} for r in records), key=lambda r: (r["dataset"], -(r["miou"] or 0)))
+    lines = ["| dataset | model | family | PA | mPA | mIoU | mask AP | params (M) | GFLOPs | latency (ms) | train (s) | device |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    for r in rows:
+        lat = r["_r"]["efficiency"]["latency"]
+        lines.append(
+            f"| {r['dataset']} | {r['model']} | {r['family']} | {pct(r['pixel_accuracy'])} | {pct(r['mean_pixel_accuracy'])} "
+            f"| {pct(r['miou'])} | {pct(r['mask_ap'])} | {r['params'] / 1e6:.2f} | {r['gflops']:.1f} "
+            f"| {lat['ms']:.1f} ({lat.get('precision', 'fp32')}) | {r['train_seconds']:.0f} | {r['train_device']} |"
+        )
+    return "\n".join(lines)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -327,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--json", metavar="PATH")
     p.set_defaults(func=cmd_speed)
+
+    p = sub.add_parser("leaderboard", help="print the table of result records")
+    p.add_argument("--leaderboard", default="leaderboard", help="records folder (default: leaderboard)")
+    p.add_argument("--dataset", help="only this dataset")
+    p.add_argument("--markdown", action="store_true", help="Markdown (as in the README)")
+    p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("data", help="list datasets and where their files are found")
     p.set_defaults(func=cmd_data)

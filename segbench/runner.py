@@ -92,6 +92,7 @@ class Data:
     label_to_class: torch.Tensor | None
     fill: int | None
     model_classes: int
+    label_names: list[str] | None = None
 
 
 def build_data(cfg: RunConfig, task: str, *, need_train: bool) -> Data:
@@ -115,8 +116,9 @@ def build_data(cfg: RunConfig, task: str, *, need_train: bool) -> Data:
                                       collate_fn=collate_instance, generator=generator, drop_last=False)
         l2c = getattr(val_inst, "label_to_class", None)
         fill = getattr(val_inst, "fill", None)
-        model_classes = len(l2c) if l2c is not None else info.num_classes
-        return Data(info, train_loader, val, l2c, fill, model_classes)
+        model_classes = int(getattr(val_inst, "num_labels", len(l2c) if l2c is not None else info.num_classes))
+        names = getattr(val_inst, "label_names", None)
+        return Data(info, train_loader, val, l2c, fill, model_classes, list(names) if names is not None else None)
     val = DataLoader(val_sem, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, collate_fn=collate_eval)
     train_loader = None
     if need_train:
@@ -196,7 +198,7 @@ def model_meta(cfg: RunConfig, info: DatasetInfo, model_args: dict[str, Any], mo
         "palette": [list(c) for c in info.palette], "eval_size": cfg.eval_size, "eval_tile": cfg.eval_tile,
         "task": task, "name": cfg.display_name(), "score_threshold": cfg.score_threshold,
         "label_to_class": data.label_to_class.tolist() if data.label_to_class is not None else None,
-        "fill": data.fill, "license": info.license, "run_id": cfg.run_id(),
+        "fill": data.fill, "label_names": data.label_names, "license": info.license, "run_id": cfg.run_id(),
     }
 
 

@@ -47,17 +47,16 @@ class DatasetInfo:
 # The dataset modules import DatasetInfo from here, so it is defined before them.
 from . import camvid, folder, isbi, synthetic  # noqa: E402
 
-# ---- Mask R-CNN part: import its modules here, e.g. `from . import coco, via`
+from . import coco, via  # noqa: E402  (instance datasets)
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "synthetic": synthetic.build,
     "isbi2012": isbi.build,
     "camvid": camvid.build,
     "folder": folder.build,
-    # ---- Mask R-CNN part: add one line per dataset here, e.g.
-    # "balloon": via.build,
-    # "coco": coco.build,
-    # "instance_png": ...,
+    "balloon": via.build,
+    "coco": coco.build_coco,
+    "instance_png": coco.build_instance_png,
 }
 
 _REPO = Path(__file__).resolve().parents[2]

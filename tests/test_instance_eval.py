@@ -1,0 +1,164 @@
+"""COCO box/mask AP through faster-coco-eval equals pycocotools (the reference) on a fixture with crowd regions,
+an image without objects, non-contiguous category ids, all object sizes and custom maxDets."""
+
+import contextlib
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from segbench.errors import SegbenchError
+from segbench.instance_eval import InstanceEvaluator, coco_results_json
+
+pycocotools = pytest.importorskip("pycocotools")
+from pycocotools import mask as pmask  # noqa: E402
+from pycocotools.coco import COCO  # noqa: E402
+from pycocotools.cocoeval import COCOeval  # noqa: E402
+
+H, W = 160, 200
+LABEL_TO_CATEGORY = [0, 5, 9]  # non-contiguous COCO ids
+
+
+def _rect(y0, x0, h, w):
+    m = torch.zeros(H, W, dtype=torch.uint8)
+    m[y0 : y0 + h, x0 : x0 + w] = 1
+    return m
+
+
+def _box(m):
+    ys, xs = torch.nonzero(m, as_tuple=True)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def _fixture():
+    """Targets and predictions for 4 images; objects small (< 32^2), medium and large (> 96^2)."""
+    gen = torch.Generator().manual_seed(0)
+    targets, preds = [], []
+    for i in range(4):
+        if i == 2:  # no objects, but two false positives
+            gt_masks = torch.zeros(0, H, W, dtype=torch.uint8)
+            gt_labels, crowd = torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+        else:
+            gt_masks = torch.stack([_rect(5, 5, 20, 20), _rect(40, 30, 50, 60), _rect(30, 90, 110, 100),
+                                    _rect(100 + i, 10, 12, 15)])  # fmt: skip
+            gt_labels = torch.tensor([1, 2, 1, 2])
+            crowd = torch.tensor([0, 0, 0, 1 if i == 0 else 0])
+        targets.append({
+            "boxes": torch.tensor([_box(m) for m in gt_masks]).reshape(-1, 4),
+            "labels": gt_labels, "masks": gt_masks, "iscrowd": crowd,
+        })  # fmt: skip
+        n = 6
+        masks, labels = [], []
+        for k in range(n):
+            if k < len(gt_masks):  # jitter a GT object
+                ys, xs = torch.nonzero(gt_masks[k], as_tuple=True)
+                dy, dx = torch.randint(-4, 5, (2,), generator=gen).tolist()
+                m = _rect(max(0, int(ys.min()) + dy), max(0, int(xs.min()) + dx),
+                          int(ys.max() - ys.min()) + 1 + int(torch.randint(-3, 4, (1,), generator=gen)),
+                          int(xs.max() - xs.min()) + 1)  # fmt: skip
+                label = int(gt_labels[k]) if k != 1 or i != 3 else 1  # one wrong class
+            else:
+                y0 = int(torch.randint(0, H - 30, (1,), generator=gen))
+                x0 = int(torch.randint(0, W - 30, (1,), generator=gen))
+                m = _rect(y0, x0, 25, 28)
+                label = int(torch.randint(1, 3, (1,), generator=gen))
+            masks.append(m)
+            labels.append(label)
+        masks = torch.stack(masks)
+        prob = masks.float() * 0.8 + 0.1  # probabilities, binarised at 0.5
+        preds.append({
+            "boxes": torch.tensor([_box(m) for m in masks]) + torch.rand(n, 4, generator=gen),
+            "labels": torch.tensor(labels),
+            "scores": torch.rand(n, generator=gen),
+            "masks": prob[:, None],
+        })  # fmt: skip
+    return preds, targets
+
+
+def _pycocotools_stats(preds, targets, image_ids, iou_type, max_dets):
+    """The reference: build the COCO dicts independently and run pycocotools."""
+    images, anns, results = [], [], []
+    for pred, target, image_id in zip(preds, targets, image_ids):
+        images.append({"id": image_id, "height": H, "width": W})
+        for m, label, crowd, box in zip(target["masks"], target["labels"], target["iscrowd"], target["boxes"]):
+            rle = pmask.encode(np.asfortranarray(m.numpy()))
+            x0, y0, x1, y1 = box.tolist()
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": LABEL_TO_CATEGORY[int(label)],
+                         "segmentation": rle, "area": float(m.sum()), "bbox": [x0, y0, x1 - x0, y1 - y0],
+                         "iscrowd": int(crowd)})  # fmt: skip
+        for m, label, score, box in zip(pred["masks"], pred["labels"], pred["scores"], pred["boxes"]):
+            entry = {"image_id": image_id, "category_id": LABEL_TO_CATEGORY[int(label)], "score": float(score)}
+            if iou_type == "bbox":
+                x0, y0, x1, y1 = box.tolist()
+                entry["bbox"] = [x0, y0, x1 - x0, y1 - y0]
+            else:
+                entry["segmentation"] = pmask.encode(np.asfortranarray((m[0] >= 0.5).numpy().astype(np.uint8)))
+            results.append(entry)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": 5}, {"id": 9}]}
+        gt.createIndex()
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, iou_type)
+        ev.params.maxDets = list(max_dets)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    stats = [float(v) for v in ev.stats[:12]]
+    # pycocotools' summarize() reads AP (stats[0]) at maxDets=100 whatever params.maxDets are (a known bug that
+    # faster-coco-eval fixes): take the reference AP from pycocotools' own precision array at the last maxDets.
+    precision = ev.eval["precision"][:, :, :, 0, -1]
+    stats[0] = float(precision[precision > -1].mean()) if (precision > -1).any() else -1.0
+    return stats
+
+
+@pytest.mark.parametrize("max_dets", [(1, 10, 100), (1, 3, 5)])
+def test_equals_pycocotools(max_dets):
+    preds, targets = _fixture()
+    image_ids = [3, 11, 12, 40]
+    evaluator = InstanceEvaluator(label_to_category=torch.tensor(LABEL_TO_CATEGORY), max_dets=max_dets)
+    evaluator.update(preds[:2], targets[:2], image_ids[:2])
+    evaluator.update(preds[2:], targets[2:], image_ids[2:])
+    ours = evaluator.compute()
+    keys = ["ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", *(f"ar{d}" for d in max_dets),
+            "ar_small", "ar_medium", "ar_large"]  # fmt: skip
+    for prefix, iou_type in (("box", "bbox"), ("mask", "segm")):
+        reference = _pycocotools_stats(preds, targets, image_ids, iou_type, max_dets)
+        for key, ref in zip(keys, reference):
+            value = ours[f"{prefix}_{key}"]
+            if ref < 0:
+                assert math.isnan(value), key
+            else:
+                assert value == pytest.approx(ref, abs=1e-12), f"{prefix}_{key}"
+    assert 0 < ours["mask_ap"] < 1 and 0 < ours["box_ap"] < 1
+
+
+def test_perfect_predictions_and_empty():
+    _, targets = _fixture()
+    perfect = [
+        {"boxes": t["boxes"], "labels": t["labels"], "scores": torch.ones(len(t["labels"])),
+         "masks": t["masks"][:, None].float()}
+        for t in targets
+    ]  # fmt: skip
+    evaluator = InstanceEvaluator()
+    evaluator.update(perfect, targets)
+    out = evaluator.compute()
+    assert out["mask_ap"] == pytest.approx(1.0) and out["box_ap50"] == pytest.approx(1.0)
+    evaluator.reset()
+    assert all(math.isnan(v) for v in evaluator.compute().values())
+    with pytest.raises(SegbenchError, match="max_dets"):
+        InstanceEvaluator(max_dets=(10, 1))
+
+
+def test_coco_results_json_maps_categories():
+    preds, _ = _fixture()
+    results = coco_results_json(preds[:1], [42], label_to_category=LABEL_TO_CATEGORY)
+    assert len(results) == 6
+    first = results[0]
+    assert first["image_id"] == 42 and first["category_id"] in (5, 9)
+    assert set(first) == {"image_id", "category_id", "bbox", "score", "segmentation"}
+    assert isinstance(first["segmentation"]["counts"], str) and first["segmentation"]["size"] == [H, W]
+    decoded = pmask.decode({"size": [H, W], "counts": first["segmentation"]["counts"].encode()})
+    assert torch.equal(torch.from_numpy(decoded), (preds[0]["masks"][0, 0] >= 0.5).to(torch.uint8))
