@@ -94,6 +94,12 @@ def paste_masks(
         float [N,1,height,width] probabilities (0 outside each box), or bool of that shape when ``threshold`` is
         set; dtype of ``masks`` for float.
     """
+    # Under autocast (bf16 inference) bmm would run in bf16 and clash with the fp32 output buffers: paste in fp32.
+    with torch.autocast(masks.device.type, enabled=False):
+        return _paste(masks.float(), boxes, height, width, padding, threshold)
+
+
+def _paste(masks: Tensor, boxes: Tensor, height: int, width: int, padding: int, threshold: float | None) -> Tensor:
     n, m = masks.shape[0], masks.shape[-1]
     if n == 0:
         empty = masks.new_zeros((0, 1, height, width))

@@ -57,3 +57,19 @@ def test_paste_empty_and_threshold():
     assert binary.dtype == torch.bool and binary.shape == (2, 1, 10, 12)
     assert torch.equal(binary, paste_masks(masks, boxes, 10, 12) >= 0.5)
     assert not binary[0, 0, 0].any() and binary[0, 0, 4, 5]  # outside / inside the first box
+
+
+def test_paste_under_bf16_autocast():
+    """Regression: evaluation runs Mask R-CNN under bf16 autocast; pasting must still work (in fp32)."""
+    import torch
+
+    from segbench.models.maskpaste import paste_masks
+
+    masks = torch.rand(3, 1, 28, 28).to(torch.bfloat16)
+    boxes = torch.tensor([[2.0, 3.0, 20.0, 30.0], [-5.0, -5.0, 10.0, 10.0], [30.0, 30.0, 60.0, 50.0]])
+    reference = paste_masks(masks.float(), boxes, 40, 50)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        probs = paste_masks(masks, boxes, 40, 50)
+        binary = paste_masks(masks, boxes, 40, 50, threshold=0.5)
+    assert probs.dtype == torch.float32 and torch.allclose(probs, reference)
+    assert binary.dtype == torch.bool and binary.shape == (3, 1, 40, 50)
