@@ -216,7 +216,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     _print_table(rows, [("model", "model", ""), ("family", "family", ""), ("variant", "variant", ""),
                         ("params_m", "params(M)", ".2f"), ("gflops", f"GFLOPs@{args.size}", ".1f"),
-                        ("output_stride", "OS", ""), ("receptive_field", "RF(px)", "")])
+                        ("output_stride", "OS", ""), ("receptive_field", "RF(px)", ""),
+                        ("rf_at_size", f"RF@{args.size}", ""), ("global_pooling", "global", "")])
     return 0
 
 

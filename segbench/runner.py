@@ -313,7 +313,8 @@ def measure_efficiency(model: torch.nn.Module, cfg: RunConfig, info: DatasetInfo
     rf = None
     if model.task == "semantic":
         try:
-            rf = int(receptive_field(model.cpu(), input_size=(c, *size))["receptive_field"])
+            found = receptive_field(model.cpu(), input_size=(c, *size))
+            rf = int(found["theoretical_receptive_field"] or found["receptive_field"])
         finally:
             model.to(device)
     latency = measure_latency(model, in_channels=c, size=size, device=device, runs=cfg.latency_runs, amp=cfg.amp, tile=cfg.eval_tile)

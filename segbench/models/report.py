@@ -35,11 +35,13 @@ def model_report(names: list[str], *, size: int = 512, num_classes: int = 21, in
                                "output_stride": getattr(model, "output_stride", None)}
         device = "cpu" if instance else "meta"
         row["gflops"] = count_gflops(model, in_channels=in_channels, size=(size, size), device=device)
+        row["receptive_field"] = row["rf_at_size"] = row["global_pooling"] = None
         if not instance:
             rf = receptive_field(model, input_size=(in_channels, size, size))
-            row["receptive_field"] = rf["receptive_field"]
-        else:
-            row["receptive_field"] = None
+            # Unbounded-input RF (global pooling paths excluded): comparable across models and sizes.
+            row["receptive_field"] = rf["theoretical_receptive_field"] or rf["receptive_field"]
+            row["rf_at_size"] = rf["receptive_field"]
+            row["global_pooling"] = rf["global"]
         rows.append(row)
     return rows
 
