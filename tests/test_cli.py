@@ -106,3 +106,34 @@ def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "segbench", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("run", "train", "eval", "predict", "models", "speed"):
         assert command in out
+
+
+def test_models_erf(tmp_path, capsys):
+    out = tmp_path / "erf.png"
+    assert main(["models", "unet_small", "--erf", "--erf-size", "32", "--erf-out", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert out.is_file() and info["theoretical_rf"] > 1 and info["erf_radius_95"] > 0
+
+
+def test_instance_model_end_to_end(tmp_path, capsys):
+    """Mask R-CNN through the same run -> record -> predict path as the semantic families."""
+    cfg = {
+        "model": "maskrcnn_small", "model_args": {"min_size": 64, "max_size": 64, "fpn_channels": 32},
+        "dataset": "synthetic", "dataset_args": {"size": 48, "num_images": 4}, "epochs": 1, "batch_size": 2,
+        "latency_runs": 1, "lr": 0.0005, "hflip": False,
+    }
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    store = tmp_path / "store"
+    assert main(["train", str(path), "--leaderboard", str(tmp_path / "b"), "--store", str(store), "--no-progress"]) == 0
+    record = load_records(tmp_path / "b")[0][0]
+    assert record["task"] == "instance" and record["family"] == "maskrcnn"
+    assert 0.0 <= record["metrics"]["miou"] <= 1.0 and record["metrics"]["score_threshold"] == 0.5
+    assert "mask_ap" in record["metrics"] and record["metrics"]["coco"] is not None
+    image = tmp_path / "x.png"
+    Image.fromarray(np.random.randint(0, 255, (48, 48, 3), dtype=np.uint8)).save(image)
+    out = tmp_path / "pred"
+    assert main(["predict", record["weights"]["uri"], str(image), "--out", str(out), "--store", str(store)]) == 0
+    for name in ("x_mask.png", "x_overlay.png", "x_instances.png", "x_coco.json"):
+        assert (out / name).is_file(), name
+    assert Image.open(out / "x_mask.png").size == (48, 48)
