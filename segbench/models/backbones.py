@@ -161,6 +161,11 @@ class MobileNetV3Backbone(nn.Module):
             )
         net = torchvision.models.mobilenet_v3_large(weights=None, width_mult=width, dilated=output_stride == 16)
         self.features = net.features
+        # torchvision builds these BatchNorms with momentum 0.01 (its long ImageNet recipe): in a short run the
+        # running statistics barely leave their init and eval-mode outputs collapse. Segmentation recipes use 0.1.
+        for module in self.features.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = 0.1
         if in_channels != 3:
             old = self.features[0][0]
             self.features[0][0] = nn.Conv2d(in_channels, old.out_channels, 3, stride=2, padding=1, bias=False)
