@@ -15,6 +15,10 @@ from typing import Any
 from . import __version__
 from .errors import SegbenchError
 
+# PyTorch's OpenMP workers spin while waiting; on a shared 2-core machine a spinning worker holds the core the
+# other needs and parallel ops stall (8-10x slower inference measured on a busy 2-core box). Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 EPILOG = "Run 'python -m segbench COMMAND --help' for a command's options."
 
 

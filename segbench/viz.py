@@ -74,3 +74,171 @@ def to_pil(image: Tensor) -> Image.Image:
     """uint8 [C,H,W] -> PIL image."""
     array = image.to("cpu").permute(1, 2, 0).numpy()
     return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Panels for comparing models (the app's Compare tab; also usable from scripts)
+# ---------------------------------------------------------------------------------------------------------------------
+
+DISAGREE_COLOUR = (255, 0, 90)
+
+
+def side_by_side(images: list[Tensor], *, gap: int = 4, fill: int = 255) -> Tensor:
+    """uint8 [C,H,W] images (C 1/3/4, any sizes) -> one uint8 [3,H_max,sum(W)+gaps] row, tops aligned."""
+    rgb = [to_rgb(im) for im in images]
+    height = max(im.shape[1] for im in rgb)
+    width = sum(im.shape[2] for im in rgb) + gap * (len(rgb) - 1)
+    canvas = torch.full((3, height, width), fill, dtype=torch.uint8)
+    x = 0
+    for im in rgb:
+        canvas[:, : im.shape[1], x : x + im.shape[2]] = im
+        x += im.shape[2] + gap
+    return canvas
+
+
+def disagreement_overlay(image: Tensor, masks: list[Tensor], *, colour=DISAGREE_COLOUR) -> tuple[Tensor, float]:
+    """Where the class maps ``masks`` (int [H,W] each) differ: the image dimmed to grey with those pixels in
+    ``colour``. Returns (uint8 [3,H,W], fraction of pixels that disagree)."""
+    differ = disagreement(masks)
+    grey = to_rgb(image).float().mean(dim=0, keepdim=True)
+    base = (grey * 0.45 + 255 * 0.35).expand(3, -1, -1)  # faded, so the highlighted pixels stand out
+    marked = torch.tensor(colour, dtype=torch.float32).view(3, 1, 1).expand_as(base)
+    out = torch.where(differ, marked, base).round().clamp(0, 255).to(torch.uint8)
+    return out, float(differ.float().mean())
+
+
+def legend_html(class_names: list[str], palette, *, present: set[int] | None = None) -> str:
+    """An HTML legend: one colour swatch and name per class; classes not in ``present`` are faded."""
+    items = []
+    for i, name in enumerate(class_names):
+        r, g, b = palette[i] if i < len(palette) else (128, 128, 128)
+        faded = present is not None and i not in present
+        style = "opacity:0.35;" if faded else ""
+        items.append(
+            f'<span style="display:inline-flex;align-items:center;margin:2px 12px 2px 0;{style}">'
+            f'<span style="width:14px;height:14px;border-radius:3px;border:1px solid #8884;margin-right:6px;'
+            f'background:rgb({r},{g},{b})"></span>{i}&nbsp;{_escape(name)}</span>'
+        )
+    return '<div style="display:flex;flex-wrap:wrap;font-size:0.9em">' + "".join(items) + "</div>"
+
+
+def _escape(text: str) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Plotly figures for the leaderboard (plotly is imported lazily: the CLI does not need it)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def pareto_front(cost, value) -> np.ndarray:
+    """bool [N]: points no other point beats (lower-or-equal cost and strictly higher value, or equal value at
+    strictly lower cost). NaN cost or value is never on the front."""
+    cost, value = np.asarray(cost, dtype=float), np.asarray(value, dtype=float)
+    on_front = np.zeros(len(cost), dtype=bool)
+    valid = np.flatnonzero(np.isfinite(cost) & np.isfinite(value))
+    best = -np.inf
+    # Cheapest first; among equal cost the best value first, so a later point joins only by beating every cheaper one.
+    for i in valid[np.lexsort((-value[valid], cost[valid]))]:
+        if value[i] > best:
+            on_front[i] = True
+            best = value[i]
+    return on_front
+
+
+def _empty_figure(message: str):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, font={"size": 14}, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(template="plotly_white", height=320, xaxis={"visible": False}, yaxis={"visible": False})
+    return fig
+
+
+def scatter_figure(frame, *, x: str, x_title: str, title: str, pareto: bool = False, log_x: bool = True):
+    """mIoU (%) against column ``x`` of a leaderboard frame (records.records_frame columns), one marker colour per
+    dataset. With ``pareto``, the front (highest mIoU for the cost, per dataset and latency device) is drawn as a
+    line and its points ringed."""
+    import plotly.graph_objects as go
+
+    data = frame[frame["miou"].notna() & frame[x].notna()]
+    if data.empty:
+        return _empty_figure("no records with both values")
+    fig = go.Figure()
+    for dataset, group in data.groupby("dataset", sort=True):
+        hover = (
+            group["model"] + " (" + group["variant"].astype(str) + ")<br>" + group["family"]
+            + "<br>device: " + group["latency_device"].fillna("?").astype(str)
+        )
+        fig.add_trace(go.Scatter(
+            x=group[x], y=group["miou"] * 100, mode="markers", name=dataset, text=hover,
+            hovertemplate="%{text}<br>" + x_title + ": %{x:.3g}<br>mIoU: %{y:.2f}%<extra>" + dataset + "</extra>",
+            marker={"size": 10, "opacity": 0.85, "line": {"width": 0.5, "color": "white"}},
+        ))
+        if pareto:
+            for device, sub in group.groupby(group["latency_device"].fillna("?")):
+                front = sub[pareto_front(sub[x].to_numpy(), sub["miou"].to_numpy())].sort_values(x)
+                fig.add_trace(go.Scatter(
+                    x=front[x], y=front["miou"] * 100, mode="lines+markers", showlegend=False, hoverinfo="skip",
+                    line={"dash": "dot", "width": 1.5, "color": "#444"},
+                    marker={"size": 16, "symbol": "circle-open", "color": "#444", "line": {"width": 2}},
+                ))
+    fig.update_layout(
+        template="plotly_white", title=title, height=420, legend_title_text="dataset",
+        xaxis_title=x_title + (" (log scale)" if log_x else ""), yaxis_title="mIoU (%)",
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+    )
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig
+
+
+def class_iou_heatmap(records: list[dict], dataset: str):
+    """Per-class IoU (%) of every record of ``dataset``: rows = models (best mIoU on top), columns = classes.
+    Absent classes (NaN, stored as null) are blank cells."""
+    import plotly.graph_objects as go
+
+    rows = [r for r in records if r.get("dataset") == dataset and isinstance(r["metrics"].get("iou"), dict)]
+    if not rows:
+        return _empty_figure(f"no per-class IoU for '{dataset}'")
+    rows.sort(key=lambda r: r["metrics"].get("miou") or 0.0)  # plotly draws the first row at the bottom
+    classes = list(rows[-1].get("class_names") or rows[-1]["metrics"]["iou"])
+    labels = [f"{r['model']} ({r['variant']}) #{r['id'][:6]}" for r in rows]
+    z = [[_percent(r["metrics"]["iou"].get(c)) for c in classes] for r in rows]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=classes, y=labels, colorscale="Viridis", zmin=0, zmax=100, colorbar={"title": "IoU %"},
+        text=[[("" if v is None else f"{v:.0f}") for v in row] for row in z],
+        texttemplate="%{text}" if len(rows) * len(classes) <= 400 else None,
+        hovertemplate="%{y}<br>%{x}: %{z:.1f}%<extra></extra>",
+    ))
+    fig.update_layout(
+        template="plotly_white", title=f"Per-class IoU on {dataset}", height=max(320, 120 + 26 * len(rows)),
+        margin={"l": 20, "r": 20, "t": 50, "b": 60}, yaxis={"automargin": True},
+    )
+    return fig
+
+
+def _percent(value) -> float | None:
+    return None if value is None or value != value else 100.0 * float(value)
+
+
+def training_curve_figure(history: list[dict]):
+    """Loss (left axis) and validation mIoU (%, right axis) per epoch from a record's ``training.history``."""
+    import plotly.graph_objects as go
+
+    history = [h for h in history or [] if isinstance(h, dict) and "epoch" in h]
+    if not history:
+        return _empty_figure("no training history in this record")
+    epochs = [h["epoch"] for h in history]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=epochs, y=[h.get("loss") for h in history], name="training loss", mode="lines+markers"))
+    miou = [_percent(h.get("miou")) for h in history]
+    if any(v is not None for v in miou):
+        fig.add_trace(go.Scatter(x=epochs, y=miou, name="val mIoU %", mode="lines+markers", yaxis="y2", connectgaps=True))
+    fig.update_layout(
+        template="plotly_white", title="Training curve", height=320, xaxis_title="epoch",
+        yaxis={"title": "loss"}, yaxis2={"title": "mIoU %", "overlaying": "y", "side": "right", "rangemode": "tozero"},
+        margin={"l": 60, "r": 60, "t": 50, "b": 50}, legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+

@@ -1,0 +1,369 @@
+"""Measure the app against its targets on this machine (issue #5): start-up with 1,000 records, leaderboard filter
+latency, and a warm comparison of four models on a 512x512 upload. Also drives the app in headless Chromium
+(the end-to-end test and the README screenshots use the same steps).
+
+    python -m segbench.bench.app [--store DIR] [--records 1000] [--json out.json]
+    python -m segbench.bench.app --screenshots leaderboard/screenshots   # the app as configured by the environment
+
+Without ``--store`` a temporary store is filled with one randomly initialised model of each family (the CPU
+suite's models: unet_small, fcn8s_small, deeplabv3plus_mobilenet, maskrcnn_small) on the synthetic domain, so
+the timing does not need trained weights (speed does not depend on the weights' values). Records are generated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.py sets it (before torch loads OpenMP)
+
+import torch  # noqa: E402
+
+from ..records import write_record  # noqa: E402
+
+BENCH_MODELS = [  # (model, options): one per family, as the default CPU suite trains them
+    ("unet_small", {}),
+    ("fcn8s_small", {}),
+    ("deeplabv3plus_mobilenet", {}),
+    ("maskrcnn_small", {}),
+]
+TARGETS = {"startup_s": 10.0, "filter_s": 0.5, "filter_http_s": 0.5, "compare_s": 3.0, "compare_http_s": 3.0}
+
+
+# ================================================================ fixtures
+
+
+def fake_record(i: int, *, dataset: str, model: str = "unet_small", family: str = "unet",
+                class_names: list[str] | None = None, weights_uri: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """A schema-valid record with made-up numbers (for timing and tests, never for the leaderboard)."""
+    rng = random.Random(seed * 100_003 + i)
+    class_names = class_names or ["background", "disc", "rectangle", "triangle", "line", "blob"]
+    run_id = f"{rng.getrandbits(48):012x}"
+    miou = rng.uniform(0.3, 0.9)
+    return {
+        "schema": 1, "id": run_id, "model": model, "family": family, "variant": f"v{i % 7}", "task": "semantic",
+        "dataset": dataset, "split": "val", "num_classes": len(class_names), "class_names": class_names,
+        "metrics": {"pixel_accuracy": min(1.0, miou + 0.1), "mean_pixel_accuracy": miou + 0.05, "miou": miou,
+                    "fwiou": miou, "mean_dice": miou, "iou": {c: rng.uniform(0.1, 1.0) for c in class_names},
+                    "accuracy": {}, "dice": {}, "absent": [], "mask_ap": None, "box_ap": None, "coco": None,
+                    "score_threshold": None},
+        "efficiency": {"params": rng.randint(10_000, 60_000_000), "gflops": rng.uniform(0.1, 200.0),
+                       "flops_input": [3, 96, 96], "receptive_field": rng.randint(40, 900), "output_stride": 8,
+                       "latency": {"device": rng.choice(["cpu (2 cores)", "NVIDIA H100"]), "batch_size": 1,
+                                   "image_size": [96, 96], "ms": rng.uniform(1.0, 500.0), "ms_std": 0.5}},
+        "training": {"epochs": 4, "seconds": rng.uniform(10, 5000), "images_per_s": 50.0, "device": "cpu",
+                     "history": [{"epoch": e, "loss": 1.0 / (e + 1), "miou": miou * e / 4, "lr": 1e-3} for e in range(1, 5)]},
+        "config": {"model": model, "dataset": dataset, "epochs": 4, "seed": seed},
+        "seed": seed, "versions": {"python": "3.11", "torch": torch.__version__}, "git_commit": None,
+        "date": f"2025-01-{1 + i % 28:02d}T00:00:00+00:00",
+        "weights": {"sha256": "0" * 64, "uri": weights_uri or f"local:{dataset}/{model}--{run_id}", "config_uri": ""},
+        "hardware": {"device": "cpu", "cpu": "bench", "cpu_count": 2},
+    }
+
+
+def write_fake_leaderboard(root: str | Path, count: int) -> Path:
+    """``count`` fake records spread over four datasets and four families under ``root/records``."""
+    families = [("unet_small", "unet"), ("fcn8s", "fcn"), ("deeplabv3", "deeplab"), ("maskrcnn_small", "maskrcnn")]
+    for i in range(count):
+        model, family = families[i % 4]
+        write_record(fake_record(i, dataset=["synthetic", "isbi2012", "camvid", "balloon"][i // 4 % 4],
+                                 model=f"{model}_{i}", family=family), root)
+    return Path(root)
+
+
+def write_model_store(store_root: str | Path, leaderboard: str | Path | None = None, *,
+                      specs: list[tuple[str, dict]] = BENCH_MODELS, dataset: str = "synthetic",
+                      eval_size: list[int] | None = None) -> list[str]:
+    """Save one randomly initialised model per spec into a LocalStore (with the meta the runner writes), plus a
+    record pointing at it when ``leaderboard`` is given. Returns the weights URIs."""
+    from ..data import build_dataset
+    from ..models import build_model
+    from ..store import LocalStore
+
+    info = build_dataset(dataset, split="val").info
+    store = LocalStore(store_root)
+    uris = []
+    for i, (name, options) in enumerate(specs):
+        torch.manual_seed(i)
+        model = build_model(name, num_classes=info.num_classes, in_channels=info.in_channels, **options)
+        run_id = f"{i:012x}"
+        meta = {
+            "model": name, "model_args": {"in_channels": info.in_channels, **options},
+            "num_classes": info.num_classes, "in_channels": info.in_channels, "class_names": list(info.class_names),
+            "semantic_classes": info.num_classes, "mean": list(info.mean), "std": list(info.std),
+            "ignore_index": info.ignore_index, "dataset": dataset, "palette": [list(c) for c in info.palette],
+            "eval_size": eval_size, "eval_tile": None, "task": model.task, "name": name, "score_threshold": 0.5,
+            "label_to_class": None, "fill": 0 if model.task == "instance" else None, "run_id": run_id,
+        }
+        weights = store.save(model, meta, dataset, name, run_id)
+        uris.append(weights["uri"])
+        if leaderboard is not None:
+            record = fake_record(i, dataset=dataset, model=name, family=model.family, class_names=list(info.class_names),
+                                 weights_uri=weights["uri"])
+            record.update(id=run_id, variant=model.variant, task=model.task, weights=weights)
+            write_record(record, leaderboard)
+    return uris
+
+
+# ================================================================ headless Chromium
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def find_chromium() -> str | None:
+    """Debian's chromium ($SEGBENCH_CHROMIUM, else on PATH); None when absent (Playwright's own is never fetched)."""
+    for candidate in (os.environ.get("SEGBENCH_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                      shutil.which("chromium-browser")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def browse(url: str, *, image: str | Path, dataset: str | None, out_dir: str | Path, chromium: str | None = None,
+           ground_truth: str | Path | None = None, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Drive the app like a person: upload ``image``, press Compare, wait for the mask panels; open the leaderboard,
+    filter it by ``dataset`` (unless None), wait for the rows to change, select the first row for its details;
+    open About. Saves compare.png,
+    leaderboard.png and about.png in ``out_dir``.
+    Returns what was seen (panel count, row counts before/after, seconds to the panels)."""
+    from playwright.sync_api import sync_playwright
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timeout = timeout_s * 1000
+    seen: dict[str, Any] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium or find_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            page.goto(url, timeout=timeout)
+            page.locator("#sb-compare").wait_for(timeout=timeout)
+            page.locator("#sb-image input[type=file]").set_input_files(str(image))
+            page.locator("#sb-status").get_by_text("Press Compare").wait_for(timeout=timeout)
+            if ground_truth is not None:
+                page.get_by_text("Ground-truth mask (optional)").click()
+                page.locator("#sb-gt input[type=file]").set_input_files(str(ground_truth))
+                page.locator("#sb-gt").get_by_text(Path(ground_truth).name).wait_for(timeout=timeout)
+            t0 = time.perf_counter()
+            page.locator("#sb-compare").click()
+            page.locator("#sb-status").get_by_text("Compared").wait_for(timeout=timeout)
+            page.locator("#sb-overlays img").first.wait_for(timeout=timeout)
+            seen["compare_s"] = time.perf_counter() - t0
+            seen["overlays"] = page.locator("#sb-overlays img").count()
+            seen["masks"] = page.locator("#sb-masks img").count()
+            _settle(page, timeout)
+            page.screenshot(path=str(out / "compare.png"), full_page=True)
+
+            page.get_by_role("tab", name="Leaderboard").click()
+            count = page.locator("#sb-count")
+            count.wait_for(timeout=timeout)
+            settled = "([el, text]) => /^\\d+ of \\d+ records$/.test(el.innerText.trim()) && el.innerText.trim() !== text"
+            page.wait_for_function(settled, arg=[count.element_handle(), ""], timeout=timeout)
+            seen["rows_before"] = count.inner_text().strip()
+            if dataset is not None:
+                page.locator("#sb-filter-dataset input").click()
+                page.keyboard.type(dataset)
+                page.keyboard.press("Enter")
+                page.keyboard.press("Escape")
+                # settled on a new "<n> of <m> records" (while the filter runs Gradio adds a timer to the text)
+                page.wait_for_function(settled, arg=[count.element_handle(), seen["rows_before"]], timeout=timeout)
+            seen["rows_after"] = count.inner_text().strip()
+            seen["table_text"] = page.locator("#sb-table").inner_text()
+            page.locator("#sb-table [data-testid=cell-0-0]").click()  # a row's details: config, curve, weights, command
+            page.get_by_text("Reproduce", exact=True).wait_for(timeout=timeout)
+            seen["details_id"] = page.locator("#sb-record-id textarea, #sb-record-id input").first.input_value()
+            page.locator(".js-plotly-plot").first.wait_for(timeout=timeout)
+            _settle(page, timeout)
+            page.screenshot(path=str(out / "leaderboard.png"), full_page=True)
+
+            page.get_by_role("tab", name="About").click()
+            page.get_by_text("Datasets and splits").wait_for(timeout=timeout)
+            page.screenshot(path=str(out / "about.png"), full_page=True)
+        finally:
+            browser.close()
+    return seen
+
+
+def _settle(page, timeout: float) -> None:
+    """Wait until every image on the page has loaded (Gradio keeps a connection open, so 'networkidle' never comes)
+    and give transitions a moment."""
+    page.wait_for_function("() => Array.from(document.images).every(img => img.complete)", timeout=timeout)
+    page.wait_for_timeout(500)
+
+
+def screenshots(out_dir: str | Path) -> dict[str, Any]:
+    """README screenshots of the app as the environment configures it (the first example image and domain)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    import app
+
+    demo = app.build_app()
+    try:
+        _, url, _ = app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+        models = demo.segbench["models"]()
+        if not models:
+            raise SystemExit("no weights in the store: train them first (python -m segbench run)")
+        domain = next(iter(models))
+        examples = sorted((app.APP_TMP / "work" / "examples").glob(f"{domain}-*[0-9].png"))
+        mask = examples[0].with_name(examples[0].stem + "-mask.png")
+        return browse(url, image=examples[0], ground_truth=mask, dataset=None, out_dir=out_dir)
+    finally:
+        demo.close()
+
+
+# ================================================================ measurements
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure_startup(leaderboard: Path, store: Path, *, timeout: float = 120.0) -> float:
+    """Seconds from ``python app.py`` to the page answering HTTP 200 (a fresh process, no preloading)."""
+    port = _free_port()
+    env = {**os.environ, "SEGBENCH_LEADERBOARD": str(leaderboard), "SEGBENCH_STORE": str(store),
+           "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "SEGBENCH_APP_PRELOAD": "0"}
+    app = Path(__file__).resolve().parents[2] / "app.py"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(app)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while time.perf_counter() - t0 < timeout:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - t0
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"app.py did not answer within {timeout} s")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def measure_http(cfg, image: Path, keys: list[str], *, repeats: int = 3) -> dict[str, float]:
+    """The same through the app's HTTP API (gradio_client, in-process server): compare and filter round trips,
+    including Gradio's queue, file transfer and image encoding. Warm: one untimed call of each first."""
+    from gradio_client import Client, handle_file
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    import app
+
+    demo = app.build_app(cfg)
+    try:
+        _, url, _ = app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+        client = Client(url, verbose=False)
+        times: dict[str, list[float]] = {"compare_http_s": [], "filter_http_s": []}
+        calls = {
+            "compare_http_s": lambda: client.predict(handle_file(str(image)), next(iter(demo.segbench["models"]())),
+                                                     keys, 0.5, None, api_name="/compare"),
+            "filter_http_s": lambda: client.predict(["camvid"], [], [], "unet", "mIoU %", True, [], api_name="/filter"),
+        }
+        for name, call in calls.items():
+            call()
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - t0)
+        return {name: statistics.median(values) for name, values in times.items()}
+    finally:
+        demo.close()
+
+
+def run(store: Path | None, records: int, repeats: int = 5) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="segbench-bench-app-"))
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(work / "gradio"))
+    leaderboard = write_fake_leaderboard(work / "leaderboard", records)
+    if store is None:
+        store = work / "store"
+        write_model_store(store, leaderboard)
+    result: dict[str, Any] = {"records": records, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+
+    result["startup_s"] = measure_startup(leaderboard, store)
+
+    from .. import app_logic as logic
+    from ..predict import load_image  # noqa: F401 - imported before timing
+
+    cfg = logic.AppConfig(leaderboard=leaderboard, store=store)
+    t0 = time.perf_counter()
+    board = logic.load_leaderboard(cfg)
+    result["load_records_s"] = time.perf_counter() - t0
+    timings = []
+    for datasets, search in [(["camvid"], ""), ([], "unet"), (["synthetic", "isbi2012"], "_1"), ([], "")]:
+        t0 = time.perf_counter()
+        table = board.filter(datasets=datasets, search=search, sort_by="mIoU %")
+        logic.write_csv(table, work / "csv")
+        timings.append(time.perf_counter() - t0)
+    result["filter_s"] = max(timings)
+
+    models = logic.discover_models(store, board.records)
+    entries = next(iter(models.values()))[:4]
+    cache = logic.PredictorCache()
+    image = torch.randint(0, 256, (3, 512, 512), dtype=torch.uint8)
+    image_path = work / "upload.png"
+    from PIL import Image
+
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(image_path)
+    t0 = time.perf_counter()
+    logic.compare(image, entries, cache)
+    result["compare_cold_s"] = time.perf_counter() - t0
+    warm, per_model = [], {e.name: [] for e in entries}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        img, notices = logic.read_upload(image_path)
+        cmp = logic.compare(img, entries, cache)
+        panels = (logic.overlay_panels(cmp, 0.5), logic.mask_panels(cmp), logic.disagreement_panel(cmp),
+                  logic.instance_panels(cmp, 0.5), logic.legend(cmp), logic.results_table(cmp))
+        # Gradio encodes every panel (overlays and instances as JPEG, masks as PNG): count that too
+        for p in panels[0] + panels[3] + [(panels[2][0], "")]:
+            Image.fromarray(p[0]).save(work / "panel.jpg")
+        for p in panels[1]:
+            Image.fromarray(p[0]).save(work / "panel.png")
+        warm.append(time.perf_counter() - t0)
+        for r in cmp.results:
+            per_model[r.entry.name].append(r.latency_ms)
+    result["compare_s"] = statistics.median(warm)
+    result["compare_models"] = {k: round(statistics.median(v), 1) for k, v in per_model.items()}
+    result.update(measure_http(cfg, image_path, [e.key for e in entries], repeats=max(2, repeats // 2)))
+    result["targets"] = TARGETS
+    result["pass"] = {k: result[k] <= v for k, v in TARGETS.items()}
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", type=Path, default=None, help="weights store to time (default: random models)")
+    parser.add_argument("--records", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--screenshots", type=Path, default=None, metavar="DIR",
+                        help="only save compare.png, leaderboard.png and about.png of the configured app into DIR")
+    args = parser.parse_args(argv)
+    if args.screenshots:
+        print(json.dumps(screenshots(args.screenshots), indent=2))
+        return 0
+    result = run(args.store, args.records, args.repeats)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
