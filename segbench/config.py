@@ -244,5 +244,8 @@ def load_suite(name_or_path: str, overrides: list[str] | None = None) -> list[Ru
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """One run from a YAML file of RunConfig keys."""
-    data = apply_overrides(read_yaml(path), overrides or [])
+    data = read_yaml(path)
+    if "runs" in data:
+        raise SegbenchError(f"{path}: this is a suite (it has 'runs:'); run it with 'python -m segbench run {path}'")
+    data = apply_overrides(data, overrides or [])
     return make_config(data, str(path))

@@ -75,3 +75,9 @@ def test_suites(tmp_path, tiny_config):
     suite.write_text(yaml.safe_dump({"run": []}))
     with pytest.raises(SegbenchError, match="unknown suite key 'run'"):
         load_suite(str(suite))
+
+
+@pytest.mark.parametrize("suite", sorted(p.stem for p in __import__("segbench.config", fromlist=["SUITES_DIR"]).SUITES_DIR.glob("*.yaml")))
+def test_every_shipped_suite_validates(suite):
+    configs = load_suite(suite)
+    assert configs and len({c.run_id() for c in configs}) == len(configs)
