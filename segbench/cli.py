@@ -73,20 +73,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_suite
 
     configs = load_suite(args.suite, args.overrides)
-    on_record = None
-    if args.push:
-        from .hub import check_push_access, push_one
-
-        store = _store(args)
-        owner = check_push_access(owner=args.owner)  # a missing or read-only token fails before any training
-
-        def on_record(record: dict[str, Any]) -> None:
-            push_one(record, store=store, owner=owner, results_repo=args.results_repo)
+    on_record = _pusher(args) if args.push else None
     records = run_suite(configs, store=_store(args), leaderboard=args.leaderboard, retrain=args.retrain,
                         progress=not args.no_progress, on_record=on_record)
     print_leaderboard(records)
     print(f"\n{len(records)} record(s) written under {Path(args.leaderboard) / 'records'}; weights in {_store(args).root / 'weights'}")
     return 0
+
+
+def _pusher(args: argparse.Namespace):
+    """The per-record Hub push of ``run --push``; the token is checked here, before any training."""
+    from .hub import check_push_access, push_one
+
+    store = _store(args)
+    owner = check_push_access(owner=args.owner)
+
+    def push(record: dict[str, Any]) -> None:
+        push_one(record, store=store, owner=owner, results_repo=args.results_repo)
+
+    return push
 
 
 def cmd_train(args: argparse.Namespace) -> int:

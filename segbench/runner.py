@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
