@@ -459,3 +459,25 @@ def test_push_one_for_run_push(fake, tmp_path):
     assert not report.ok and SYN in report.failed and "rerun 'python -m segbench push'" in lines[-1]
     with pytest.raises(SegbenchError, match="saved locally"):
         hub.push_one(record2, store=store, owner=OWNER, strict=True, log=lambda line: None)
+
+
+def test_run_push_end_to_end_through_the_cli(fake, tmp_path, monkeypatch):
+    """`segbench run --push`: token checked first, then each record is pushed as it completes."""
+    import yaml
+
+    from segbench.cli import main
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"common": {
+        "model": "unet_small", "model_args": {"base_channels": 4, "depth": 2}, "dataset": "synthetic",
+        "dataset_args": {"size": 32, "num_images": 8}, "epochs": 1, "batch_size": 4, "crop_size": 32,
+        "latency_runs": 1}, "runs": [{}]}))
+    argv = ["run", str(suite), "--leaderboard", str(tmp_path / "board"), "--store", str(tmp_path / "store"),
+            "--owner", OWNER, "--no-progress", "--push"]
+    monkeypatch.setenv("HF_TOKEN", READ_TOKEN)
+    assert main(argv) == 2  # a read-only token fails before any training
+    assert not (tmp_path / "board").exists()
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert main(argv) == 0
+    files = fake.files(RESULTS, "dataset")
+    assert any(f.startswith("records/synthetic/unet_small--") for f in files)
