@@ -234,7 +234,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
     from .bench.run import run_speed
 
     result = run_speed(args.model, baseline=args.baseline, device=args.device, size=args.size, batch=args.batch,
-                       steps=args.steps, compile=args.compile)
+                       steps=args.steps, compile=args.compile, weights=args.weights, image=args.image)
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if args.json:
@@ -369,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--weights", help="--baseline eager: trained weights (folder or local: URI) instead of random ones")
+    p.add_argument("--image", help="--baseline eager: a real image instead of smoothed noise")
     p.add_argument("--json", metavar="PATH")
     p.set_defaults(func=cmd_speed)
 

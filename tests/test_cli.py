@@ -137,3 +137,18 @@ def test_instance_model_end_to_end(tmp_path, capsys):
     for name in ("x_mask.png", "x_overlay.png", "x_instances.png", "x_coco.json"):
         assert (out / name).is_file(), name
     assert Image.open(out / "x_mask.png").size == (48, 48)
+
+
+def test_speed_benchmarks_run(tmp_path, capsys):
+    """The speed command's predict-path and training-loop baselines, at toy sizes (numbers are not checked)."""
+    out = tmp_path / "eager.json"
+    assert main(["speed", "unet_small", "--baseline", "eager", "--device", "cpu", "--size", "32", "--steps", "1",
+                 "--json", str(out)]) == 0
+    eager = json.loads(out.read_text())
+    assert eager["eager_fp32_s"] > 0 and 0.0 <= eager["pixel_agreement"] <= 1.0 and eager["weights"] == "random init"
+    capsys.readouterr()
+    assert main(["speed", "unet_small", "--baseline", "plain-loop", "--device", "cpu", "--size", "32", "--batch", "2",
+                 "--steps", "2"]) == 0
+    loop = json.loads(capsys.readouterr().out)
+    assert loop["plain_images_per_s"] > 0 and loop["ours_images_per_s"] > 0
+    assert main(["speed", "--baseline", "eager"]) == 2  # a model name is needed: one line

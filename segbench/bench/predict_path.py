@@ -38,9 +38,13 @@ def _time(fn, runs: int, device: torch.device) -> tuple[float, Any]:
 
 
 def bench_predict_path(model_name: str = "unet", *, device: str = "cpu", size: int = 512, runs: int = 5,
-                       in_channels: int = 1, num_classes: int = 2, weights: str | None = None) -> dict[str, Any]:
+                       in_channels: int = 1, num_classes: int = 2, weights: str | None = None,
+                       image: str | None = None) -> dict[str, Any]:
+    """``weights``: a trained model (folder or ``local:`` URI) instead of a random ``model_name``; ``image``: a real
+    image file instead of smoothed noise (agreement on random weights is pessimistic: their logits nearly tie)."""
     dev = torch.device(device)
     torch.manual_seed(0)
+    trained = weights is not None
     with tempfile.TemporaryDirectory() as tmp:
         if weights is None:
             model = build_model(model_name, num_classes=num_classes, in_channels=in_channels)
@@ -50,20 +54,26 @@ def bench_predict_path(model_name: str = "unet", *, device: str = "cpu", size: i
             save_weights(model, meta, Path(tmp))
             weights = tmp
         predictor = Predictor(weights, device=str(dev))
-        image = torch.randint(0, 256, (predictor.in_channels, size, size), dtype=torch.uint8)
-        # smooth the noise a little so the image has structure at several scales
-        image = torch.nn.functional.avg_pool2d(image[None].float(), 5, 1, 2)[0].to(torch.uint8)
+        if image is not None:
+            from ..predict import adapt_channels, load_image
+
+            picture = adapt_channels(load_image(image), predictor.in_channels)
+        else:
+            picture = torch.randint(0, 256, (predictor.in_channels, size, size), dtype=torch.uint8)
+            # smooth the noise a little so the image has structure at several scales
+            picture = torch.nn.functional.avg_pool2d(picture[None].float(), 5, 1, 2)[0].to(torch.uint8)
 
         plain = predictor.model
-        x = normalize(image[None].to(dev), predictor.meta["mean"], predictor.meta["std"])
+        x = normalize(picture[None].to(dev), predictor.meta["mean"], predictor.meta["std"])
 
         def eager():
             with torch.no_grad():
                 return forward_full(plain, x)["out"].argmax(1)[0].cpu()
 
         eager_s, eager_mask = _time(eager, runs, dev)
-        ours_s, pred = _time(lambda: predictor(image), runs, dev)
+        ours_s, pred = _time(lambda: predictor(picture), runs, dev)
     agreement = float((pred.mask == eager_mask).float().mean())
-    return {"model": model_name, "device": device_name(dev), "image": [predictor.in_channels, size, size],
+    return {"model": predictor.meta.get("name", model_name), "weights": "trained" if trained else "random init",
+            "device": device_name(dev), "image": list(picture.shape),
             "eager_fp32_s": eager_s, "ours_s": ours_s, "speedup": eager_s / ours_s, "pixel_agreement": agreement,
             "ours_precision": predictor.precision}

@@ -9,7 +9,8 @@ from ..errors import SegbenchError
 
 
 def run_speed(model: str | None, *, baseline: str, device: str = "auto", size: int = 512, batch: int | None = None,
-              steps: int | None = None, compile: bool = False) -> dict[str, Any]:
+              steps: int | None = None, compile: bool = False, weights: str | None = None,
+              image: str | None = None) -> dict[str, Any]:
     dev = str(resolve_device(device))
     if baseline == "torchmetrics":
         from .metrics import bench_confusion_matrix
@@ -32,7 +33,7 @@ def run_speed(model: str | None, *, baseline: str, device: str = "auto", size: i
     if baseline == "eager":
         from .predict_path import bench_predict_path
 
-        return bench_predict_path(model, device=dev, size=size, runs=steps or 5)
+        return bench_predict_path(model, device=dev, size=size, runs=steps or 5, weights=weights, image=image)
     if baseline == "plain-loop":
         from .train_loop import bench_train_loop
 
