@@ -254,9 +254,13 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
     weights = store.save(model.cpu(), meta, cfg.dataset, name, run_id) if not reuse else _weights_entry(store, cfg, name, run_id)
     model.to(device)
 
-    log(f"[{name} / {cfg.dataset}] evaluating on '{cfg.eval_split}' ({len(data.val.dataset)} images)")
-    metrics = evaluate(model, data.val, info=info, device=device, amp=cfg.amp, channels_last=cfg.channels_last,
-                       **_eval_kwargs(cfg, data, task, with_ap=True))
+    if task == "semantic" and result is not None and result.best_metrics is not None:
+        # The model now holds the best epoch's weights, already scored on this split with the same settings.
+        metrics = result.best_metrics
+    else:  # reused weights, or an instance model (its COCO AP is only computed here)
+        log(f"[{name} / {cfg.dataset}] evaluating on '{cfg.eval_split}' ({len(data.val.dataset)} images)")
+        metrics = evaluate(model, data.val, info=info, device=device, amp=cfg.amp, channels_last=cfg.channels_last,
+                           **_eval_kwargs(cfg, data, task, with_ap=True))
     size = eval_size_of(cfg, data)
     efficiency = measure_efficiency(model, cfg, info, size, device)
     record = {
