@@ -39,6 +39,7 @@ class RunConfig:
     eval_size: list[int] | None = None  # [H, W] resize for evaluation (None: native size)
     eval_tile: int | None = None  # overlap-tile output size for valid-padded U-Nets (None: one tile)
     num_workers: int = 0
+    loader: str = "auto"  # training batches: host (DataLoader) | device (split held on the device) | auto (device on a GPU)
     limit_images: int | None = None  # use only the first N images of each split (smoke tests)
     # --- optimisation ---
     epochs: int = 10
@@ -72,7 +73,7 @@ class RunConfig:
 
     def run_id(self) -> str:
         """12 hex digits identifying everything that changes the trained weights or the scores."""
-        ignored = {"num_workers", "latency_runs", "device", "name"}  # no effect on weights or scores
+        ignored = {"num_workers", "loader", "latency_runs", "device", "name"}  # same protocol, same scores
         payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
         blob = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -86,6 +87,7 @@ _CHOICES = {
     "optimizer": ("adamw", "sgd"),
     "schedule": ("poly", "cosine", "constant"),
     "loss": ("ce", "dice", "ce+dice"),
+    "loader": ("auto", "host", "device"),
 }
 
 

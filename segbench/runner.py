@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import __version__
 from .config import RunConfig
 from .data import DatasetInfo, build_dataset
+from .data.resident import DeviceAugment, NotResident, ResidentLoader, resident_budget
 from .data.transforms import TrainTransform, collate_instance, collate_semantic
 from .engine import device_name, cpu_name, evaluate, make_optimizer, make_scheduler, resolve_device, seed_everything, train
 from .errors import SegbenchError
@@ -94,13 +96,17 @@ class Data:
     label_names: list[str] | None = None
 
 
-def build_data(cfg: RunConfig, task: str, *, need_train: bool) -> Data:
+def build_data(cfg: RunConfig, task: str, *, need_train: bool, device: torch.device | None = None,
+               log: Callable[[str], None] = print) -> Data:
     """Loaders for one config. Instance models get instance views plus the semantic masks for scoring."""
     common = dict(root=cfg.data_root, **cfg.dataset_args)
     def build(split: str, **kwargs: Any) -> Dataset:
         dataset = build_dataset(cfg.dataset, split=split, **common, **kwargs)
         return Limited(dataset, cfg.limit_images) if cfg.limit_images else dataset
 
+    if task == "instance" and cfg.loader == "device":
+        raise SegbenchError(f"loader=device holds semantic splits only; '{cfg.model}' is an instance model: use loader=auto")
+    device = device or torch.device("cpu")
     val_sem = build(cfg.eval_split)
     info = val_sem.info
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -119,21 +125,46 @@ def build_data(cfg: RunConfig, task: str, *, need_train: bool) -> Data:
         names = getattr(val_inst, "label_names", None)
         return Data(info, train_loader, val, l2c, fill, model_classes, list(names) if names is not None else None)
     val = DataLoader(val_sem, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, collate_fn=collate_eval)
-    train_loader = None
+    train_loader: Any = None
     if need_train:
-        train_ds = build(cfg.train_split, transform=train_transform(cfg, info))
-        if len(train_ds) == 0:
-            raise SegbenchError(f"dataset '{cfg.dataset}' split '{cfg.train_split}' is empty; check data_root")
-        train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                                  collate_fn=collate_semantic, generator=generator, drop_last=len(train_ds) > cfg.batch_size)
+        train_loader = _resident_loader(cfg, info, build, device, log)
+        if train_loader is None:
+            train_ds = build(cfg.train_split, transform=train_transform(cfg, info))
+            if len(train_ds) == 0:
+                raise SegbenchError(f"dataset '{cfg.dataset}' split '{cfg.train_split}' is empty; check data_root")
+            train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                                      collate_fn=collate_semantic, generator=generator,
+                                      drop_last=len(train_ds) > cfg.batch_size)
     return Data(info, train_loader, val, None, None, info.num_classes)
+
+
+def _resident_loader(cfg: RunConfig, info: DatasetInfo, build: Callable[..., Dataset], device: torch.device,
+                     log: Callable[[str], None]) -> ResidentLoader | None:
+    """``loader=device`` (or ``auto`` on a GPU): the training split on the device, augmented there; else None."""
+    if cfg.loader == "host" or (cfg.loader == "auto" and device.type != "cuda"):
+        return None
+    try:
+        augment = DeviceAugment(cfg.crop_size, (cfg.scale_min, cfg.scale_max), hflip=cfg.hflip,
+                                color_jitter=cfg.color_jitter, ignore_index=info.ignore_index)
+        t0 = time.perf_counter()
+        loader = ResidentLoader(build(cfg.train_split), batch_size=cfg.batch_size, device=device, augment=augment,
+                                seed=cfg.seed, num_workers=cfg.num_workers, max_bytes=resident_budget(device))
+    except NotResident as exc:
+        if cfg.loader == "device":
+            raise SegbenchError(f"loader=device: {exc}; use loader=host") from None
+        log(f"training batches from the host loader ({exc})")
+        return None
+    log(f"training split on {device_name(device)}: {loader.images.shape[0]} images, "
+        f"{loader.nbytes / 2**20:.0f} MiB, loaded in {time.perf_counter() - t0:.1f} s")
+    return loader
 
 
 def class_weights(cfg: RunConfig, data: Data) -> torch.Tensor | None:
     if cfg.class_weights is None:
         return None
     if cfg.class_weights == "auto":
-        masks = (mask for _, mask in data.train.dataset)
+        masks = ([data.train.masks] if isinstance(data.train, ResidentLoader)  # already decoded: one batch
+                 else (mask for _, mask in data.train.dataset))
         return median_frequency_weights(masks, data.info.num_classes, data.info.ignore_index)
     if isinstance(cfg.class_weights, list) and len(cfg.class_weights) == data.info.num_classes:
         return torch.tensor(cfg.class_weights, dtype=torch.float32)
@@ -153,7 +184,7 @@ def border_weight_fn(cfg: RunConfig, info: DatasetInfo) -> Callable | None:
     def fn(masks: torch.Tensor) -> torch.Tensor:
         maps = []
         for mask in masks:
-            fg = ((mask != background) & (mask != info.ignore_index)).numpy()
+            fg = ((mask != background) & (mask != info.ignore_index)).cpu().numpy()
             ids, _ = ndimage.label(fg)
             maps.append(unet_weight_map(torch.from_numpy(ids).long(), w0=cfg.w0, sigma=cfg.sigma))
         return torch.stack(maps)
@@ -211,7 +242,7 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
     name, run_id = cfg.display_name(), cfg.run_id()
     task = model_task(cfg.model)
     reuse = store.has(cfg.dataset, name, run_id) and not retrain
-    data = build_data(cfg, task, need_train=not reuse)
+    data = build_data(cfg, task, need_train=not reuse, device=device, log=log)
     info = data.info
     model_args = {"in_channels": info.in_channels, **cfg.model_args}
     seed_everything(cfg.seed)
@@ -247,7 +278,7 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
     training = previous_training or {
         "epochs": result.epochs_done, "seconds": round(result.seconds, 2), "images_per_s": round(result.images_per_s, 2),
         "device": device_name(device), "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-        "history": result.history,
+        "loader": "device" if isinstance(data.train, ResidentLoader) else "host", "history": result.history,
     }
     meta = model_meta(cfg, info, model_args, data.model_classes, task, data)
     meta["training"] = training
