@@ -152,3 +152,10 @@ def test_speed_benchmarks_run(tmp_path, capsys):
     loop = json.loads(capsys.readouterr().out)
     assert loop["plain_images_per_s"] > 0 and loop["ours_images_per_s"] > 0
     assert main(["speed", "--baseline", "eager"]) == 2  # a model name is needed: one line
+    capsys.readouterr()
+    assert main(["speed", "deeplabv3", "--baseline", "torchvision", "--device", "cpu", "--size", "64", "--batch", "2",
+                 "--steps", "1"]) == 0
+    tv = json.loads(capsys.readouterr().out)
+    # the paper's multi-grid and torchvision's layer4 layout: same parameters, both timed against torchvision
+    assert tv["ours_params"] == tv["ours_same_layout_params"] < tv["torchvision_params"]
+    assert tv["infer_ratio"] > 0 and tv["ours_same_layout_train_ratio"] > 0

@@ -5,6 +5,11 @@ channels_last, optional ``torch.compile``, and MFU = counted FLOPs / time / peak
 FLOPs come from ``FlopCounterMode`` on a copy of the model on the meta device (no compute); a training step
 counts 3x the forward (backward = 2x). Note that torchvision's DeepLabHead has an extra 3x3x256 conv that the
 paper's head (and ours) does not, so its model does ~0.6M parameters and a few GFLOPs more work.
+
+DeepLab v3 is measured twice: ``ours`` as the paper builds it (multi-grid (1, 2, 4) in layer4, i.e. dilations
+4/8/16 at output stride 8) and ``ours_same_layout`` with torchvision's layer4 (dilation 4 in every block). The two
+have the same parameters and FLOPs; on CPUs oneDNN runs the dilation-16 convolutions slower, so only the second is
+the equal-settings comparison there.
 """
 
 from __future__ import annotations
@@ -29,19 +34,22 @@ from .train_loop import PEAK_TFLOPS
 
 NUM_CLASSES = 21
 
-_PAIRS: dict[str, tuple[Callable[[], nn.Module], Callable[[], nn.Module]]] = {
-    "fcn_resnet50": (
-        lambda: fcn_resnet50(num_classes=NUM_CLASSES),
-        lambda: torchvision.models.segmentation.fcn_resnet50(
+# name -> {tag: builder}; "torchvision" is the baseline every other tag is compared with.
+_PAIRS: dict[str, dict[str, Callable[[], nn.Module]]] = {
+    "fcn_resnet50": {
+        "ours": lambda: fcn_resnet50(num_classes=NUM_CLASSES),
+        "torchvision": lambda: torchvision.models.segmentation.fcn_resnet50(
             weights=None, weights_backbone=None, num_classes=NUM_CLASSES
         ),
-    ),
-    "deeplabv3": (
-        lambda: deeplabv3(num_classes=NUM_CLASSES, backbone="resnet50", output_stride=8),
-        lambda: torchvision.models.segmentation.deeplabv3_resnet50(
+    },
+    "deeplabv3": {
+        "ours": lambda: deeplabv3(num_classes=NUM_CLASSES, backbone="resnet50", output_stride=8),
+        "ours_same_layout": lambda: deeplabv3(num_classes=NUM_CLASSES, backbone="resnet50", output_stride=8,
+                                              multi_grid=None),
+        "torchvision": lambda: torchvision.models.segmentation.deeplabv3_resnet50(
             weights=None, weights_backbone=None, num_classes=NUM_CLASSES
         ),
-    ),
+    },
 }
 
 
@@ -68,8 +76,9 @@ def bench_vs_torchvision(
     """Inference and training images/s of ours vs torchvision's ``name`` ("fcn_resnet50" or "deeplabv3").
 
     Inputs: float32 [batch,3,size,size] noise, int64 targets in [0,21). ``bf16=None`` means on for CUDA.
-    Returns flat numbers: ``{ours,torchvision}_{params,gflops,infer_images_per_s,train_images_per_s,
-    infer_mfu,train_mfu}`` (MFU None off a known GPU) and ``infer_ratio``/``train_ratio`` = ours / torchvision.
+    Returns flat numbers: ``{tag}_{params,gflops,infer_images_per_s,train_images_per_s,infer_mfu,train_mfu}`` for
+    each tag (``ours``, ``torchvision``, and ``ours_same_layout`` for deeplabv3; MFU None off a known GPU),
+    ``infer_ratio``/``train_ratio`` = ours / torchvision and ``{tag}_{phase}_ratio`` for the other tags.
     """
     if name not in _PAIRS:
         raise SegbenchError(f"bench_vs_torchvision: unknown model '{name}'; use one of {', '.join(_PAIRS)}")
@@ -89,7 +98,7 @@ def bench_vs_torchvision(
         "channels_last": cuda, "compile": compile,
     }
     models, runs, optimizers = {}, {}, {}
-    for tag, build in zip(("ours", "torchvision"), _PAIRS[name]):
+    for tag, build in _PAIRS[name].items():
         torch.manual_seed(0)
         model = build()
         result[f"{tag}_params"] = count_params(model)
@@ -123,7 +132,7 @@ def bench_vs_torchvision(
             except ValueError as exc:  # torchvision's image pooling cannot train at batch size 1
                 result[f"{tag}_{phase}_error"] = str(exc).splitlines()[0]
                 del seconds[tag]
-        # Alternate the two models step by step so that load from other processes hits both alike.
+        # Alternate the models step by step so that load from other processes hits both alike.
         for _ in range(steps):
             for tag in seconds:
                 seconds[tag].append(_step_seconds(lambda: step(tag), dev))
@@ -133,8 +142,13 @@ def bench_vs_torchvision(
             result[f"{tag}_{phase}_images_per_s"] = per_s
             result[f"{tag}_{phase}_mfu"] = flops * per_s / (peak * 1e12) if peak and per_s else None
     for phase in ("infer", "train"):
-        ours, theirs = result[f"ours_{phase}_images_per_s"], result[f"torchvision_{phase}_images_per_s"]
-        result[f"{phase}_ratio"] = ours / theirs if ours and theirs else None
+        theirs = result[f"torchvision_{phase}_images_per_s"]
+        for tag in models:
+            if tag == "torchvision":
+                continue
+            ours = result[f"{tag}_{phase}_images_per_s"]
+            key = f"{phase}_ratio" if tag == "ours" else f"{tag}_{phase}_ratio"
+            result[key] = ours / theirs if ours and theirs else None
     return result
 
 
