@@ -15,6 +15,7 @@ Semantic datasets whose images all share one size only; anything else stays on t
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -170,28 +171,25 @@ class ResidentLoader:
 
 
 def _load_all(dataset: Dataset, device: torch.device, num_workers: int, max_bytes: int | None) -> tuple[Tensor, Tensor]:
+    """Decode every sample once into ``uint8 [N,C,H,W]`` images and ``uint8 [N,H,W]`` masks (int64 when a label
+    does not fit a byte) on ``device``."""
     n = len(dataset)
     if n == 0:
         raise SegbenchError("the training split is empty; check data_root")
     images = masks = None
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers)
-    for i, (image, mask) in enumerate(loader):
+    for i, (image, mask) in enumerate(DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers)):
         if isinstance(mask, dict):
             raise NotResident("instance targets stay on the host pipeline")
         if images is None:
-            shape = tuple(image.shape)
-            mask_dtype = torch.uint8 if int(mask.max()) <= 255 and int(mask.min()) >= 0 else torch.int64
-            need = n * (image.numel() + mask.numel() * mask_dtype.itemsize)
+            need = n * (image.numel() + mask.numel())
             if max_bytes is not None and need > max_bytes:
                 raise NotResident(f"the training split needs {need / 2**30:.2f} GiB on {device.type}, "
                                   f"over the {max_bytes / 2**30:.2f} GiB allowed")
-            images = torch.empty((n, *shape), dtype=torch.uint8, device=device)
-            masks = torch.empty((n, *mask.shape), dtype=mask_dtype, device=device)
-        elif tuple(image.shape) != tuple(images.shape[1:]):
+            images = torch.empty((n, *image.shape), dtype=torch.uint8, device=device)
+            masks = torch.empty((n, *mask.shape), dtype=torch.uint8, device=device)
+        elif image.shape != images.shape[1:]:
             raise NotResident(f"image {i} is {'x'.join(map(str, image.shape))}, image 0 is "
                               f"{'x'.join(map(str, images.shape[1:]))}: sizes differ")
-        if mask.dtype != torch.int64 and mask.dtype != torch.uint8:
-            mask = mask.long()
         if masks.dtype == torch.uint8 and (int(mask.max()) > 255 or int(mask.min()) < 0):
             masks = masks.long()
         images[i].copy_(image, non_blocking=True)
@@ -205,8 +203,6 @@ def resident_budget(device: torch.device) -> int:
         free, _total = torch.cuda.mem_get_info(device)
         return free // 4
     try:
-        import os
-
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
     except (ValueError, OSError, AttributeError):
         return 4 * 2**30
