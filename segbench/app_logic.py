@@ -757,7 +757,7 @@ def _round_pct(value: Any) -> float | None:
 
 
 def machine_line() -> str:
-    from .engine import cpu_name
+    from .device import cpu_name
 
     return f"Latency measured on this machine: {cpu_name()}, {torch.get_num_threads()} PyTorch threads, batch 1."
 

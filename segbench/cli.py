@@ -110,7 +110,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from .data import build_dataset
-    from .engine import evaluate, resolve_device
+    from .device import resolve_device
+    from .engine import evaluate
     from .runner import collate_eval
     from .store import load_model
 
@@ -197,7 +198,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import MODELS
-    from .models.report import model_report
+    from .analysis.report import model_report
 
     names = [args.name] if args.name else sorted(MODELS)
     if args.name and args.name not in MODELS:
@@ -207,7 +208,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.erf:
         if not args.name:
             raise SegbenchError("--erf needs a model name, e.g. 'segbench models deeplabv3 --erf'")
-        from .models.report import erf_report
+        from .analysis.report import erf_report
 
         info = erf_report(args.name, size=args.erf_size, out=args.erf_out, num_classes=args.num_classes,
                           in_channels=args.in_channels, options=dict(_parse_kv(args.option)))

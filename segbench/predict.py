@@ -21,7 +21,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from .data.transforms import normalize
-from .engine import cpu_bf16_supported, predict_logits, resolve_device
+from .device import cpu_bf16_supported, resolve_device
+from .engine import predict_logits
 from .errors import SegbenchError
 from .metrics import to_semantic
 from .store import LocalStore, load_model

@@ -22,7 +22,8 @@ from .config import RunConfig
 from .data import DatasetInfo, build_dataset
 from .data.resident import DeviceAugment, NotResident, ResidentLoader, resident_budget
 from .data.transforms import TrainTransform, collate_instance, collate_semantic
-from .engine import device_name, cpu_name, evaluate, make_optimizer, make_scheduler, resolve_device, seed_everything, train
+from .device import cpu_name, device_name, resolve_device
+from .engine import evaluate, make_optimizer, make_scheduler, seed_everything, train
 from .errors import SegbenchError
 from .losses import build_loss, median_frequency_weights
 from .models import build_model, model_task
@@ -341,7 +342,7 @@ def _weights_entry(store: LocalStore, cfg: RunConfig, name: str, run_id: str) ->
 
 def measure_efficiency(model: torch.nn.Module, cfg: RunConfig, info: DatasetInfo, size: tuple[int, int],
                        device: torch.device) -> dict[str, Any]:
-    from .models.analysis import receptive_field
+    from .analysis.receptive_field import receptive_field
 
     c = info.in_channels
     rf = None

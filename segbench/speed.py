@@ -50,7 +50,7 @@ def measure_latency(model: nn.Module, *, in_channels: int, size: tuple[int, int]
                     runs: int = 10, warmup: int = 2, amp: bool = True, tile: int | None = None) -> dict[str, Any]:
     """Median and standard deviation (ms) of ``runs`` batch-1 forward passes after ``warmup`` passes, in the
     precision the predict path uses on this device (bf16 on GPUs and bf16-native CPUs, else fp32)."""
-    from .engine import autocast, cpu_bf16_supported
+    from .device import autocast, cpu_bf16_supported
 
     device = torch.device(device)
     model.eval()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..data.transforms import normalize
-from ..engine import device_name
+from ..device import device_name
 from ..models import build_model
 from ..models.inference import forward_full
 from ..predict import Predictor

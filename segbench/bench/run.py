@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import resolve_device
+from ..device import resolve_device
 from ..errors import SegbenchError
 
 

@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader
 
 from ..data import DatasetInfo
 from ..data.transforms import collate_semantic, normalize
-from ..engine import device_name, make_optimizer, make_scheduler, train
+from ..device import device_name
+from ..engine import make_optimizer, make_scheduler, train
 from ..losses import build_loss
 from ..models import build_model
 from ..speed import count_gflops

@@ -14,7 +14,6 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -22,27 +21,7 @@ from torch.utils.data import Dataset
 from ..errors import SegbenchError, nearest
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a model, a metric and the app need to know about a dataset.
-
-    ``mean``/``std`` are per channel on the 0..1 scale (``transforms.normalize``); ``palette`` has one RGB per class;
-    ``background_index`` is the class that means "no object" when semantic masks become instances (None: every class
-    is an object class, e.g. CamVid).
-    """
-
-    name: str
-    num_classes: int
-    class_names: tuple[str, ...]
-    ignore_index: int = 255
-    in_channels: int = 3
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    palette: tuple[tuple[int, int, int], ...] = ()
-    background_index: int | None = 0
-    license: str = ""
-    citation: str = ""
-
+from .info import DatasetInfo  # noqa: E402  (re-exported: the dataset modules and callers import it from here)
 
 # The dataset modules import DatasetInfo from here, so it is defined before them.
 from . import camvid, folder, isbi, synthetic  # noqa: E402
@@ -106,3 +85,9 @@ def build_dataset(
 
 
 __all__ = ["DATASETS", "DatasetInfo", "build_dataset", "default_root"]
+
+
+def dataset_info(name: str) -> DatasetInfo | None:
+    """The static ``DatasetInfo`` of a built-in dataset (display name, classes, licence) without reading any file;
+    None for datasets whose info depends on the files (folder, coco, instance_png)."""
+    return getattr(DATASETS.get(name), "info", None)

@@ -39,7 +39,9 @@ INFO = DatasetInfo(
         (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
     ),  # fmt: skip
     background_index=None,  # every class is a "thing" or "stuff" region; none means "no object"
-    license="CC BY-NC 4.0",
+    license="CC BY-NC 4.0 (non-commercial, research use)",
+    hub_license="cc-by-nc-4.0",
+    display_name="CamVid (street scenes)",
     citation=(
         "Brostow, Shotton, Fauqueur, Cipolla 2008, Segmentation and Recognition Using Structure from Motion "
         "Point Clouds, ECCV; Brostow, Fauqueur, Cipolla 2009, Semantic object classes in video: a "

@@ -33,6 +33,7 @@ INFO = DatasetInfo(
     palette=((230, 60, 60), (60, 120, 230)),
     background_index=0,  # instances = connected cell interiors; membrane separates them
     license="ISBI 2012 challenge data, research use; cite the organisers",
+    display_name="ISBI 2012 (EM membranes)",
     citation=(
         "Cardona et al. 2010, An integrated micro- and macroarchitectural analysis of the Drosophila brain "
         "by computer-assisted serial section electron microscopy, PLoS Biol 8(10); Arganda-Carreras et al. 2015, "

@@ -54,6 +54,8 @@ INFO = DatasetInfo(
     palette=((0, 0, 0), (230, 60, 60)),
     background_index=0,
     license="MIT (annotations: matterport/Mask_RCNN); images from Flickr under their authors' terms",
+    hub_license="mit",
+    display_name="Balloon (instances)",
     citation="Abdulla 2017, Mask R-CNN for object detection and instance segmentation, github.com/matterport/Mask_RCNN",
 )
 

@@ -37,7 +37,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from ..errors import SegbenchError
-from .inference import forward_full
+from ..models.inference import forward_full
 
 # ----------------------------------------------------------------- theoretical receptive field
 _EMPTY = 2**40  # lo of an empty interval is +_EMPTY, hi is -_EMPTY

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from segbench.models.analysis import effective_receptive_field, erf_radius, receptive_field, save_heatmap
+from segbench.analysis.receptive_field import effective_receptive_field, erf_radius, receptive_field, save_heatmap
 from segbench.models.unet import unet
 
 

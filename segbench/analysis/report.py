@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from . import build_model, model_task
-from .analysis import effective_receptive_field, erf_radius, receptive_field, save_heatmap
+from ..models import build_model, model_task
+from .receptive_field import effective_receptive_field, erf_radius, receptive_field, save_heatmap
 from ..speed import count_gflops, count_params
 
 

@@ -1,0 +1,2 @@
+"""Model analysis: theoretical and effective receptive field (``receptive_field``) and the model report
+(``report``: params, GMACs, output stride, receptive field) behind ``segbench models``."""
