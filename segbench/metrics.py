@@ -2,7 +2,9 @@
 
 ``ConfusionMatrix`` follows torchvision's ``references/segmentation/utils.py`` (one ``bincount`` per update)
 and detectron2's ``SemSegEvaluator`` (pixel accuracy, mean accuracy, mIoU, FWIoU from one matrix).
-``to_semantic`` turns a Mask R-CNN prediction into a class map so the same metrics apply to all families.
+Per-image counts feed the bootstrap CI of mIoU (``segbench.bootstrap``, re-exported here); Boundary IoU
+(Cheng et al., CVPR 2021) is accumulated per class like mIoU. ``to_semantic`` turns a Mask R-CNN prediction into a
+class map so the same metrics apply to all families.
 """
 
 from __future__ import annotations
@@ -11,11 +13,21 @@ import math
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor
 
+from segbench.bootstrap import CI_METHOD, bootstrap_miou_ci, paired_bootstrap, tie_groups
 from segbench.errors import SegbenchError
 
-__all__ = ["ConfusionMatrix", "bootstrap_miou_ci", "paired_bootstrap", "tie_groups", "to_semantic"]
+__all__ = [
+    "ConfusionMatrix",
+    "boundary_dilation",
+    "boundary_region",
+    "bootstrap_miou_ci",
+    "paired_bootstrap",
+    "tie_groups",
+    "to_semantic",
+]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -24,7 +36,7 @@ __all__ = ["ConfusionMatrix", "bootstrap_miou_ci", "paired_bootstrap", "tie_grou
 
 
 class ConfusionMatrix:
-    """Dataset-level confusion matrix for semantic segmentation.
+    """Dataset-level confusion matrix for semantic segmentation, optionally with per-image counts and Boundary IoU.
 
     ``matrix`` is int64 ``[K, K]``: rows are ground-truth classes, columns are predicted classes. It lives on
     ``device`` (default: the device of the first ``update``) and moves there once, so updates never copy to the CPU.
@@ -48,19 +60,63 @@ class ConfusionMatrix:
     - FWIoU weights each class's IoU by its ground-truth pixel frequency;
     - Dice = 2TP / (2TP + FP + FN);
     - an empty matrix (no pixels counted) gives NaN for every mean and every class, without error.
+
+    ``per_image=True`` also keeps each image's intersection (TP) and union (TP + FP + FN), int64 ``[N, K]`` on the
+    device in update order, from the same bincount; ``compute()`` then adds ``miou_ci`` (``bootstrap_miou_ci``:
+    95% percentile CI over images, 1000 resamples, seed 0; None below 2 images), ``ci`` (how it was computed) and
+    ``per_image`` (``{"intersection", "union"}`` as lists, for ``paired_bootstrap`` between models).
+
+    ``boundary=True`` also accumulates Boundary IoU (Cheng et al., CVPR 2021) per class over the dataset; see
+    ``boundary_region``. Boundaries come from the full masks ``target == c`` and ``pred == c``; pixels whose
+    target is ignored are then left out of both boundary regions. ``compute()`` adds ``boundary_iou`` (list per
+    class, NaN where both boundary regions are empty), ``mean_boundary_iou`` (mean over the others) and
+    ``boundary_dilation_ratio``.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str | None = None) -> None:
+    CI_LEVEL = 0.95
+    CI_RESAMPLES = 1000
+    CI_SEED = 0
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        device: torch.device | str | None = None,
+        per_image: bool = False,
+        boundary: bool = False,
+        boundary_dilation_ratio: float = 0.02,
+    ) -> None:
         if num_classes < 1:
             raise SegbenchError(f"ConfusionMatrix: num_classes={num_classes} must be >= 1; pass the dataset's class count")
+        if boundary and not 0 < boundary_dilation_ratio < 1:
+            raise SegbenchError(
+                f"ConfusionMatrix: boundary_dilation_ratio={boundary_dilation_ratio} must lie in (0, 1); "
+                "the paper's default is 0.02 of the image diagonal"
+            )
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.per_image = per_image
+        self.boundary = boundary
+        self.boundary_dilation_ratio = boundary_dilation_ratio
         self._follow_data = device is None
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        # Boundary intersection and union per class, int64 [K] each.
+        self.boundary_counts = torch.zeros(2, num_classes, dtype=torch.int64, device=device)
+        self._image_counts: list[Tensor] = []  # per update: int64 [B, 2, K] (intersection, union)
 
     def reset(self) -> None:
-        """Zero the matrix (keeps its device)."""
+        """Zero every count (keeps the device)."""
         self.matrix.zero_()
+        self.boundary_counts.zero_()
+        self._image_counts = []
+
+    def image_counts(self) -> tuple[Tensor, Tensor]:
+        """Per-image ``(intersection, union)``, int64 ``[N, K]`` each on the metric's device (needs per_image)."""
+        if not self._image_counts:
+            empty = torch.zeros(0, self.num_classes, dtype=torch.int64, device=self.matrix.device)
+            return empty, empty.clone()
+        counts = torch.cat(self._image_counts)
+        return counts[:, 0], counts[:, 1]
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
@@ -74,21 +130,36 @@ class ConfusionMatrix:
                     "move the batch to the metric's device or create the metric with device=None"
                 )
             self.matrix = self.matrix.to(target.device)
+            self.boundary_counts = self.boundary_counts.to(target.device)
             self._follow_data = False
 
         target = target.long()
         pred = pred.long()
+        if target.dim() == 2:
+            target, pred = target[None], pred[None]
+        images = target.shape[0] if self.per_image else 1
         ignored = target == self.ignore_index
         # Both in [0, K): `t | p` is negative iff either is, and max(t, p) < K bounds both (5 ops instead of 7).
         in_range = ((target | pred) >= 0) & (torch.maximum(target, pred) < k)
-        # Two extra bins: K*K counts ignored pixels, K*K+1 counts bad values. Routing them with `where` instead of
-        # boolean indexing keeps the update free of data-dependent shapes (no host sync for a nonzero()).
-        bins = torch.where(in_range, torch.add(pred, target, alpha=k), k * k + 1)
-        bins = torch.where(ignored, k * k, bins)
-        counts = torch.bincount(bins.flatten(), minlength=k * k + 2)
-        if counts[k * k + 1]:  # the one host sync besides bincount's own
+        # One bin per (image, target, pred); two extra bins: images*K*K counts ignored pixels, the next bad values.
+        # Routing them with `where` instead of boolean indexing keeps the update free of data-dependent shapes
+        # (no host sync for a nonzero()).
+        bins = torch.add(pred, target, alpha=k)
+        if self.per_image:
+            bins += torch.arange(images, device=bins.device).view(-1, 1, 1) * (k * k)
+        bins = torch.where(in_range, bins, images * k * k + 1)
+        bins = torch.where(ignored, images * k * k, bins)
+        counts = torch.bincount(bins.flatten(), minlength=images * k * k + 2)
+        if counts[images * k * k + 1]:  # the one host sync besides bincount's own
             raise SegbenchError(self._bad_values_message(pred, target, ignored))
-        self.matrix += counts[: k * k].view(k, k)
+        matrices = counts[: images * k * k].view(images, k, k)
+        self.matrix += matrices.sum(dim=0)
+        if self.per_image:
+            tp = matrices.diagonal(dim1=1, dim2=2)
+            union = matrices.sum(dim=1) + matrices.sum(dim=2) - tp
+            self._image_counts.append(torch.stack([tp, union], dim=1))
+        if self.boundary:
+            self.boundary_counts += _boundary_counts(pred, target, ~ignored, k, self.boundary_dilation_ratio)
 
     def _class_map(self, pred: Tensor, target: Tensor) -> Tensor:
         """Return ``pred`` as an integer class map with ``target``'s shape (argmax of logits)."""
@@ -137,13 +208,48 @@ class ConfusionMatrix:
         )
 
     def all_reduce(self) -> None:
-        """Sum the matrix over all processes (``torch.distributed``); a no-op when not initialised."""
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.matrix)
+        """Combine all processes' counts (``torch.distributed``); a no-op when not initialised.
+
+        The matrix and the boundary counts are summed; per-image counts are gathered, rank 0's images first, so
+        every rank ends up with all N images (the order differs from a single-process run: paired comparisons
+        need the same world size and sampler). Call it once, after the last update.
+        """
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        dist.all_reduce(self.matrix)
+        dist.all_reduce(self.boundary_counts)
+        if self.per_image:
+            inter, union = self.image_counts()
+            local = torch.stack([inter, union], dim=1)  # [n, 2, K]
+            sizes = [torch.zeros(1, dtype=torch.int64, device=local.device) for _ in range(dist.get_world_size())]
+            dist.all_gather(sizes, torch.tensor([len(local)], device=local.device))
+            longest = int(max(sizes))
+            padded = torch.zeros(longest, 2, self.num_classes, dtype=torch.int64, device=local.device)
+            padded[: len(local)] = local
+            gathered = [torch.empty_like(padded) for _ in sizes]
+            dist.all_gather(gathered, padded)  # all_gather needs equal shapes: pad, then trim
+            self._image_counts = [part[: int(n)] for part, n in zip(gathered, sizes)]
 
     def compute(self) -> dict:
-        """Return the metrics of the accumulated matrix; see ``summary``."""
-        return self.summary(self.matrix)
+        """Return the metrics of the accumulated counts: ``summary`` plus the per-image and boundary keys."""
+        out = self.summary(self.matrix)
+        if self.per_image:
+            inter, union = self.image_counts()
+            low, high = bootstrap_miou_ci(
+                inter, union, resamples=self.CI_RESAMPLES, level=self.CI_LEVEL, seed=self.CI_SEED
+            )
+            out["miou_ci"] = [low, high] if math.isfinite(low) and math.isfinite(high) else None
+            out["ci"] = {
+                "method": CI_METHOD, "level": self.CI_LEVEL, "resamples": self.CI_RESAMPLES, "seed": self.CI_SEED,
+            }  # fmt: skip
+            out["per_image"] = {"intersection": inter.tolist(), "union": union.tolist()}
+        if self.boundary:
+            inter, union = self.boundary_counts.to("cpu", torch.float64)
+            iou = torch.where(union > 0, inter / union.clamp(min=1), torch.nan)
+            out["boundary_iou"] = iou.tolist()
+            out["mean_boundary_iou"] = float(iou.nanmean())
+            out["boundary_dilation_ratio"] = self.boundary_dilation_ratio
+        return out
 
     @staticmethod
     def summary(matrix: Tensor) -> dict:
@@ -181,136 +287,52 @@ class ConfusionMatrix:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Bootstrap over images (Efron & Tibshirani 1993, ch. 13: percentile interval)
+# Boundary IoU (Cheng, Girshick, Dollar, Berg, Kirillov; CVPR 2021)
 # ---------------------------------------------------------------------------------------------------------------------
 
-CI_METHOD = "bootstrap over images, percentile"
+_BOUNDARY_CHUNK = 1 << 24  # elements of [B, classes, H, W] eroded at once: bounds memory for many classes
 
 
-def _per_image(intersection, union, what: str) -> tuple[Tensor, Tensor]:
-    """Both arrays as float64 CPU tensors ``[N, K]`` (float64 sums of int64 pixel counts stay exact below 2^53)."""
-    inter = torch.as_tensor(intersection).detach().to("cpu", torch.float64)
-    uni = torch.as_tensor(union).detach().to("cpu", torch.float64)
-    if inter.dim() != 2 or inter.shape != uni.shape:
-        raise SegbenchError(
-            f"{what}: intersection {list(inter.shape)} and union {list(uni.shape)} must both be [N images, K classes]; "
-            "pass ConfusionMatrix(per_image=True).compute()['per_image']"
-        )
-    if bool((inter < 0).any()) or bool((inter > uni).any()):
-        raise SegbenchError(f"{what}: per-image counts must satisfy 0 <= intersection <= union; pass pixel counts")
-    return inter, uni
+def boundary_dilation(height: int, width: int, ratio: float = 0.02) -> int:
+    """The boundary width d in pixels: ``round(ratio * image diagonal)``, at least 1 (the reference's rule)."""
+    return max(1, int(round(ratio * math.sqrt(height**2 + width**2))))
 
 
-def _resample_weights(n: int, resamples: int, seed: int) -> Tensor:
-    """Multinomial counts ``[R, N]`` float64: row r says how often each image is drawn in resample r (sums to N)."""
-    if resamples < 1:
-        raise SegbenchError(f"bootstrap: resamples={resamples} must be >= 1 (1000 is the usual choice)")
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    draws = torch.randint(0, n, (resamples, n), generator=gen)
-    weights = torch.zeros(resamples, n, dtype=torch.float64)
-    return weights.scatter_add_(1, draws, torch.ones(resamples, n, dtype=torch.float64))
+def boundary_region(masks: Tensor, dilation: int) -> Tensor:
+    """The pixels of each binary mask within ``dilation`` pixels of its contour, bool ``[..., H, W]``.
 
-
-def _miou_rows(inter: Tensor, union: Tensor) -> Tensor:
-    """mIoU of each row of summed counts ``[R, K]`` -> ``[R]``: mean over classes with a non-empty union (the
-    ``ConfusionMatrix`` policy), NaN when every union is empty."""
-    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.nan)
-    return iou.nanmean(dim=1)
-
-
-def _percentiles(values: Tensor, level: float) -> tuple[float, float]:
-    if not 0 < level < 1:
-        raise SegbenchError(f"bootstrap: level={level} must lie in (0, 1), e.g. 0.95")
-    tail = (1 - level) / 2
-    low, high = torch.nanquantile(values, torch.tensor([tail, 1 - tail], dtype=values.dtype)).tolist()
-    return low, high
-
-
-def bootstrap_miou_ci(
-    intersection, union, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of the dataset-level mIoU, resampling images with replacement.
-
-    ``intersection``, ``union``: per-image pixel counts ``[N, K]`` (int64 tensors, arrays or nested lists), as
-    ``ConfusionMatrix(per_image=True)`` keeps them. A resample's mIoU is the mean over classes with a non-empty
-    union in that resample of ``sum_i I / sum_i U`` (one matrix per resample, as ``compute()``). All resamples
-    at once: a multinomial counts matrix ``[R, N]`` times ``[N, K]``. Deterministic for a given ``seed``.
-    Returns ``(low, high)``; ``(nan, nan)`` for fewer than 2 images.
+    The reference (boundary-iou-api ``mask_to_boundary``) pads the mask with one row/column of zeros, erodes it
+    ``dilation`` times with a 3x3 kernel (cv2's border beyond the pad counts as foreground) and returns mask minus
+    eroded. Iterated 3x3 erosion is one (2d+1)x(2d+1) square erosion, and a square window crossing the image edge
+    always covers the zero pad, so: erode with the image surrounded by zeros, as two separable 1-D max-pools of
+    the complement (pad value 1 = background outside). ``masks``: bool ``[..., H, W]``, any device.
     """
-    inter, uni = _per_image(intersection, union, "bootstrap_miou_ci")
-    if inter.shape[0] < 2:
-        return math.nan, math.nan
-    weights = _resample_weights(inter.shape[0], resamples, seed)
-    return _percentiles(_miou_rows(weights @ inter, weights @ uni), level)
+    shape = masks.shape
+    # max_pool2d takes uint8 on the CPU and floating types on CUDA; 0/1 values are exact in either.
+    dtype = torch.uint8 if masks.device.type == "cpu" else torch.float16
+    background = (~masks).reshape(-1, 1, *shape[-2:]).to(dtype)
+    window = 2 * dilation + 1
+    padded = F.pad(background, (dilation, dilation, dilation, dilation), value=1)
+    touched = F.max_pool2d(F.max_pool2d(padded, (1, window), stride=1), (window, 1), stride=1)
+    return masks & touched.view(shape).bool()
 
 
-def paired_bootstrap(
-    inter_a, union_a, inter_b, union_b, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
-) -> dict[str, float]:
-    """Paired bootstrap of the mIoU difference A - B for two models scored on the same N images (same order).
+def _boundary_counts(pred: Tensor, target: Tensor, valid: Tensor, num_classes: int, ratio: float) -> Tensor:
+    """Boundary intersection and union per class for one batch, int64 ``[2, K]``.
 
-    Each resample draws one set of image indices and scores both models on it, so image difficulty cancels.
-    Returns ``{"diff": mIoU(A) - mIoU(B) on all images, "low", "high": percentile CI of the difference at
-    ``level``, "p_value": two-sided bootstrap p-value of "no difference", 2 * min(P(d* <= 0), P(d* >= 0)) with
-    the (count + 1) / (R + 1) correction, capped at 1}``. Fewer than 2 images: low, high and p_value are NaN.
+    ``pred``, ``target``: int64 ``[B, H, W]`` class maps; ``valid``: bool ``[B, H, W]`` (target not ignored).
     """
-    ia, ua = _per_image(inter_a, union_a, "paired_bootstrap (model A)")
-    ib, ub = _per_image(inter_b, union_b, "paired_bootstrap (model B)")
-    if ia.shape != ib.shape:
-        raise SegbenchError(
-            f"paired_bootstrap: model A has per-image counts {list(ia.shape)}, model B {list(ib.shape)}; "
-            "compare two models scored on the same images of the same dataset"
-        )
-    diff = float(_miou_rows(ia.sum(0, keepdim=True), ua.sum(0, keepdim=True))
-                 - _miou_rows(ib.sum(0, keepdim=True), ub.sum(0, keepdim=True)))  # fmt: skip
-    if ia.shape[0] < 2:
-        return {"diff": diff, "low": math.nan, "high": math.nan, "p_value": math.nan}
-    weights = _resample_weights(ia.shape[0], resamples, seed)
-    diffs = _miou_rows(weights @ ia, weights @ ua) - _miou_rows(weights @ ib, weights @ ub)
-    low, high = _percentiles(diffs, level)
-    valid = diffs[~diffs.isnan()]
-    tail = min(int((valid <= 0).sum()), int((valid >= 0).sum()))
-    p_value = min(1.0, 2 * (tail + 1) / (len(valid) + 1))
-    return {"diff": diff, "low": low, "high": high, "p_value": p_value}
-
-
-def tie_groups(rows, *, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> list[int]:
-    """Shared ranks (1-based, competition style: 1, 1, 3) for rows sorted by mIoU, best first.
-
-    Each row is a mapping with ``miou`` and ``per_image`` (``{"intersection": [N,K], "union": [N,K]}``, a record's
-    metrics dict) or with ``intersection``/``union`` at the top level. A row whose paired bootstrap against the row
-    above cannot separate them (the ``level`` CI of the difference includes 0) shares that row's rank; ties chain
-    (A~B, B~C gives A, B and C one rank even if A and C differ). A row without per-image data (or on a different
-    image set from the row above) cannot be tested and gets its own rank.
-    """
-    rows = list(rows)
-    mious = [float(row["miou"]) for row in rows]
-    if any(a < b for a, b in zip(mious, mious[1:])):
-        raise SegbenchError(f"tie_groups: rows must be sorted by mIoU, best first; got {mious}")
-    counts = [_row_counts(row) for row in rows]
-    ranks: list[int] = []
-    for i, current in enumerate(counts):
-        above = counts[i - 1] if i else None
-        tied = (
-            above is not None and current is not None and above[0].shape == current[0].shape
-            and _ci_includes_zero(*above, *current, resamples=resamples, level=level, seed=seed)
-        )  # fmt: skip
-        ranks.append(ranks[-1] if tied else i + 1)
-    return ranks
-
-
-def _row_counts(row) -> tuple[Tensor, Tensor] | None:
-    data = row.get("per_image", row) if "intersection" not in row else row
-    if not data or data.get("intersection") is None or data.get("union") is None:
-        return None
-    return _per_image(data["intersection"], data["union"], "tie_groups")
-
-
-def _ci_includes_zero(ia, ua, ib, ub, **kwargs) -> bool:
-    result = paired_bootstrap(ia, ua, ib, ub, **kwargs)
-    if math.isnan(result["low"]):  # too few images to separate anything
-        return True
-    return result["low"] <= 0 <= result["high"]
+    b, h, w = target.shape
+    dilation = boundary_dilation(h, w, ratio)
+    counts = torch.zeros(2, num_classes, dtype=torch.int64, device=target.device)
+    step = max(1, _BOUNDARY_CHUNK // (b * h * w))
+    for first in range(0, num_classes, step):  # a loop over class chunks, never over pixels
+        classes = torch.arange(first, min(first + step, num_classes), device=target.device).view(1, -1, 1, 1)
+        gt = boundary_region(target[:, None] == classes, dilation) & valid[:, None]
+        pr = boundary_region(pred[:, None] == classes, dilation) & valid[:, None]
+        counts[0, first : first + step] = (gt & pr).sum(dim=(0, 2, 3))
+        counts[1, first : first + step] = (gt | pr).sum(dim=(0, 2, 3))
+    return counts
 
 
 # ---------------------------------------------------------------------------------------------------------------------

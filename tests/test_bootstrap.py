@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from segbench.errors import SegbenchError
-from segbench.metrics import bootstrap_miou_ci, paired_bootstrap, tie_groups
+from segbench.metrics import ConfusionMatrix, bootstrap_miou_ci, paired_bootstrap, tie_groups
 
 
 def _random_counts(n: int, k: int, seed: int, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,3 +98,58 @@ def test_bad_input_is_one_clear_error():
         bootstrap_miou_ci([[1], [1]], [[2], [2]], resamples=0)
     with pytest.raises(SegbenchError, match="level"):
         bootstrap_miou_ci([[1], [1]], [[2], [2]], level=95)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ConfusionMatrix(per_image=True)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_per_image_counts_hand_computed():
+    # K=3. Image 0: class 0 TP 2, class 1 TP 1 + one 1->2 error; image 1: all class 2 except an ignored pixel
+    # and a 2->0 error. Per-image union = TP + FP + FN.
+    target = torch.tensor([[[0, 0], [1, 1]], [[2, 2], [2, 255]]])
+    pred = torch.tensor([[[0, 0], [1, 2]], [[2, 2], [0, 1]]])
+    cm = ConfusionMatrix(3, per_image=True)
+    cm.update(pred, target)
+    cm.update(pred[1], target[1])  # an unbatched image adds one row
+    inter, union = cm.image_counts()
+    assert inter.dtype == union.dtype == torch.int64
+    assert inter.tolist() == [[2, 1, 0], [0, 0, 2], [0, 0, 2]]
+    assert union.tolist() == [[2, 2, 1], [1, 0, 3], [1, 0, 3]]
+    plain = ConfusionMatrix(3)
+    plain.update(pred, target)
+    plain.update(pred[1], target[1])
+    assert torch.equal(cm.matrix, plain.matrix)  # the per-image bincount sums to the same matrix
+
+    r = cm.compute()
+    assert {k: v for k, v in r.items() if k in plain.compute()} == pytest.approx(plain.compute(), nan_ok=True)
+    assert r["per_image"] == {"intersection": inter.tolist(), "union": union.tolist()}
+    assert r["ci"] == {"method": "bootstrap over images, percentile", "level": 0.95, "resamples": 1000, "seed": 0}
+    assert r["miou_ci"] == list(bootstrap_miou_ci(inter, union))
+    assert r["miou_ci"][0] <= r["miou"] <= r["miou_ci"][1]
+    cm.reset()
+    cm.update(pred[0], target[0])
+    assert cm.compute()["miou_ci"] is None  # one image: no interval
+    assert "miou_ci" not in plain.compute() and "boundary_iou" not in plain.compute()
+
+
+def test_per_image_bad_values_still_one_error():
+    cm = ConfusionMatrix(2, per_image=True)
+    with pytest.raises(SegbenchError, match=r"target has values \[7\]"):
+        cm.update(torch.zeros(2, 2, 2, dtype=torch.int64), torch.full((2, 2, 2), 7))
+
+
+def test_all_reduce_gathers_per_image_counts(tmp_path):
+    dist = torch.distributed
+    target = torch.tensor([[[0, 1], [1, 1]], [[1, 1], [0, 0]]])
+    cm = ConfusionMatrix(2, per_image=True, boundary=True)
+    cm.update(target.flip(-1), target)
+    before = (cm.matrix.clone(), cm.boundary_counts.clone(), *cm.image_counts())
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        cm.all_reduce()
+    finally:
+        dist.destroy_process_group()
+    after = (cm.matrix, cm.boundary_counts, *cm.image_counts())
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
