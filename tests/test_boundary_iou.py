@@ -112,3 +112,13 @@ def test_chunked_classes_and_reset(monkeypatch):
     assert chunked.boundary_counts.sum() == 0 and math.isnan(r["mean_boundary_iou"])
     with pytest.raises(SegbenchError, match="boundary_dilation_ratio"):
         ConfusionMatrix(2, boundary=True, boundary_dilation_ratio=2)
+
+
+def test_bench_boundary_and_bootstrap_run_small():
+    from segbench.bench.metrics import bench_bootstrap, bench_boundary
+
+    result = bench_boundary(updates=2, size=64, num_classes=4)
+    assert result["matches_reference"] and result["dilation_px"] == 2
+    assert result["update_with_boundary_s_per_image"] > 0
+    timing = bench_bootstrap(images=20, num_classes=3, resamples=50)
+    assert timing["ci_s"] > 0 and timing["paired_s"] > 0
