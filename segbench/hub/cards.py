@@ -20,7 +20,7 @@ from ..data import dataset_info
 from .names import RUN_CONFIG_FILE, RUNS_DIR, TABLE_FILE
 
 UNKNOWN_TERMS = "unknown: check the dataset's own terms before use"
-GMACS_CONVENTION = "multiply-adds / 1e9, torchvision/fvcore convention; aux head not counted"
+GMACS_CONVENTION = "multiply-adds, torchvision/fvcore convention; aux head not counted"
 SCHEMA1_GMACS = "GFLOPs / 2 of a schema-1 record (1 multiply-add = 2 FLOPs); aux head not counted"
 SCHEMA1_LATENCY = "batch-1 forward through the predict path (schema-1 record)"
 # (record key, model-index metric type, display name)
@@ -61,9 +61,10 @@ def _number(value: Any) -> float | None:
 
 
 def gmacs(efficiency: dict[str, Any]) -> tuple[float | None, str]:
-    """(GMACs, the convention they follow): ``efficiency.gmacs``, else a schema-1 ``gflops / 2``."""
+    """(GMACs = multiply-adds / 1e9, the convention they follow): ``efficiency.gmacs``, else a schema-1
+    ``gflops / 2`` (torch's FlopCounterMode counted a multiply-add as 2 FLOPs)."""
     if _number(efficiency.get("gmacs")) is not None:
-        return float(efficiency["gmacs"]), str(efficiency.get("macs_convention") or GMACS_CONVENTION)
+        return float(efficiency["gmacs"]), GMACS_CONVENTION
     if _number(efficiency.get("gflops")) is not None:
         return float(efficiency["gflops"]) / 2, SCHEMA1_GMACS
     return None, ""
@@ -129,6 +130,10 @@ def _known(rows: Iterable[list[Any]]) -> list[list[Any]]:
     return [row for row in rows if row[1] is not None and row[1] != ""]
 
 
+def _fixed(value: Any, digits: int) -> str | None:
+    return f"{value:.{digits}f}" if _number(value) is not None else None
+
+
 def _ms(value: Any, std: Any) -> str | None:
     """``value ± std`` with 2 decimals (milliseconds, counts), None when ``value`` is unknown."""
     if _number(value) is None:
@@ -188,8 +193,8 @@ def _metric_note(key: str, metrics: dict[str, Any]) -> str:
         return f"95% CI [{ci[0]:.4f}, {ci[1]:.4f}], {how}" + (f", {resamples} resamples" if resamples else "")
     if key == "mean_boundary_iou":
         ratio = metrics.get("boundary_dilation_ratio")
-        width = f"{ratio:.0%} of the image diagonal" if _number(ratio) is not None else "a band"
-        return f"Boundary IoU (Cheng et al. 2021) within {width} of each boundary, mean over classes"
+        band = f"; band {ratio:.0%} of the image diagonal" if _number(ratio) is not None else ""
+        return f"Cheng et al. 2021{band}; mean over classes"
     if key in ("mask_ap", "box_ap"):
         dets = max_dets(metrics)
         return "COCO AP@[.50:.95], 101 recall points" + (f", maxDets {dets}" if dets else "")
@@ -234,7 +239,7 @@ def _efficiency_section(record: dict[str, Any]) -> list[str]:
         ["latency, forward (ms)", _ms(lat.get("forward_ms"), lat.get("forward_ms_std")), lat.get("forward_scope", "")],
         ["latency, end to end (ms)", _ms(lat.get("end_to_end_ms"), lat.get("end_to_end_ms_std")),
          lat.get("end_to_end_scope", "")],
-        ["latency setup", ", ".join(s for s in setup if s) or None, "median ± std over timed runs"],
+        ["latency setup", ", ".join(s for s in setup if s) or None, "± = standard deviation over the timed runs"],
         ["mean detections per image", _ms(lat.get("mean_detections"), None), "instance models, on the timed images"],
         ["receptive field (px)", e.get("receptive_field"), ""],
         ["output stride", e.get("output_stride"), ""],
@@ -246,11 +251,12 @@ def _training_section(record: dict[str, Any]) -> list[str]:
     t, hardware = record["training"], record.get("hardware") or {}
     budget = ", ".join(f"{v} {k}" for k, v in (t.get("budget") or {}).items() if v is not None) or None
     track = {"steps": "steps (the LR schedule follows optimizer steps)",
-             "time": "time (the LR schedule follows wall time; a separate track)"}.get(t.get("track"), t.get("track"))
+             "time": "time (LR progress = max(step, wall-time fraction); a separately labelled track)"}.get(t.get("track"), t.get("track"))
     capped = {True: "yes: a wall-clock safety stop ended training before its budget", False: "no"}.get(t.get("capped"))
     rows = _known([
         ["epochs", t.get("epochs")], ["optimizer steps", t.get("steps")], ["budget", budget], ["track", track],
-        ["capped", capped], ["training time (s)", t.get("seconds")], ["images / s", t.get("images_per_s")],
+        ["capped", capped], ["training time (s)", _fixed(t.get("seconds"), 1)],
+        ["images / s", _fixed(t.get("images_per_s"), 1)],
         ["training device", t.get("device")], ["loader", t.get("loader")],
         ["hardware class", record.get("hardware_class")],
         ["hardware", ", ".join(f"{k}: {v}" for k, v in hardware.items()) or None],
