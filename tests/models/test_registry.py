@@ -123,3 +123,20 @@ def test_bad_names_and_options_name_the_fix():
             build_model(name, num_classes=3, aux=True, aux_weight=0.4)
     with pytest.raises(SegbenchError, match="model 'fcn8s_small' has no option 'width'"):
         build_model("fcn8s_small", num_classes=3, width=0.5)  # the preset fixes the width
+
+
+def test_models_import_nothing_above_them():
+    """models/ sits below the speed, runner, app, hub, cli and bench layers (imports point down only)."""
+    import ast
+    from pathlib import Path
+
+    import segbench.models
+
+    above = {"speed", "runner", "app", "app_logic", "hub", "cli", "bench", "engine", "records", "store", "analysis"}
+    for path in Path(segbench.models.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 2:  # "from ..x import y", "from .. import x"
+                targets = [node.module] if node.module else [alias.name for alias in node.names]
+                assert not {t.split(".")[0] for t in targets} & above, f"{path.name} imports ..{targets}"
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                assert not node.module.startswith(tuple(f"segbench.{m}" for m in above)), path.name
