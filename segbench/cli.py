@@ -176,7 +176,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         pred = predictor(image, with_probs=args.probs)
         viz.palette_png(pred.mask, predictor.palette).save(out / f"{path.stem}_mask.png")
         if predictor.task == "instance":
-            from .models.maskrcnn import draw_instances, instance_id_map
+            from .instance_viz import draw_instances, instance_id_map
             from .instance_eval import coco_results_json
 
             names = predictor.meta.get("label_names") or ["background", *predictor.class_names]
