@@ -12,12 +12,11 @@ instance loaders yield ``(list[uint8 [C,H,W]], list[target dict])``, each target
 from __future__ import annotations
 
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .checkpoints import load_checkpoint, save_checkpoint
 from .data import DatasetInfo
 from .data.transforms import normalize
 from .device import autocast
@@ -99,28 +99,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, name: str, *, total_steps: 
     return Schedule(optimizer, name, total_steps=total_steps, warmup_steps=warmup_steps)
 
 
-# ---------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the same user problem
-        raise SegbenchError(f"{path}: unreadable checkpoint ({type(exc).__name__}); delete it to start over") from None
-
-
 # ---------------------------------------------------------------- one step
 
 @dataclass
@@ -173,41 +151,64 @@ def evaluate(model: nn.Module, loader: Iterable, *, info: DatasetInfo, device: t
     :func:`metrics.to_semantic` (highest-scoring mask wins, ``fill`` elsewhere) and, if an
     ``instance_evaluator`` is given, also feed COCO box/mask AP.
     """
-    task = getattr(model, "task", "semantic")
     model.eval()
     cm = ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index, device=device)
-    fill = (info.background_index or 0) if fill is None else fill
-    image_id = 0
+    if getattr(model, "task", "semantic") == "instance":
+        fill = (info.background_index or 0) if fill is None else fill
+        step = partial(instance_eval_step, amp=amp, score_threshold=score_threshold, label_to_class=label_to_class,
+                       fill=fill, evaluator=instance_evaluator)
+    else:
+        step = partial(semantic_eval_step, amp=amp, channels_last=channels_last, eval_size=eval_size, tile=tile)
+    seen = 0
     for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
-        if task == "instance":
-            inputs = prepare_batch(batch, info, device, False, task)
-            with autocast(device, amp):
-                preds = model(inputs.images)
-            for pred, target in zip(preds, inputs.targets):
-                h, w = target["semantic"].shape
-                sem = to_semantic(pred, info.num_classes, h, w, score_threshold=score_threshold,
-                                  label_to_class=label_to_class, fill=fill)
-                cm.update(sem, target["semantic"])
-            if instance_evaluator is not None:
-                ids = list(range(image_id, image_id + len(preds)))
-                instance_evaluator.update([{k: v.float().cpu() for k, v in p.items()} for p in preds],
-                                          [{k: v.cpu() for k, v in t.items() if k != "semantic"} for t in inputs.targets], ids)
-            image_id += len(preds)
-            continue
-        images, masks = batch
-        pairs = zip(images, masks) if isinstance(images, list) else [(images, masks)]
-        for imgs, msk in pairs:
-            if imgs.ndim == 3:
-                imgs, msk = imgs[None], msk[None]
-            x = to_device_images(imgs, info, device, channels_last)
-            target = msk.to(device, non_blocking=True)
-            logits = predict_logits(model, x, out_size=tuple(target.shape[-2:]), eval_size=eval_size, tile=tile, device=device, amp=amp)
-            cm.update(logits.argmax(1), target)
+        seen += step(model, batch, cm, info=info, device=device, first_id=seen)
     metrics = cm.compute()
     if instance_evaluator is not None:
         metrics.update(instance_evaluator.compute())
     return metrics
 
+
+def semantic_eval_step(model: nn.Module, batch: Any, cm: ConfusionMatrix, *, info: DatasetInfo, device: torch.device,
+                       first_id: int, amp: bool, channels_last: bool, eval_size: list[int] | None,
+                       tile: int | None) -> int:
+    """Score one semantic batch into ``cm``; returns the number of images.
+
+    ``batch`` is ``(uint8 [B,C,H,W], int64 [B,H,W])`` or, for images of different sizes, two lists of
+    ``[C,H,W]`` / ``[H,W]`` tensors (each scored at its own size).
+    """
+    images, masks = batch
+    pairs = zip(images, masks) if isinstance(images, list) else [(images, masks)]
+    count = 0
+    for imgs, msk in pairs:
+        if imgs.ndim == 3:
+            imgs, msk = imgs[None], msk[None]
+        x = to_device_images(imgs, info, device, channels_last)
+        target = msk.to(device, non_blocking=True)
+        logits = predict_logits(model, x, out_size=tuple(target.shape[-2:]), eval_size=eval_size, tile=tile,
+                                device=device, amp=amp)
+        cm.update(logits.argmax(1), target)
+        count += imgs.shape[0]
+    return count
+
+
+def instance_eval_step(model: nn.Module, batch: Any, cm: ConfusionMatrix, *, info: DatasetInfo, device: torch.device,
+                       first_id: int, amp: bool, score_threshold: float, label_to_class: Tensor | None,
+                       fill: int, evaluator: Any) -> int:
+    """Score one instance batch: class maps into ``cm`` and, if given, detections into the COCO ``evaluator``
+    (images numbered from ``first_id``). Returns the number of images."""
+    inputs = prepare_batch(batch, info, device, False, "instance")
+    with autocast(device, amp):
+        preds = model(inputs.images)
+    for pred, target in zip(preds, inputs.targets):
+        h, w = target["semantic"].shape
+        sem = to_semantic(pred, info.num_classes, h, w, score_threshold=score_threshold,
+                          label_to_class=label_to_class, fill=fill)
+        cm.update(sem, target["semantic"])
+    if evaluator is not None:
+        ids = list(range(first_id, first_id + len(preds)))
+        evaluator.update([{k: v.float().cpu() for k, v in p.items()} for p in preds],
+                         [{k: v.cpu() for k, v in t.items() if k != "semantic"} for t in inputs.targets], ids)
+    return len(preds)
 
 def predict_logits(model: nn.Module, x: Tensor, *, out_size: tuple[int, int], eval_size: list[int] | None = None,
                    tile: int | None = None, device: torch.device | None = None, amp: bool = True,
@@ -229,6 +230,7 @@ def predict_logits(model: nn.Module, x: Tensor, *, out_size: tuple[int, int], ev
     return logits
 
 
+
 # ---------------------------------------------------------------- training
 
 @dataclass
@@ -246,6 +248,76 @@ class TrainResult:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass
+class EpochStats:
+    """What one pass over the training loader did."""
+
+    loss: float  # mean training loss over the epoch's steps
+    images: int
+    steps: int
+    seconds: float  # training time only (no evaluation)
+    stopped: bool  # the wall-clock limit was reached inside the epoch
+
+
+def seed_epoch(seed: int, epoch: int, loader: Any) -> None:
+    """Reseed Python's and torch's RNGs and the loader's generator from (seed, epoch): epoch e draws the same
+    batches and augmentations whether or not the run was resumed, or evaluated in between."""
+    seed_everything(seed * 100_003 + epoch)
+    if getattr(loader, "generator", None) is not None:
+        loader.generator.manual_seed(seed * 100_003 + epoch)
+
+
+def train_one_epoch(model: nn.Module, loader: Any, *, info: DatasetInfo, loss_fn: Callable | None,
+                    optimizer: torch.optim.Optimizer, scheduler: Schedule, device: torch.device, amp: bool = True,
+                    channels_last: bool = True, aux_weight: float = 0.4, grad_clip: float | None = None,
+                    weight_map_fn: Callable | None = None, max_seconds: float | None = None,
+                    seconds_before: float = 0.0, desc: str = "train", progress: bool = False) -> EpochStats:
+    """One pass over ``loader``: forward, loss, backward, optimiser step and one scheduler step per batch.
+
+    Stops early once ``seconds_before`` plus this epoch's training time reaches ``max_seconds``.
+    """
+    task = getattr(model, "task", "semantic")
+    model.train()
+    t0, seen, steps, stopped = time.perf_counter(), 0, 0, False
+    loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
+    bar = tqdm(loader, desc=desc, leave=False, disable=not progress)
+    for batch in bar:
+        inputs = prepare_batch(batch, info, device, channels_last, task)
+        weight_map = weight_map_fn(batch[1]).to(device) if weight_map_fn is not None else None
+        with autocast(device, amp):
+            loss, _terms = compute_loss(model, inputs, loss_fn, aux_weight, weight_map)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        seen += inputs.count
+        steps += 1
+        loss_sum += loss.detach().float()
+        elapsed = time.perf_counter() - t0
+        if max_seconds is not None and hasattr(scheduler, "time_fraction"):
+            scheduler.time_fraction = (seconds_before + elapsed) / max_seconds
+        if steps % 10 == 1 or steps == len(loader):  # reading the loss syncs the device: not every step
+            check_finite(float(loss_sum) / steps, desc)
+            bar.set_postfix(loss=f"{float(loss_sum) / steps:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                            img_s=f"{seen / max(elapsed, 1e-9):.1f}")
+        if max_seconds is not None and seconds_before + elapsed >= max_seconds:
+            stopped = True
+            break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    mean_loss = float(loss_sum) / max(steps, 1)
+    check_finite(mean_loss, desc)
+    return EpochStats(loss=mean_loss, images=seen, steps=steps, seconds=seconds, stopped=stopped)
+
+
+def check_finite(loss: float, where: str) -> None:
+    if not math.isfinite(loss):
+        raise SegbenchError(f"loss became {loss} at {where}; lower lr or set grad_clip")
+
+
 def train(model: nn.Module, *, train_loader: Any, val_loader: Iterable | None, info: DatasetInfo,
           loss_fn: Callable | None, optimizer: torch.optim.Optimizer, scheduler: Schedule,
           device: torch.device, epochs: int, eval_every: int = 1, grad_clip: float | None = None, amp: bool = True,
@@ -260,13 +332,11 @@ def train(model: nn.Module, *, train_loader: Any, val_loader: Iterable | None, i
     history) continues exactly where a stopped run would have been. ``best.pt`` holds the weights with the
     best validation mIoU. On return the model holds the best weights (or the last, without validation).
     """
-    task = getattr(model, "task", "semantic")
     model.to(device)
-    if channels_last and device.type == "cuda" and task == "semantic":
+    if channels_last and device.type == "cuda" and getattr(model, "task", "semantic") == "semantic":
         model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if compile else model
-    result = TrainResult()
-    start_epoch, best_miou = 0, -1.0
+    result, start_epoch, best_miou = TrainResult(), 0, -1.0
     last_path = checkpoint_dir / "last.pt" if checkpoint_dir else None
     best_path = checkpoint_dir / "best.pt" if checkpoint_dir else None
     if resume and last_path is not None and last_path.is_file():
@@ -281,52 +351,22 @@ def train(model: nn.Module, *, train_loader: Any, val_loader: Iterable | None, i
     eval_kwargs = dict(eval_kwargs or {})
 
     for epoch in range(start_epoch, epochs):
-        seed_everything(seed * 100_003 + epoch)
-        if hasattr(train_loader, "generator") and train_loader.generator is not None:
-            train_loader.generator.manual_seed(seed * 100_003 + epoch)
-        model.train()
-        t0, seen, steps = time.perf_counter(), 0, 0
-        loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress)
-        for batch in bar:
-            inputs = prepare_batch(batch, info, device, channels_last, task)
-            weight_map = weight_map_fn(batch[1]).to(device) if weight_map_fn is not None else None
-            with autocast(device, amp):
-                loss, _terms = compute_loss(step_model, inputs, loss_fn, aux_weight, weight_map)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            scheduler.step()
-            seen += inputs.count
-            steps += 1
-            loss_sum += loss.detach().float()
-            elapsed = time.perf_counter() - t0
-            if max_seconds is not None and hasattr(scheduler, "time_fraction"):
-                scheduler.time_fraction = (result.seconds + elapsed) / max_seconds
-            if steps % 10 == 1 or steps == len(train_loader):  # reading the loss syncs the device: not every step
-                mean_loss = float(loss_sum) / steps
-                if not math.isfinite(mean_loss):
-                    raise SegbenchError(f"loss became {mean_loss} at epoch {epoch + 1}; lower lr or set grad_clip")
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
-                                img_s=f"{seen / max(elapsed, 1e-9):.1f}")
-            if max_seconds is not None and result.seconds + elapsed >= max_seconds:
-                result.stopped_early = True
-                break
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        epoch_seconds = time.perf_counter() - t0
-        result.seconds += epoch_seconds
-        result.images += seen
-        mean_loss = float(loss_sum) / max(steps, 1)
-        if not math.isfinite(mean_loss):
-            raise SegbenchError(f"loss became {mean_loss} at epoch {epoch + 1}; lower lr or set grad_clip")
-        entry: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
-                                 "images_per_s": seen / max(epoch_seconds, 1e-9), "seconds": round(result.seconds, 3)}
+        seed_epoch(seed, epoch, train_loader)
+        stats = train_one_epoch(step_model, train_loader, info=info, loss_fn=loss_fn, optimizer=optimizer,
+                                scheduler=scheduler, device=device, amp=amp, channels_last=channels_last,
+                                aux_weight=aux_weight, grad_clip=grad_clip, weight_map_fn=weight_map_fn,
+                                max_seconds=max_seconds, seconds_before=result.seconds,
+                                desc=f"epoch {epoch + 1}/{epochs}", progress=progress)
+        result.seconds += stats.seconds
+        result.images += stats.images
+        result.stopped_early = result.stopped_early or stats.stopped
+        entry: dict[str, Any] = {"epoch": epoch + 1, "loss": stats.loss, "lr": scheduler.get_last_lr()[0],
+                                 "images_per_s": stats.images / max(stats.seconds, 1e-9),
+                                 "seconds": round(result.seconds, 3)}
         last_epoch = epoch + 1 == epochs or result.stopped_early
         if val_loader is not None and ((epoch + 1) % eval_every == 0 or last_epoch):
-            metrics = evaluate(model, val_loader, info=info, device=device, amp=amp, channels_last=channels_last, **eval_kwargs)
+            metrics = evaluate(model, val_loader, info=info, device=device, amp=amp, channels_last=channels_last,
+                               **eval_kwargs)
             entry.update(miou=metrics["miou"], pixel_accuracy=metrics["pixel_accuracy"])
             miou = metrics["miou"] if metrics["miou"] == metrics["miou"] else 0.0
             if miou > best_miou:

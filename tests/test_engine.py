@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -63,3 +64,34 @@ def test_training_reduces_loss():
     result = train(model, epochs=3, **kw)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0]
+
+
+# Recorded from the base commit (8760259) with one CPU thread: the engine refactor must reproduce them.
+BASE_HISTORY = [
+    {"epoch": 1, "loss": 1.9867284297943115, "lr": 0.03471265813308035, "miou": 0.12026405134529806},
+    {"epoch": 2, "loss": 1.419022798538208, "lr": 0.0, "miou": 0.14389482415551266},
+]
+
+
+def test_refactor_reproduces_base_commit_numbers():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the recorded numbers are single-threaded: reduction order changes the last bits
+    try:
+        torch.manual_seed(0)
+        ds = build_dataset("synthetic", split="train", size=32, num_images=16,
+                           transform=TrainTransform(crop_size=32, scale=(0.75, 1.25), hflip=True, color_jitter=0.1))
+        val = build_dataset("synthetic", split="val", size=32, num_images=4)
+        loader = DataLoader(ds, batch_size=4, shuffle=True, collate_fn=collate_semantic, generator=torch.Generator())
+        model = build_model("unet_small", num_classes=6, base_channels=4, depth=2)
+        opt = make_optimizer(model, "sgd", lr=0.05, momentum=0.9, weight_decay=1e-4)
+        sched = make_scheduler(opt, "poly", total_steps=2 * len(loader), warmup_steps=2)
+        result = train(model, train_loader=loader, val_loader=DataLoader(val, batch_size=4, collate_fn=collate_semantic),
+                       info=ds.info, loss_fn=build_loss("ce", num_classes=6), optimizer=opt, scheduler=sched,
+                       device=torch.device("cpu"), epochs=2, seed=3, progress=False, log=lambda s: None)
+    finally:
+        torch.set_num_threads(threads)
+    for got, want in zip(result.history, BASE_HISTORY, strict=True):
+        assert got["epoch"] == want["epoch"]
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+        assert got["lr"] == pytest.approx(want["lr"], rel=1e-9, abs=1e-12)
+        assert got["miou"] == pytest.approx(want["miou"], abs=2e-3)  # a pixel or two may flip on another CPU
