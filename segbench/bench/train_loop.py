@@ -77,7 +77,7 @@ def bench_train_loop(model_name: str, *, device: str = "cpu", size: int = 128, b
     optimizer = make_optimizer(model, "sgd", lr=1e-3, momentum=0.9, weight_decay=0.0)
     scheduler = make_scheduler(optimizer, "poly", total_steps=steps * 3, warmup_steps=0)
     loss_fn = build_loss("ce", num_classes=num_classes).to(dev)
-    kwargs = dict(train_loader=loader, val_loader=None, info=info, loss_fn=loss_fn, optimizer=optimizer,
+    kwargs = dict(train_loader=loader, info=info, loss_fn=loss_fn, optimizer=optimizer,
                   scheduler=scheduler, device=dev, amp=amp, progress=False, log=lambda s: None)
     train(model, epochs=1, **kwargs)  # warm-up
     ours_s = min(train(model, epochs=1, **kwargs).seconds for _ in range(2))
