@@ -128,7 +128,7 @@ def evaluate_weights(weights: str, *, store: LocalStore, dataset: str | None = N
 def _train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: dict[str, Any], *, task: str,
            device: torch.device, checkpoint_dir: Path, resume: bool, progress: bool, log: Callable[[str], None]):
     """Train ``model`` for the config's budget; returns the engine's TrainResult."""
-    if resume and not any(checkpoint_dir.glob("*.pt")):
+    if resume and not (checkpoint_dir / "last.pt").is_file():
         raise SegbenchError(f"--resume: no checkpoint of this config in {checkpoint_dir}; "
                             "run without --resume to train from scratch")
     steps = len(data.train) * cfg.epochs
@@ -214,13 +214,14 @@ def _score_and_record(cfg: RunConfig, model: torch.nn.Module, meta: dict[str, An
                                                  **cfg.dataset_args), meta.get("fill"))
         loader = eval_loader(test, task=task, batch_size=cfg.batch_size, instances=instances)
         test_metrics = metrics_entry(score(model, meta, loader, info=info, device=device), info, **entry)
-    efficiency = measure(model, cfg, data, device)
+    efficiency = measure(model, cfg, meta, data, device)
     return build_record(cfg, model, info, task=task, metrics=metrics, test_metrics=test_metrics,
                         selection=meta["selection"], efficiency=efficiency, training=meta["training"],
                         weights=weights, device=device)
 
 
-def measure(model: torch.nn.Module, cfg: RunConfig, data: Data, device: torch.device) -> dict[str, Any]:
+def measure(model: torch.nn.Module, cfg: RunConfig, meta: dict[str, Any], data: Data,
+            device: torch.device) -> dict[str, Any]:
     """The record's ``efficiency`` at the evaluation size; instance models on the first val images (their
     cost depends on how many objects they find), named in ``latency.inputs``."""
     from .speed import measure_efficiency
@@ -234,12 +235,10 @@ def measure(model: torch.nn.Module, cfg: RunConfig, data: Data, device: torch.de
     if model.task == "instance":
         n = min(LATENCY_IMAGES, len(val))
         images = [val[i][0] for i in range(n)]
-    efficiency = measure_efficiency(model, in_channels=data.info.in_channels, size=size, device=device,
-                                    runs=cfg.latency_runs, amp=cfg.amp, tile=cfg.eval_tile, images=images,
-                                    info=data.info)
-    if images is not None:
-        efficiency["latency"]["inputs"] = f"val images [0..{len(images) - 1}] ({len(images)})"
-    return efficiency
+    inputs = f"val images [0..{len(images) - 1}] ({len(images)})" if images else None
+    return measure_efficiency(model, in_channels=data.info.in_channels, size=size, device=device,
+                              runs=cfg.latency_runs, amp=cfg.amp, tile=cfg.eval_tile, images=images, info=data.info,
+                              eval_size=cfg.eval_size, meta=meta, inputs=inputs)
 
 
 def _weights_entry(store: LocalStore, dataset: str, name: str, run_id: str) -> dict[str, str]:
