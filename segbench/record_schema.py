@@ -103,9 +103,12 @@ def _per_image(per_image: Any, where: str) -> None:
 # ---------------------------------------------------------------- the record
 
 def validate_record(record: Any) -> None:
-    """Raise RecordError naming the first missing, mistyped or out-of-range field of a schema-2 record."""
+    """Raise RecordError naming the first missing, mistyped or out-of-range field of a schema-2 record
+    (a schema-1 record is judged by its migration, as :func:`records.read_record` would read it)."""
     if not isinstance(record, dict):
         raise RecordError("record is not a JSON object")
+    if record.get("schema") == 1:
+        record = migrate(record)
     if record.get("schema") != SCHEMA_VERSION:
         raise RecordError(f"schema {record.get('schema')!r} is not {SCHEMA_VERSION}")
     for key, types in _TOP.items():

@@ -119,7 +119,8 @@ def load_records(sources: str | Path | Iterable[str | Path] = DEFAULT_ROOT) -> t
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
-    """One leaderboard row (the COLUMNS) from a schema-2 record."""
+    """One leaderboard row (the COLUMNS) from a record (a schema-1 record in memory is migrated first)."""
+    record = upgrade(record) | {"_path": record.get("_path")}
     m, e, t = record["metrics"], record["efficiency"], record["training"]
     latency = e.get("latency") or {}
     ci = m.get("miou_ci") or [None, None]
