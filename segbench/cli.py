@@ -305,12 +305,28 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"segbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_training_commands(sub)
+    _add_model_commands(sub)
+    _add_report_commands(sub)
+    try:
+        from .hub_cli import register
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.hub_cli":
+            raise
+    else:
+        register(sub)
+    return parser
 
-    def common(p: argparse.ArgumentParser, leaderboard: bool = True) -> None:
-        p.add_argument("--store", default=None, help="weights folder (default $SEGBENCH_STORE or ~/.cache/segbench)")
-        if leaderboard:
-            p.add_argument("--leaderboard", default="leaderboard", help="where result records go (default: leaderboard)")
 
+def _common(p: argparse.ArgumentParser, leaderboard: bool = True) -> None:
+    p.add_argument("--store", default=None, help="weights folder (default $SEGBENCH_STORE or ~/.cache/segbench)")
+    if leaderboard:
+        p.add_argument("--leaderboard", default="leaderboard", help="where result records go (default: leaderboard)")
+
+
+def _add_training_commands(sub: Any) -> None:
+    """run, train, eval."""
+    common = _common
     p = sub.add_parser("run", help="run a suite of (model, dataset) pairs and write one record per pair",
                        description="Train (or reuse weights with the same config hash), evaluate and record every pair of a suite.")
     p.add_argument("suite", nargs="?", default="default", help="suite name in segbench/suites/ or a YAML path (default: default)")
@@ -347,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, leaderboard=False)
     p.set_defaults(func=cmd_eval)
 
+
+
+def _add_model_commands(sub: Any) -> None:
+    """predict, models, speed."""
+    common = _common
     p = sub.add_parser("predict", help="segment images: palette PNG masks and overlays")
     p.add_argument("weights", help="weights folder, model.safetensors, or local:<dataset>/<model>--<id>")
     p.add_argument("input", help="an image or a folder of images")
@@ -382,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH")
     p.set_defaults(func=cmd_speed)
 
+
+
+def _add_report_commands(sub: Any) -> None:
+    """leaderboard, data."""
     p = sub.add_parser("leaderboard", help="print the table of result records")
     p.add_argument("--leaderboard", default="leaderboard", help="records folder (default: leaderboard)")
     p.add_argument("--dataset", help="only this dataset")
@@ -390,15 +415,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="list datasets and where their files are found")
     p.set_defaults(func=cmd_data)
-
-    try:
-        from .hub_cli import register
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.hub_cli":
-            raise
-    else:
-        register(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
