@@ -47,9 +47,11 @@ def _print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]
 
 
 LEADERBOARD_COLUMNS = [
-    ("model", "model", ""), ("dataset", "dataset", ""), ("pixel_accuracy", "PA", ".4f"),
-    ("mean_pixel_accuracy", "mPA", ".4f"), ("miou", "mIoU", ".4f"), ("params_m", "params(M)", ".2f"),
-    ("gflops", "GFLOPs", ".2f"), ("latency_ms", "latency(ms)", ".1f"), ("train_seconds", "train(s)", ".1f"),
+    ("model", "model", ""), ("dataset", "dataset", ""), ("hardware_class", "hw", ""), ("pixel_accuracy", "PA", ".4f"),
+    ("mean_pixel_accuracy", "mPA", ".4f"), ("miou", "mIoU", ".4f"), ("miou_ci", "95% CI", ""),
+    ("params_m", "params(M)", ".2f"), ("gmacs", "GMACs", ".2f"), ("forward_ms", "fwd(ms)", ".1f"),
+    ("end_to_end_ms", "e2e(ms)", ".1f"), ("epochs", "epochs", ""), ("train_seconds", "train(s)", ".1f"),
+    ("capped", "capped", ""),
 ]
 
 
@@ -60,10 +62,30 @@ def print_leaderboard(records: list[dict[str, Any]]) -> None:
     for r in records:
         row = flatten(r)
         row["params_m"] = row["params"] / 1e6 if row["params"] else None
+        row["miou_ci"] = _ci_text(row)
+        row["capped"] = "yes" if row["capped"] else ""
         rows.append(row)
     rows.sort(key=lambda r: (r["dataset"], -(r["miou"] or 0)))
     print()
     _print_table(rows, LEADERBOARD_COLUMNS)
+
+
+def _ci_text(row: dict[str, Any], scale: float = 1.0, digits: int = 4) -> str | None:
+    """"low-high" of the bootstrap 95% CI of mIoU, or None when the record has none."""
+    low, high = row.get("miou_ci_low"), row.get("miou_ci_high")
+    if low is None or high is None or low != low:
+        return None
+    return f"{scale * low:.{digits}f}-{scale * high:.{digits}f}"
+
+
+def print_groups(records: list[dict[str, Any]]) -> None:
+    """Mean +- std of mIoU over the seeds of each config (records sharing a group)."""
+    from .runner import group_summary
+
+    print("\nmIoU over seeds (mean +- sample std):")
+    for row in group_summary(records):
+        print(f"  {row['model']} / {row['dataset']}: {row['miou_mean']:.4f} +- {row['miou_std']:.4f} "
+              f"({row['runs']} seeds: {', '.join(map(str, row['seeds']))}; group {row['group']})")
 
 
 # ---------------------------------------------------------------- commands
@@ -72,11 +94,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_suite
     from .runner import run_suite
 
-    configs = load_suite(args.suite, args.overrides)
+    from .runner import expand_seeds
+
+    configs = expand_seeds(load_suite(args.suite, args.overrides), args.seeds)
     on_record = _pusher(args) if args.push else None
     records = run_suite(configs, store=_store(args), leaderboard=args.leaderboard, retrain=args.retrain,
                         progress=not args.no_progress, on_record=on_record)
     print_leaderboard(records)
+    if args.seeds > 1:
+        print_groups(records)
     print(f"\n{len(records)} record(s) written under {Path(args.leaderboard) / 'records'}; weights in {_store(args).root / 'weights'}")
     return 0
 
@@ -106,52 +132,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-    from torch.utils.data import DataLoader
+    from .runner import evaluate_weights
 
-    from .data import build_dataset
-    from .device import resolve_device
-    from .engine import evaluate
-    from .runner import collate_eval
-    from .store import load_model
-
-    device = resolve_device(args.device)
-    model, meta = load_model(args.weights, store=_store(args), map_location=str(device))
-    dataset_name = args.dataset or meta.get("dataset")
-    options = dict(_parse_kv(args.dataset_arg))
-    dataset = build_dataset(dataset_name, split=args.split, root=args.data_root, **options)
-    info = dataset.info
-    expected = int(meta.get("semantic_classes", meta["num_classes"]))
-    if info.num_classes != expected:
-        raise SegbenchError(
-            f"{args.weights}: weights predict {expected} classes but dataset '{dataset_name}' has {info.num_classes}; "
-            "evaluate on the dataset the model was trained on"
-        )
-    if meta.get("task") == "instance":
-        from .data.transforms import collate_instance
-        from .instance_eval import InstanceEvaluator
-        from .runner import WithSemantic
-
-        inst = build_dataset(dataset_name, split=args.split, root=args.data_root, task="instance", **options)
-        loader = DataLoader(WithSemantic(inst, dataset), batch_size=args.batch_size, collate_fn=collate_instance)
-        l2c = meta.get("label_to_class")
-        metrics = evaluate(model, loader, info=info, device=device, score_threshold=float(meta.get("score_threshold", 0.5)),
-                           label_to_class=torch.tensor(l2c) if l2c is not None else None, fill=meta.get("fill"),
-                           instance_evaluator=InstanceEvaluator(), progress=not args.no_progress)
-    else:
-        loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate_eval)
-        metrics = evaluate(model, loader, info=info, device=device, eval_size=meta.get("eval_size"),
-                           tile=meta.get("eval_tile"), progress=not args.no_progress)
+    metrics, info, meta, n = evaluate_weights(
+        args.weights, store=_store(args), dataset=args.dataset, split=args.split, data_root=args.data_root,
+        dataset_args=dict(_parse_kv(args.dataset_arg)), batch_size=args.batch_size, device=args.device,
+        progress=not args.no_progress)
     rows = [{"class": name, "iou": iou, "accuracy": acc, "dice": dice}
             for name, iou, acc, dice in zip(info.class_names, metrics["iou"], metrics["accuracy"], metrics["dice"])]
-    print(f"{meta.get('name', meta['model'])} on {dataset_name}/{args.split} ({len(dataset)} images)\n")
+    print(f"{meta.get('name', meta['model'])} on {info.name}/{args.split} ({n} images)\n")
     _print_table(rows, [("class", "class", ""), ("iou", "IoU", ".4f"), ("accuracy", "accuracy", ".4f"), ("dice", "Dice", ".4f")])
-    print(f"\nPA {metrics['pixel_accuracy']:.4f}  mPA {metrics['mean_pixel_accuracy']:.4f}  mIoU {metrics['miou']:.4f}  "
-          f"FWIoU {metrics['fwiou']:.4f}  mean Dice {metrics['mean_dice']:.4f}")
+    ci = metrics.get("miou_ci")
+    print(f"\nPA {metrics['pixel_accuracy']:.4f}  mPA {metrics['mean_pixel_accuracy']:.4f}  mIoU {metrics['miou']:.4f}"
+          + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else "")
+          + f"  FWIoU {metrics['fwiou']:.4f}  mean Dice {metrics['mean_dice']:.4f}")
     if metrics["absent"]:
         print("absent classes (excluded from means): " + ", ".join(info.class_names[i] for i in metrics["absent"]))
     if "mask_ap" in metrics:
-        print(f"mask AP {metrics['mask_ap']:.4f}  box AP {metrics.get('box_ap', float('nan')):.4f}")
+        print(f"mask AP {metrics['mask_ap']:.4f}  box AP {metrics.get('box_ap', float('nan')):.4f}  "
+              f"(max_dets {meta.get('max_dets') or [1, 10, 100]})")
     if args.json:
         from .records import _clean, atomic_write_text
 
@@ -265,15 +264,21 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
     from .records import flatten
 
     rows = sorted((flatten(r) | {"_r": r} for r in records), key=lambda r: (r["dataset"], -(r["miou"] or 0)))
-    lines = ["| dataset | model | family | PA | mPA | mIoU | mask AP | params (M) | GFLOPs | latency (ms) | train (s) | device |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    lines = ["| dataset | model | family | PA | mPA | mIoU (95% CI) | test mIoU | mask AP | params (M) | GMACs "
+             "| forward (ms) | end-to-end (ms) | epochs | train (s) | device |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    pct = lambda v: "–" if v is None or v != v else f"{100 * v:.1f}"  # noqa: E731
+    num = lambda v, d: "–" if v is None or v != v else f"{v:.{d}f}"  # noqa: E731
     for r in rows:
         lat = r["_r"]["efficiency"]["latency"]
+        ci = _ci_text(r, scale=100, digits=1)
+        capped = " (capped)" if r["capped"] else ""
         lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['family']} | {pct(r['pixel_accuracy'])} | {pct(r['mean_pixel_accuracy'])} "
-            f"| {pct(r['miou'])} | {pct(r['mask_ap'])} | {r['params'] / 1e6:.2f} | {r['gflops']:.1f} "
-            f"| {lat['ms']:.1f} ({lat.get('precision', 'fp32')}) | {r['train_seconds']:.0f} | {r['train_device']} |"
+            f"| {r['dataset']} | {r['model']} | {r['family']} | {pct(r['pixel_accuracy'])} "
+            f"| {pct(r['mean_pixel_accuracy'])} | {pct(r['miou'])}{f' ({ci})' if ci else ''} | {pct(r['test_miou'])} "
+            f"| {pct(r['mask_ap'])} | {r['params'] / 1e6:.2f} | {num(r['gmacs'], 1)} "
+            f"| {num(r['forward_ms'], 1)} ({lat.get('precision', 'fp32')}) | {num(r['end_to_end_ms'], 1)} "
+            f"| {r['epochs']}{capped} | {num(r['train_seconds'], 0)} | {r['train_device']} |"
         )
     return "\n".join(lines)
 
@@ -300,18 +305,32 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"segbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_training_commands(sub)
+    _add_model_commands(sub)
+    _add_report_commands(sub)
+    from .hub.cli import register  # push, pull (huggingface_hub is imported only when they run)
 
-    def common(p: argparse.ArgumentParser, leaderboard: bool = True) -> None:
-        p.add_argument("--store", default=None, help="weights folder (default $SEGBENCH_STORE or ~/.cache/segbench)")
-        if leaderboard:
-            p.add_argument("--leaderboard", default="leaderboard", help="where result records go (default: leaderboard)")
+    register(sub)
+    return parser
 
+
+def _common(p: argparse.ArgumentParser, leaderboard: bool = True) -> None:
+    p.add_argument("--store", default=None, help="weights folder (default $SEGBENCH_STORE or ~/.cache/segbench)")
+    if leaderboard:
+        p.add_argument("--leaderboard", default="leaderboard", help="where result records go (default: leaderboard)")
+
+
+def _add_training_commands(sub: Any) -> None:
+    """run, train, eval."""
+    common = _common
     p = sub.add_parser("run", help="run a suite of (model, dataset) pairs and write one record per pair",
                        description="Train (or reuse weights with the same config hash), evaluate and record every pair of a suite.")
     p.add_argument("suite", nargs="?", default="default", help="suite name in segbench/suites/ or a YAML path (default: default)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override a config key in every run, e.g. epochs=2")
     common(p)
     p.add_argument("--retrain", action="store_true", help="train even when weights with the same config exist")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="run each pair with seeds seed..seed+N-1 and print mean +- std of mIoU (default 1)")
     p.add_argument("--push", action="store_true", help="push each record and its weights to the Hugging Face Hub")
     p.add_argument("--owner", help="Hub user or organisation for --push (default: the token's user)")
     p.add_argument("--results-repo", help="Hub dataset repo for scores (default: $SEGBENCH_HUB_RESULTS or OWNER/segbench-results)")
@@ -340,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, leaderboard=False)
     p.set_defaults(func=cmd_eval)
 
+
+
+def _add_model_commands(sub: Any) -> None:
+    """predict, models, speed."""
+    common = _common
     p = sub.add_parser("predict", help="segment images: palette PNG masks and overlays")
     p.add_argument("weights", help="weights folder, model.safetensors, or local:<dataset>/<model>--<id>")
     p.add_argument("input", help="an image or a folder of images")
@@ -375,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH")
     p.set_defaults(func=cmd_speed)
 
+
+
+def _add_report_commands(sub: Any) -> None:
+    """leaderboard, data."""
     p = sub.add_parser("leaderboard", help="print the table of result records")
     p.add_argument("--leaderboard", default="leaderboard", help="records folder (default: leaderboard)")
     p.add_argument("--dataset", help="only this dataset")
@@ -383,11 +411,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="list datasets and where their files are found")
     p.set_defaults(func=cmd_data)
-
-    from .hub.cli import register  # push, pull (huggingface_hub is imported only when they run)
-
-    register(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,7 +57,13 @@ class RunConfig:
     w0: float = 10.0  # border weight amplitude (paper: 10)
     sigma: float = 5.0  # border weight width in pixels (paper: about 5)
     aux_weight: float = 0.4  # weight of an auxiliary head's loss, when the model has one
-    max_train_seconds: float | None = None  # stop training after this wall time (a fixed budget)
+    track: str = "steps"  # steps: the budget is `epochs` | time: the separately labelled speed-run track
+    max_train_seconds: float | None = None  # steps track: a safety stop (the record says capped); time track: the budget
+    # --- checkpoint selection ---
+    select_on: str = "final"  # final: the last epoch's weights | holdout: best mIoU on a slice carved out of train
+    holdout_fraction: float | None = None  # select_on=holdout: share of train images held out (default 0.1)
+    holdout_images: int | None = None  # select_on=holdout: or this many images (wins over holdout_fraction)
+    holdout_seed: int = 0  # which images form the holdout slice (fixed, independent of `seed`)
     # --- evaluation and running ---
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     score_threshold: float = 0.5  # instance models: detections kept when scoring PA/mPA/mIoU
@@ -71,10 +77,37 @@ class RunConfig:
     def display_name(self) -> str:
         return self.name or self.model
 
+    def hardware_class(self) -> str:
+        """"cuda" or "cpu": the kind of device ``device`` resolves to on this machine (no device is opened)."""
+        if self.device == "auto":
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if self.device.startswith("cuda") else self.device.split(":")[0]
+
+    def resolved_loader(self) -> str:
+        """"device" or "host": ``auto`` holds a semantic training split on a GPU (instance models: always host)."""
+        if self.loader != "auto":
+            return self.loader
+        from .models import model_task
+
+        return "device" if self.hardware_class() == "cuda" and model_task(self.model) == "semantic" else "host"
+
+    def group_id(self) -> str:
+        """12 hex digits: like :meth:`run_id` without the seed, shared by the runs of one config across seeds."""
+        return self._hash(with_seed=False)
+
     def run_id(self) -> str:
-        """12 hex digits identifying everything that changes the trained weights or the scores."""
-        ignored = {"num_workers", "loader", "latency_runs", "device", "name"}  # same protocol, same scores
+        """12 hex digits identifying everything that changes the trained weights or the scores: the config, the
+        name, the hardware class and the loader (bf16 kernels and the device-side augmentation differ)."""
+        return self._hash(with_seed=True)
+
+    def _hash(self, *, with_seed: bool) -> str:
+        ignored = {"num_workers", "latency_runs"}  # same weights, same scores
         payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
+        payload.update(device=self.hardware_class(), loader=self.resolved_loader())
+        if not with_seed:
+            del payload["seed"]
         blob = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -88,6 +121,8 @@ _CHOICES = {
     "schedule": ("poly", "cosine", "constant"),
     "loss": ("ce", "dice", "ce+dice"),
     "loader": ("auto", "host", "device"),
+    "track": ("steps", "time"),
+    "select_on": ("final", "holdout"),
 }
 
 
@@ -152,6 +187,22 @@ def check_config(cfg: RunConfig, source: str = "config") -> None:
             raise SegbenchError(f"{source}: dataset '{cfg.dataset}' has no option '{key}'{nearest(key, options)}")
     if cfg.scale_min <= 0 or cfg.scale_max < cfg.scale_min:
         raise SegbenchError(f"{source}: need 0 < scale_min <= scale_max, got {cfg.scale_min}, {cfg.scale_max}")
+    check_budget(cfg, source)
+
+
+def check_budget(cfg: RunConfig, source: str) -> None:
+    """The training budget and the checkpoint selection: consistent before any work starts."""
+    if cfg.max_train_seconds is not None and cfg.max_train_seconds <= 0:
+        raise SegbenchError(f"{source}: max_train_seconds must be positive or null, got {cfg.max_train_seconds}")
+    if cfg.track == "time" and cfg.max_train_seconds is None:
+        raise SegbenchError(f"{source}: track=time needs max_train_seconds (the wall-time budget); or use track=steps")
+    holdout = cfg.holdout_fraction is not None or cfg.holdout_images is not None
+    if cfg.select_on == "final" and holdout:
+        raise SegbenchError(f"{source}: holdout_fraction/holdout_images need select_on=holdout")
+    if cfg.holdout_fraction is not None and not 0.0 < cfg.holdout_fraction < 1.0:
+        raise SegbenchError(f"{source}: holdout_fraction must be in (0, 1), got {cfg.holdout_fraction}")
+    if cfg.holdout_images is not None and cfg.holdout_images < 1:
+        raise SegbenchError(f"{source}: holdout_images must be at least 1, got {cfg.holdout_images}")
 
 
 def dataset_options(name: str) -> list[str]:

@@ -17,78 +17,22 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+from .record_schema import SCHEMA_VERSION, RecordError, upgrade, validate_record
+
+__all__ = ["SCHEMA_VERSION", "RecordError", "validate_record", "write_record", "read_record", "load_records",
+           "records_frame", "load_frame", "flatten", "record_path", "COLUMNS", "DEFAULT_ROOT"]
+
 DEFAULT_ROOT = Path("leaderboard")
 
-# key -> allowed types (None allowed where listed). Nested dicts are checked one level down below.
-_TOP: dict[str, tuple[type, ...]] = {
-    "schema": (int,),
-    "id": (str,),
-    "model": (str,),
-    "family": (str,),
-    "variant": (str,),
-    "task": (str,),
-    "dataset": (str,),
-    "split": (str,),
-    "num_classes": (int,),
-    "class_names": (list,),
-    "metrics": (dict,),
-    "efficiency": (dict,),
-    "training": (dict,),
-    "config": (dict,),
-    "seed": (int,),
-    "versions": (dict,),
-    "git_commit": (str, type(None)),
-    "date": (str,),
-    "weights": (dict,),
-    "hardware": (dict,),
-}
-_METRICS = ("pixel_accuracy", "mean_pixel_accuracy", "miou", "fwiou")
-_EFFICIENCY = ("params", "gflops", "latency")
-_NUMBER = (int, float)
-
-# Flat columns of the leaderboard table, in display order.
+# Flat columns of the leaderboard table, in display order. ``latency_ms`` is an alias of ``end_to_end_ms``;
+# ``gflops`` is 2 x ``gmacs`` (the schema-1 column, kept for readers of it).
 COLUMNS = [
-    "model", "family", "variant", "dataset", "split", "pixel_accuracy", "mean_pixel_accuracy", "miou", "fwiou",
-    "mean_dice", "mask_ap", "box_ap", "params", "gflops", "receptive_field", "output_stride", "latency_ms",
-    "latency_device", "train_seconds", "train_device", "epochs", "date", "id", "path",
+    "model", "family", "variant", "dataset", "split", "pixel_accuracy", "mean_pixel_accuracy", "miou",
+    "miou_ci_low", "miou_ci_high", "fwiou", "mean_dice", "mean_boundary_iou", "test_miou", "mask_ap", "box_ap",
+    "params", "gmacs", "gflops", "receptive_field", "output_stride", "forward_ms", "end_to_end_ms", "latency_ms",
+    "latency_device", "hardware_class", "train_seconds", "train_device", "epochs", "capped", "track", "selection",
+    "seed", "group", "date", "id", "path",
 ]
-
-
-class RecordError(ValueError):
-    """A record that does not follow the schema; the message names the first problem."""
-
-
-def validate_record(record: dict[str, Any]) -> None:
-    """Raise RecordError naming the first missing or mistyped field."""
-    if not isinstance(record, dict):
-        raise RecordError("record is not a JSON object")
-    for key, types in _TOP.items():
-        if key not in record:
-            raise RecordError(f"missing field '{key}'")
-        if not isinstance(record[key], types) or isinstance(record[key], bool):
-            raise RecordError(f"field '{key}' has type {type(record[key]).__name__}")
-    if record["schema"] != SCHEMA_VERSION:
-        raise RecordError(f"schema {record['schema']} is not {SCHEMA_VERSION}")
-    metrics = record["metrics"]
-    for key in _METRICS:
-        value = metrics.get(key)
-        if value is not None and (not isinstance(value, _NUMBER) or not 0.0 <= value <= 1.0):
-            raise RecordError(f"metrics.{key} must be a fraction in [0, 1] or null, got {value!r}")
-    if metrics.get("miou") is None:
-        raise RecordError("metrics.miou is missing")
-    efficiency = record["efficiency"]
-    for key in _EFFICIENCY:
-        if key not in efficiency:
-            raise RecordError(f"missing field 'efficiency.{key}'")
-    if not isinstance(efficiency["latency"], dict) or "ms" not in efficiency["latency"]:
-        raise RecordError("efficiency.latency must hold 'ms' and 'device'")
-    for key in ("sha256", "uri"):
-        if not isinstance(record["weights"].get(key), str):
-            raise RecordError(f"missing field 'weights.{key}'")
-    for key in ("seconds", "device"):
-        if key not in record["training"]:
-            raise RecordError(f"missing field 'training.{key}'")
 
 
 def _clean(value: Any) -> Any:
@@ -123,8 +67,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def write_record(record: dict[str, Any], root: str | Path = DEFAULT_ROOT) -> Path:
-    """Validate and write ``record`` atomically; returns its path."""
-    record = _clean(record)
+    """Validate and write ``record`` atomically (a schema-1 record is migrated first); returns its path."""
+    record = upgrade(_clean(record))
     validate_record(record)
     path = record_path(root, record)
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
@@ -137,13 +81,14 @@ def iter_record_files(root: str | Path = DEFAULT_ROOT) -> list[Path]:
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
-    """Read and validate one record; RecordError names the file and the problem."""
+    """Read, migrate (schema 1) and validate one record; RecordError names the file and the problem."""
     path = Path(path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RecordError(f"{path}: not readable JSON ({exc})") from None
     try:
+        record = upgrade(record)
         validate_record(record)
     except RecordError as exc:
         raise RecordError(f"{path}: {exc}") from None
@@ -174,33 +119,28 @@ def load_records(sources: str | Path | Iterable[str | Path] = DEFAULT_ROOT) -> t
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
-    """One leaderboard row from a record."""
+    """One leaderboard row (the COLUMNS) from a record (a schema-1 record in memory is migrated first)."""
+    record = upgrade(record) | {"_path": record.get("_path")}
     m, e, t = record["metrics"], record["efficiency"], record["training"]
     latency = e.get("latency") or {}
+    ci = m.get("miou_ci") or [None, None]
+    gmacs = e.get("gmacs")
     return {
-        "model": record["model"],
-        "family": record["family"],
-        "variant": record["variant"],
-        "dataset": record["dataset"],
-        "split": record["split"],
-        "pixel_accuracy": m.get("pixel_accuracy"),
-        "mean_pixel_accuracy": m.get("mean_pixel_accuracy"),
-        "miou": m.get("miou"),
-        "fwiou": m.get("fwiou"),
-        "mean_dice": m.get("mean_dice"),
-        "mask_ap": m.get("mask_ap"),
-        "box_ap": m.get("box_ap"),
-        "params": e.get("params"),
-        "gflops": e.get("gflops"),
-        "receptive_field": e.get("receptive_field"),
-        "output_stride": e.get("output_stride"),
-        "latency_ms": latency.get("ms"),
-        "latency_device": latency.get("device"),
-        "train_seconds": t.get("seconds"),
-        "train_device": t.get("device"),
-        "epochs": t.get("epochs"),
-        "date": record["date"],
-        "id": record["id"],
+        "model": record["model"], "family": record["family"], "variant": record["variant"],
+        "dataset": record["dataset"], "split": record["split"],
+        "pixel_accuracy": m.get("pixel_accuracy"), "mean_pixel_accuracy": m.get("mean_pixel_accuracy"),
+        "miou": m.get("miou"), "miou_ci_low": ci[0], "miou_ci_high": ci[1], "fwiou": m.get("fwiou"),
+        "mean_dice": m.get("mean_dice"), "mean_boundary_iou": m.get("mean_boundary_iou"),
+        "test_miou": (record.get("test_metrics") or {}).get("miou"),
+        "mask_ap": m.get("mask_ap"), "box_ap": m.get("box_ap"),
+        "params": e.get("params"), "gmacs": gmacs, "gflops": None if gmacs is None else 2 * gmacs,
+        "receptive_field": e.get("receptive_field"), "output_stride": e.get("output_stride"),
+        "forward_ms": latency.get("forward_ms"), "end_to_end_ms": latency.get("end_to_end_ms"),
+        "latency_ms": latency.get("end_to_end_ms"), "latency_device": latency.get("device"),
+        "hardware_class": record["hardware_class"],
+        "train_seconds": t.get("seconds"), "train_device": t.get("device"), "epochs": t.get("epochs"),
+        "capped": t.get("capped"), "track": t.get("track"), "selection": record["selection"].get("checkpoint"),
+        "seed": record["seed"], "group": record["group"], "date": record["date"], "id": record["id"],
         "path": record.get("_path"),
     }
 

@@ -1,164 +1,42 @@
-"""Run a suite: for each (model, dataset) config, train (or reuse weights with the same config hash),
-evaluate, measure, and write one validated result record plus the weights.
+"""Run a suite: for each (model, dataset) config, train (or reuse weights with the same run id), evaluate,
+measure, and write one validated schema-2 result record plus the weights. ``segbench eval`` scores weights
+through the same :func:`score` as a run, so the two cannot disagree.
+
+Budgets are epochs (the ``steps`` track; ``max_train_seconds`` is a safety stop that marks the record
+``capped``) unless a config opts into the separately labelled ``time`` track. The reported checkpoint is the
+final one, or the best on a recorded holdout slice of train (``select_on=holdout``) — never chosen on the split
+it is reported on.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import platform
-import subprocess
-import time
+import dataclasses
+import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from . import __version__
 from .config import RunConfig
 from .data import DatasetInfo, build_dataset
-from .data.resident import DeviceAugment, NotResident, ResidentLoader, resident_budget
-from .data.transforms import TrainTransform, collate_instance, collate_semantic
-from .device import cpu_name, device_name, resolve_device
+from .data.resident import ResidentLoader
+from .device import device_name, resolve_device
 from .engine import evaluate, make_optimizer, make_scheduler, seed_everything, train
 from .errors import SegbenchError
 from .losses import build_loss, median_frequency_weights
 from .models import build_model, model_task
+from .record_build import build_record, metrics_entry, model_meta, selection_entry, training_entry
 from .records import DEFAULT_ROOT, write_record
-from .speed import count_gflops, count_params, measure_latency
+from .run_data import Data, _with_fill, build_data, eval_loader, find_test_split
+from .run_data import WithSemantic, collate_eval  # noqa: F401  (re-exported: callers import them from here)
 from .store import LocalStore, read_meta
 
-
-# ---------------------------------------------------------------- data
-
-class WithSemantic(Dataset):
-    """Instance samples whose target also carries the semantic mask of the same image (for PA/mPA/mIoU)."""
-
-    def __init__(self, instances: Dataset, semantic: Dataset) -> None:
-        if len(instances) != len(semantic):
-            raise SegbenchError(f"instance and semantic views differ in length ({len(instances)} vs {len(semantic)})")
-        self.instances, self.semantic, self.info = instances, semantic, semantic.info
-
-    def __len__(self) -> int:
-        return len(self.instances)
-
-    def __getitem__(self, i: int):
-        image, target = self.instances[i]
-        return image, {**target, "semantic": self.semantic[i][1]}
+LATENCY_IMAGES = 8  # instance models: latency and GMACs on the first N val images (their cost depends on content)
 
 
-class Limited(Dataset):
-    """The first ``n`` samples of a dataset, keeping its ``info`` (and instance-view attributes)."""
-
-    def __init__(self, dataset: Dataset, n: int | None) -> None:
-        self.dataset, self.n = dataset, len(dataset) if n is None else min(n, len(dataset))
-        self.info = dataset.info
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        if i >= self.n:
-            raise IndexError(i)
-        return self.dataset[i]
-
-    def __getattr__(self, name: str):
-        if name in ("dataset", "n", "info"):
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-
-def collate_eval(batch: list) -> tuple[Any, Any]:
-    """Stack when all images share a size; otherwise keep lists (evaluated one by one)."""
-    shapes = {tuple(img.shape) for img, _ in batch}
-    if len(shapes) == 1:
-        return collate_semantic(batch)
-    return [img for img, _ in batch], [m for _, m in batch]
-
-
-def train_transform(cfg: RunConfig, info: DatasetInfo):
-    if cfg.crop_size is None and cfg.scale_min == cfg.scale_max == 1.0 and not cfg.hflip and not cfg.color_jitter:
-        return None
-    return TrainTransform(crop_size=cfg.crop_size, scale=(cfg.scale_min, cfg.scale_max), hflip=cfg.hflip,
-                          color_jitter=cfg.color_jitter, ignore_index=info.ignore_index)
-
-
-@dataclass
-class Data:
-    info: DatasetInfo
-    train: DataLoader | None
-    val: DataLoader
-    label_to_class: torch.Tensor | None
-    fill: int | None
-    model_classes: int
-    label_names: list[str] | None = None
-
-
-def build_data(cfg: RunConfig, task: str, *, need_train: bool, device: torch.device | None = None,
-               log: Callable[[str], None] = print) -> Data:
-    """Loaders for one config. Instance models get instance views plus the semantic masks for scoring."""
-    common = dict(root=cfg.data_root, **cfg.dataset_args)
-    def build(split: str, **kwargs: Any) -> Dataset:
-        dataset = build_dataset(cfg.dataset, split=split, **common, **kwargs)
-        return Limited(dataset, cfg.limit_images) if cfg.limit_images else dataset
-
-    if task == "instance" and cfg.loader == "device":
-        raise SegbenchError(f"loader=device holds semantic splits only; '{cfg.model}' is an instance model: use loader=auto")
-    device = device or torch.device("cpu")
-    val_sem = build(cfg.eval_split)
-    info = val_sem.info
-    generator = torch.Generator().manual_seed(cfg.seed)
-    if task == "instance":
-        val_inst = build(cfg.eval_split, task="instance")
-        val = DataLoader(WithSemantic(val_inst, val_sem), batch_size=cfg.batch_size, shuffle=False,
-                         num_workers=cfg.num_workers, collate_fn=collate_instance)
-        train_loader = None
-        if need_train:
-            train_ds = build(cfg.train_split, task="instance", transform=train_transform(cfg, info))
-            train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                                      collate_fn=collate_instance, generator=generator, drop_last=False)
-        l2c = getattr(val_inst, "label_to_class", None)
-        fill = getattr(val_inst, "fill", None)
-        model_classes = int(getattr(val_inst, "num_labels", len(l2c) if l2c is not None else info.num_classes))
-        names = getattr(val_inst, "label_names", None)
-        return Data(info, train_loader, val, l2c, fill, model_classes, list(names) if names is not None else None)
-    val = DataLoader(val_sem, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, collate_fn=collate_eval)
-    train_loader: Any = None
-    if need_train:
-        train_loader = _resident_loader(cfg, info, build, device, log)
-        if train_loader is None:
-            train_ds = build(cfg.train_split, transform=train_transform(cfg, info))
-            if len(train_ds) == 0:
-                raise SegbenchError(f"dataset '{cfg.dataset}' split '{cfg.train_split}' is empty; check data_root")
-            train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                                      collate_fn=collate_semantic, generator=generator,
-                                      drop_last=len(train_ds) > cfg.batch_size)
-    return Data(info, train_loader, val, None, None, info.num_classes)
-
-
-def _resident_loader(cfg: RunConfig, info: DatasetInfo, build: Callable[..., Dataset], device: torch.device,
-                     log: Callable[[str], None]) -> ResidentLoader | None:
-    """``loader=device`` (or ``auto`` on a GPU): the training split on the device, augmented there; else None."""
-    if cfg.loader == "host" or (cfg.loader == "auto" and device.type != "cuda"):
-        return None
-    try:
-        augment = DeviceAugment(cfg.crop_size, (cfg.scale_min, cfg.scale_max), hflip=cfg.hflip,
-                                color_jitter=cfg.color_jitter, ignore_index=info.ignore_index)
-        t0 = time.perf_counter()
-        loader = ResidentLoader(build(cfg.train_split), batch_size=cfg.batch_size, device=device, augment=augment,
-                                seed=cfg.seed, num_workers=cfg.num_workers, max_bytes=resident_budget(device))
-    except NotResident as exc:
-        if cfg.loader == "device":
-            raise SegbenchError(f"loader=device: {exc}; use loader=host") from None
-        log(f"training batches from the host loader ({exc})")
-        return None
-    log(f"training split on {device_name(device)}: {loader.images.shape[0]} images, "
-        f"{loader.nbytes / 2**20:.0f} MiB, loaded in {time.perf_counter() - t0:.1f} s")
-    return loader
-
+# ---------------------------------------------------------------- training pieces
 
 def class_weights(cfg: RunConfig, data: Data) -> torch.Tensor | None:
     if cfg.class_weights is None:
@@ -193,182 +71,213 @@ def border_weight_fn(cfg: RunConfig, info: DatasetInfo) -> Callable | None:
     return fn
 
 
-# ---------------------------------------------------------------- records
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
+def max_dets_for(model: torch.nn.Module) -> list[int] | None:
+    """COCO ``max_dets`` for an instance model: (1, 10, M) with M its detections per image, so AP counts every
+    detection the model may return (COCO's fixed 100 would drop some on crowded images); None for semantic."""
+    if getattr(model, "task", "semantic") != "instance":
         return None
+    found = [int(m.detections_per_img) for m in model.modules() if hasattr(m, "detections_per_img")]
+    most = max(found) if found else 100
+    return sorted({1, 10, most})
 
 
-def versions() -> dict[str, str]:
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "segbench": __version__}
+# ---------------------------------------------------------------- evaluation (shared by run and eval)
+
+def score(model: torch.nn.Module, meta: dict[str, Any], loader: DataLoader, *, info: DatasetInfo,
+          device: torch.device, progress: bool = False) -> dict[str, Any]:
+    """Metrics of ``model`` on ``loader`` with the evaluation settings stored in its ``meta`` (eval size and tile,
+    precision; instance models: score threshold, label -> class map, fill class, COCO ``max_dets``)."""
+    kwargs: dict[str, Any] = {"eval_size": meta.get("eval_size"), "tile": meta.get("eval_tile")}
+    if meta.get("task") == "instance":
+        from .instance_eval import InstanceEvaluator
+
+        l2c = meta.get("label_to_class")
+        kwargs = {"score_threshold": float(meta.get("score_threshold", 0.5)), "fill": meta.get("fill"),
+                  "label_to_class": torch.tensor(l2c) if l2c is not None else None,
+                  "instance_evaluator": InstanceEvaluator(max_dets=meta.get("max_dets") or (1, 10, 100))}
+    return evaluate(model, loader, info=info, device=device, amp=meta.get("amp", True),
+                    channels_last=meta.get("channels_last", True), progress=progress, **kwargs)
 
 
-def named(values: list[float], names: tuple[str, ...]) -> dict[str, float | None]:
-    return {n: (None if v != v else float(v)) for n, v in zip(names, values)}
+def evaluate_weights(weights: str, *, store: LocalStore, dataset: str | None = None, split: str = "val",
+                     data_root: str | None = None, dataset_args: dict[str, Any] | None = None, batch_size: int = 4,
+                     device: str = "auto", progress: bool = False) -> tuple[dict[str, Any], DatasetInfo, dict, int]:
+    """``segbench eval``: (metrics, info, meta, number of images) of stored weights on one split."""
+    from .store import load_model
 
-
-def eval_size_of(cfg: RunConfig, data: Data) -> tuple[int, int]:
-    if cfg.eval_size:
-        return int(cfg.eval_size[0]), int(cfg.eval_size[1])
-    sample = data.val.dataset[0][0]
-    return int(sample.shape[-2]), int(sample.shape[-1])
-
-
-def model_meta(cfg: RunConfig, info: DatasetInfo, model_args: dict[str, Any], model_classes: int, task: str,
-               data: Data) -> dict[str, Any]:
-    return {
-        "model": cfg.model, "model_args": model_args, "num_classes": model_classes, "in_channels": info.in_channels,
-        "class_names": list(info.class_names), "semantic_classes": info.num_classes, "mean": list(info.mean),
-        "std": list(info.std), "ignore_index": info.ignore_index, "dataset": cfg.dataset,
-        "palette": [list(c) for c in info.palette], "eval_size": cfg.eval_size, "eval_tile": cfg.eval_tile,
-        "task": task, "name": cfg.display_name(), "score_threshold": cfg.score_threshold,
-        "label_to_class": data.label_to_class.tolist() if data.label_to_class is not None else None,
-        "fill": data.fill, "label_names": data.label_names, "license": info.license, "run_id": cfg.run_id(),
-    }
+    dev = resolve_device(device)
+    model, meta = load_model(weights, store=store, map_location=str(dev))
+    name = dataset or meta.get("dataset")
+    options = dict(dataset_args or {})
+    semantic = build_dataset(name, split=split, root=data_root, **options)
+    info = semantic.info
+    expected = int(meta.get("semantic_classes", meta["num_classes"]))
+    if info.num_classes != expected:
+        raise SegbenchError(f"{weights}: weights predict {expected} classes but dataset '{name}' has "
+                            f"{info.num_classes}; evaluate on the dataset the model was trained on")
+    instances = None
+    if meta.get("task") == "instance":
+        instances = _with_fill(build_dataset(name, split=split, root=data_root, task="instance", **options),
+                               meta.get("fill"))
+    loader = eval_loader(semantic, task=meta.get("task", "semantic"), batch_size=batch_size, instances=instances)
+    return score(model, meta, loader, info=info, device=dev, progress=progress), info, meta, len(semantic)
 
 
 # ---------------------------------------------------------------- one pair
+
+def _train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: dict[str, Any], *, task: str,
+           device: torch.device, checkpoint_dir: Path, resume: bool, progress: bool, log: Callable[[str], None]):
+    """Train ``model`` for the config's budget; returns the engine's TrainResult."""
+    if resume and not (checkpoint_dir / "last.pt").is_file():
+        raise SegbenchError(f"--resume: no checkpoint of this config in {checkpoint_dir}; "
+                            "run without --resume to train from scratch")
+    steps = len(data.train) * cfg.epochs
+    optimizer = make_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = make_scheduler(optimizer, cfg.schedule, total_steps=steps,
+                               warmup_steps=int(cfg.warmup_epochs * len(data.train)))
+    loss_fn = None
+    if task == "semantic":
+        loss_fn = build_loss(cfg.loss, num_classes=data.info.num_classes, ignore_index=data.info.ignore_index,
+                             class_weights=class_weights(cfg, data)).to(device)
+    monitor = data.val if task == "semantic" and cfg.eval_every < cfg.epochs else None  # the curve only
+    return train(
+        model, train_loader=data.train, select_loader=data.select, monitor_loader=monitor, info=data.info,
+        loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, device=device, epochs=cfg.epochs,
+        eval_every=cfg.eval_every, grad_clip=cfg.grad_clip, amp=cfg.amp, channels_last=cfg.channels_last,
+        compile=cfg.compile, aux_weight=cfg.aux_weight, max_seconds=cfg.max_train_seconds,
+        time_budget=cfg.track == "time", checkpoint_dir=checkpoint_dir, resume=resume, seed=cfg.seed,
+        eval_kwargs=score_kwargs(meta), weight_map_fn=border_weight_fn(cfg, data.info), progress=progress, log=log)
+
+
+def score_kwargs(meta: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation settings of :func:`score` for the engine's selection and monitoring passes (no COCO AP)."""
+    if meta.get("task") == "instance":
+        l2c = meta.get("label_to_class")
+        return {"score_threshold": float(meta.get("score_threshold", 0.5)), "fill": meta.get("fill"),
+                "label_to_class": torch.tensor(l2c) if l2c is not None else None}
+    return {"eval_size": meta.get("eval_size"), "tile": meta.get("eval_tile")}
+
 
 def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFAULT_ROOT, retrain: bool = False,
             resume: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or reuse) + evaluate + measure one config; returns the written record."""
     device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    name, run_id = cfg.display_name(), cfg.run_id()
-    task = model_task(cfg.model)
-    reuse = store.has(cfg.dataset, name, run_id) and not retrain
+    name, run_id, task = cfg.display_name(), cfg.run_id(), model_task(cfg.model)
+    run_dir = store.run_dir(cfg.dataset, name, run_id)
+    reuse = not retrain and store.has(cfg.dataset, name, run_id) and "selection" in read_meta(run_dir)
     data = build_data(cfg, task, need_train=not reuse, device=device, log=log)
-    info = data.info
-    model_args = {"in_channels": info.in_channels, **cfg.model_args}
+    info, model_args = data.info, {"in_channels": data.info.in_channels, **cfg.model_args}
     seed_everything(cfg.seed)
     model = build_model(cfg.model, num_classes=data.model_classes, **model_args)
     if model.task != task:
         raise SegbenchError(f"model '{cfg.model}' reports task '{model.task}'")
-    previous_training: dict[str, Any] | None = None
+    meta = model_meta(cfg, info, model_args=model_args, model_classes=data.model_classes, task=task,
+                      label_to_class=data.label_to_class, fill=data.fill, label_names=data.label_names,
+                      max_dets=max_dets_for(model))
     if reuse:
         from .store import load_model
 
-        log(f"[{name} / {cfg.dataset}] reusing weights {store.run_dir(cfg.dataset, name, run_id)} (same config hash {run_id})")
-        model, _ = load_model(store.run_dir(cfg.dataset, name, run_id), store=store)
-        previous_training = read_meta(store.run_dir(cfg.dataset, name, run_id)).get("training")
-        result = None
+        log(f"[{name} / {cfg.dataset}] reusing weights {run_dir} (same run id {run_id})")
+        model, stored = load_model(run_dir, store=store)
+        meta, weights = {**meta, **stored}, _weights_entry(store, cfg.dataset, name, run_id)
     else:
-        log(f"[{name} / {cfg.dataset}] training on {device_name(device)}: {len(data.train.dataset)} images x {cfg.epochs} epochs")
-        steps = len(data.train) * cfg.epochs
-        optimizer = make_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        scheduler = make_scheduler(optimizer, cfg.schedule, total_steps=steps, warmup_steps=int(cfg.warmup_epochs * len(data.train)))
-        loss_fn = None
-        if task == "semantic":
-            loss_fn = build_loss(cfg.loss, num_classes=info.num_classes, ignore_index=info.ignore_index,
-                                 class_weights=class_weights(cfg, data))
-            loss_fn = loss_fn.to(device)
-        result = train(
-            model, train_loader=data.train, val_loader=data.val, info=info, loss_fn=loss_fn, optimizer=optimizer,
-            scheduler=scheduler, device=device, epochs=cfg.epochs, eval_every=cfg.eval_every, grad_clip=cfg.grad_clip,
-            amp=cfg.amp, channels_last=cfg.channels_last, compile=cfg.compile, aux_weight=cfg.aux_weight,
-            max_seconds=cfg.max_train_seconds, checkpoint_dir=store.root / "checkpoints" / cfg.dataset / f"{name}--{run_id}",
-            resume=resume, seed=cfg.seed, weight_map_fn=border_weight_fn(cfg, info), progress=progress, log=log,
-            eval_kwargs=_eval_kwargs(cfg, data, task, with_ap=False),
-        )
-    training = previous_training or {
-        "epochs": result.epochs_done, "seconds": round(result.seconds, 2), "images_per_s": round(result.images_per_s, 2),
-        "device": device_name(device), "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-        "loader": "device" if isinstance(data.train, ResidentLoader) else "host", "history": result.history,
-    }
-    meta = model_meta(cfg, info, model_args, data.model_classes, task, data)
-    meta["training"] = training
-    weights = store.save(model.cpu(), meta, cfg.dataset, name, run_id) if not reuse else _weights_entry(store, cfg, name, run_id)
+        log(f"[{name} / {cfg.dataset}] training on {device_name(device)}: {len(data.train.dataset)} images x "
+            f"{cfg.epochs} epochs" + (f", {len(data.holdout)} train images held out for selection" if data.holdout else ""))
+        result = _train(cfg, model, data, meta, task=task, device=device, resume=resume, progress=progress, log=log,
+                        checkpoint_dir=store.root / "checkpoints" / cfg.dataset / f"{name}--{run_id}")
+        loader = "device" if isinstance(data.train, ResidentLoader) else "host"
+        meta["training"] = training_entry(cfg, result, steps_per_epoch=len(data.train), device=device, loader=loader)
+        meta["selection"] = selection_entry(cfg, result, data.holdout)
+        weights = store.save(model.cpu(), meta, cfg.dataset, name, run_id)
     model.to(device)
-
-    if task == "semantic" and result is not None and result.best_metrics is not None:
-        # The model now holds the best epoch's weights, already scored on this split with the same settings.
-        metrics = result.best_metrics
-    else:  # reused weights, or an instance model (its COCO AP is only computed here)
-        log(f"[{name} / {cfg.dataset}] evaluating on '{cfg.eval_split}' ({len(data.val.dataset)} images)")
-        metrics = evaluate(model, data.val, info=info, device=device, amp=cfg.amp, channels_last=cfg.channels_last,
-                           **_eval_kwargs(cfg, data, task, with_ap=True))
-    size = eval_size_of(cfg, data)
-    efficiency = measure_efficiency(model, cfg, info, size, device)
-    record = {
-        "schema": 1, "id": run_id, "model": name, "family": model.family, "variant": model.variant, "task": task,
-        "dataset": cfg.dataset, "split": cfg.eval_split, "num_classes": info.num_classes,
-        "class_names": list(info.class_names),
-        "metrics": {
-            "pixel_accuracy": metrics["pixel_accuracy"], "mean_pixel_accuracy": metrics["mean_pixel_accuracy"],
-            "miou": metrics["miou"], "fwiou": metrics["fwiou"], "mean_dice": metrics["mean_dice"],
-            "iou": named(metrics["iou"], info.class_names), "accuracy": named(metrics["accuracy"], info.class_names),
-            "dice": named(metrics["dice"], info.class_names),
-            "absent": [info.class_names[i] for i in metrics["absent"]],
-            "mask_ap": metrics.get("mask_ap"), "box_ap": metrics.get("box_ap"),
-            "coco": {k: v for k, v in metrics.items() if k.startswith(("mask_", "box_"))} or None,
-            "score_threshold": cfg.score_threshold if task == "instance" else None,
-        },
-        "efficiency": efficiency, "training": training, "config": cfg.to_dict(), "seed": cfg.seed,
-        "versions": versions(), "git_commit": git_commit(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "weights": weights,
-        "hardware": {"device": device_name(device), "cpu": cpu_name(), "cpu_count": torch.get_num_threads(),
-                     "platform": platform.platform()},
-    }
+    record = _score_and_record(cfg, model, meta, data, task=task, device=device, weights=weights, log=log)
     path = write_record(record, leaderboard)
-    log(f"[{name} / {cfg.dataset}] mIoU {metrics['miou']:.4f}  PA {metrics['pixel_accuracy']:.4f}  -> {path}")
+    log(f"[{name} / {cfg.dataset}] mIoU {record['metrics']['miou']:.4f}  PA {record['metrics']['pixel_accuracy']:.4f}"
+        f"{'  (capped by max_train_seconds)' if record['training']['capped'] else ''}  -> {path}")
     return record
 
 
-def _eval_kwargs(cfg: RunConfig, data: Data, task: str, *, with_ap: bool) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"eval_size": cfg.eval_size, "tile": cfg.eval_tile}
-    if task == "instance":
-        kwargs = {"score_threshold": cfg.score_threshold, "label_to_class": data.label_to_class, "fill": data.fill}
-        if with_ap:
-            from .instance_eval import InstanceEvaluator
+def _score_and_record(cfg: RunConfig, model: torch.nn.Module, meta: dict[str, Any], data: Data, *, task: str,
+                      device: torch.device, weights: dict[str, str], log: Callable[[str], None]) -> dict[str, Any]:
+    """Score the reported split (and test, if the data has one), measure efficiency, assemble the record."""
+    info = data.info
+    log(f"[{cfg.display_name()} / {cfg.dataset}] evaluating on '{cfg.eval_split}' ({len(data.val.dataset)} images)")
+    entry = dict(task=task, score_threshold=cfg.score_threshold, max_dets=meta.get("max_dets"))
+    metrics = metrics_entry(score(model, meta, data.val, info=info, device=device), info, **entry)
+    test_metrics = None
+    test = find_test_split(cfg)
+    if test is not None:
+        log(f"[{cfg.display_name()} / {cfg.dataset}] evaluating on 'test' ({len(test)} images)")
+        instances = None
+        if task == "instance":
+            instances = _with_fill(build_dataset(cfg.dataset, split="test", root=cfg.data_root, task="instance",
+                                                 **cfg.dataset_args), meta.get("fill"))
+        loader = eval_loader(test, task=task, batch_size=cfg.batch_size, instances=instances)
+        test_metrics = metrics_entry(score(model, meta, loader, info=info, device=device), info, **entry)
+    efficiency = measure(model, cfg, meta, data, device)
+    return build_record(cfg, model, info, task=task, metrics=metrics, test_metrics=test_metrics,
+                        selection=meta["selection"], efficiency=efficiency, training=meta["training"],
+                        weights=weights, device=device)
 
-            kwargs["instance_evaluator"] = InstanceEvaluator()
-    return kwargs
+
+def measure(model: torch.nn.Module, cfg: RunConfig, meta: dict[str, Any], data: Data,
+            device: torch.device) -> dict[str, Any]:
+    """The record's ``efficiency`` at the evaluation size; instance models on the first val images (their
+    cost depends on how many objects they find), named in ``latency.inputs``."""
+    from .speed import measure_efficiency
+
+    val = data.val.dataset
+    if cfg.eval_size:
+        size = (int(cfg.eval_size[0]), int(cfg.eval_size[1]))
+    else:
+        size = tuple(int(v) for v in val[0][0].shape[-2:])
+    images = None
+    if model.task == "instance":
+        n = min(LATENCY_IMAGES, len(val))
+        images = [val[i][0] for i in range(n)]
+    inputs = f"val images [0..{len(images) - 1}] ({len(images)})" if images else None
+    return measure_efficiency(model, in_channels=data.info.in_channels, size=size, device=device,
+                              runs=cfg.latency_runs, amp=cfg.amp, tile=cfg.eval_tile, images=images, info=data.info,
+                              eval_size=cfg.eval_size, meta=meta, inputs=inputs)
 
 
-def _weights_entry(store: LocalStore, cfg: RunConfig, name: str, run_id: str) -> dict[str, str]:
-    from .store import WEIGHTS_FILE, sha256_file
+def _weights_entry(store: LocalStore, dataset: str, name: str, run_id: str) -> dict[str, str]:
+    from .store import CONFIG_FILE, WEIGHTS_FILE, sha256_file
 
-    uri = store.uri(cfg.dataset, name, run_id)
-    return {"sha256": sha256_file(store.run_dir(cfg.dataset, name, run_id) / WEIGHTS_FILE), "uri": uri,
-            "config_uri": f"{uri}/model.json"}
-
-
-def measure_efficiency(model: torch.nn.Module, cfg: RunConfig, info: DatasetInfo, size: tuple[int, int],
-                       device: torch.device) -> dict[str, Any]:
-    from .analysis.receptive_field import receptive_field
-
-    c = info.in_channels
-    rf = None
-    if model.task == "semantic":
-        try:
-            found = receptive_field(model.cpu(), input_size=(c, *size))
-            rf = int(found["theoretical_receptive_field"] or found["receptive_field"])
-        finally:
-            model.to(device)
-    latency = measure_latency(model, in_channels=c, size=size, device=device, runs=cfg.latency_runs, amp=cfg.amp, tile=cfg.eval_tile)
-    return {
-        "params": count_params(model), "gflops": round(count_gflops(model, in_channels=c, size=size, device=device, tile=cfg.eval_tile), 4),
-        "flops_input": [c, *size], "receptive_field": rf, "output_stride": getattr(model, "output_stride", None),
-        "latency": {"device": device_name(device), "batch_size": 1, "image_size": list(size),
-                    "ms": round(latency["ms"], 3), "ms_std": round(latency["ms_std"], 3), "precision": latency["precision"]},
-    }
+    uri = store.uri(dataset, name, run_id)
+    return {"sha256": sha256_file(store.run_dir(dataset, name, run_id) / WEIGHTS_FILE), "uri": uri,
+            "config_uri": f"{uri}/{CONFIG_FILE}"}
 
 
 # ---------------------------------------------------------------- suite
+
+def expand_seeds(configs: list[RunConfig], seeds: int) -> list[RunConfig]:
+    """Each config with seeds seed..seed+seeds-1 (the runs of one config share a ``group``)."""
+    if seeds < 1:
+        raise SegbenchError(f"--seeds {seeds}: give at least 1")
+    return [dataclasses.replace(cfg, seed=cfg.seed + i) for cfg in configs for i in range(seeds)]
+
+
+def group_summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per group: model, dataset, runs, mean and (sample) std of mIoU across its seeds."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(record["group"], []).append(record)
+    rows = []
+    for group, members in groups.items():
+        mious = [r["metrics"]["miou"] for r in members]
+        rows.append({"model": members[0]["model"], "dataset": members[0]["dataset"], "group": group,
+                     "runs": len(members), "seeds": sorted(r["seed"] for r in members),
+                     "miou_mean": statistics.fmean(mious), "miou_std": statistics.stdev(mious) if len(mious) > 1 else 0.0})
+    return rows
+
 
 def run_suite(configs: list[RunConfig], *, store: LocalStore, leaderboard: str | Path = DEFAULT_ROOT,
               retrain: bool = False, progress: bool = True, on_record: Callable[[dict], None] | None = None,
               log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     records = []
     for i, cfg in enumerate(configs, 1):
-        log(f"== {i}/{len(configs)}: {cfg.display_name()} on {cfg.dataset}")
+        log(f"== {i}/{len(configs)}: {cfg.display_name()} on {cfg.dataset} (seed {cfg.seed})")
         record = run_one(cfg, store=store, leaderboard=leaderboard, retrain=retrain, progress=progress, log=log)
         if on_record is not None:
             on_record(record)

@@ -28,7 +28,8 @@ def test_run_writes_valid_records_and_weights(tmp_path, suite, capsys):
     records, problems = load_records(board)
     assert problems == [] and {r["model"] for r in records} == {"unet_small", "unet_tiny_sgd"}
     for r in records:
-        assert r["efficiency"]["params"] > 0 and r["efficiency"]["gflops"] > 0 and r["efficiency"]["receptive_field"] > 1
+        assert r["efficiency"]["params"] > 0 and r["efficiency"]["gmacs"] > 0 and r["efficiency"]["receptive_field"] > 1
+        assert r["schema"] == 2 and r["hardware_class"] == "cpu" and r["training"]["track"] == "steps"
         assert r["training"]["seconds"] > 0 and r["weights"]["uri"].startswith("local:")
         assert len(r["metrics"]["iou"]) == 6
     # a second run reuses the weights (same config hash) and rewrites the same records
@@ -130,6 +131,7 @@ def test_instance_model_end_to_end(tmp_path, capsys):
     assert record["task"] == "instance" and record["family"] == "maskrcnn"
     assert 0.0 <= record["metrics"]["miou"] <= 1.0 and record["metrics"]["score_threshold"] == 0.5
     assert "mask_ap" in record["metrics"] and record["metrics"]["coco"] is not None
+    assert record["metrics"]["max_dets"] == [1, 10, 50]  # maskrcnn_small keeps 50 detections per image
     image = tmp_path / "x.png"
     Image.fromarray(np.random.randint(0, 255, (48, 48, 3), dtype=np.uint8)).save(image)
     out = tmp_path / "pred"
@@ -159,3 +161,28 @@ def test_speed_benchmarks_run(tmp_path, capsys):
     # the paper's multi-grid and torchvision's layer4 layout: same parameters, both timed against torchvision
     assert tv["ours_params"] == tv["ours_same_layout_params"] < tv["torchvision_params"]
     assert tv["infer_ratio"] > 0 and tv["ours_same_layout_train_ratio"] > 0
+
+
+def test_leaderboard_shows_miou_ci_and_no_issue_numbers_in_help(tmp_path, capsys):
+    from segbench.cli import build_parser
+
+    import importlib.util
+    from pathlib import Path
+
+    from segbench.records import write_record
+
+    spec = importlib.util.spec_from_file_location("record_fixtures", Path(__file__).with_name("test_records.py"))
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    board = tmp_path / "b"
+    write_record(fixtures.make_record(), board)
+    assert main(["leaderboard", "--leaderboard", str(board)]) == 0
+    out = capsys.readouterr().out
+    assert "95% CI" in out and "0.6000-0.8000" in out
+    assert main(["leaderboard", "--leaderboard", str(board), "--markdown"]) == 0
+    assert "70.0 (60.0-80.0)" in capsys.readouterr().out
+    import re
+
+    parser = build_parser()
+    texts = [parser.format_help()] + [p.format_help() for p in parser._subparsers._group_actions[0].choices.values()]
+    assert not any(re.search(r"#\d|issue \d", t, re.I) for t in texts)

@@ -1,4 +1,5 @@
 import pytest
+import torch
 import yaml
 
 from segbench.config import RunConfig, apply_overrides, load_config, load_suite, make_config
@@ -81,3 +82,49 @@ def test_suites(tmp_path, tiny_config):
 def test_every_shipped_suite_validates(suite):
     configs = load_suite(suite)
     assert configs and len({c.run_id() for c in configs}) == len(configs)
+
+
+def test_run_id_names_the_hardware_loader_and_name(tiny_config):
+    """Records from different hardware, loaders or names never share an id (and so never overwrite each other)."""
+    cpu = make_config({**tiny_config, "device": "cpu"})
+    cuda = make_config({**tiny_config, "device": "cuda"})
+    assert cpu.run_id() != cuda.run_id() and cpu.hardware_class() == "cpu" and cuda.hardware_class() == "cuda"
+    assert make_config({**tiny_config, "device": "cuda:1"}).run_id() == cuda.run_id()
+    auto = make_config(tiny_config)  # auto resolves to what it will be on this machine
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert auto.hardware_class() == expected
+    assert auto.run_id() == make_config({**tiny_config, "device": expected}).run_id()
+    # loader auto: device-resident on a GPU, the host loader on a CPU
+    assert cuda.resolved_loader() == "device" and cpu.resolved_loader() == "host"
+    assert make_config({**tiny_config, "device": "cpu", "loader": "host"}).run_id() == cpu.run_id()
+    assert make_config({**tiny_config, "device": "cpu", "loader": "device"}).run_id() != cpu.run_id()
+    assert make_config({**tiny_config, "device": "cuda", "model": "maskrcnn_small", "model_args": {}}).resolved_loader() == "host"
+    named = make_config({**tiny_config, "device": "cpu", "name": "other"})
+    assert named.run_id() != cpu.run_id()
+
+
+def test_group_id_is_the_run_id_without_the_seed(tiny_config):
+    a, b = make_config({**tiny_config, "seed": 0}), make_config({**tiny_config, "seed": 1})
+    assert a.group_id() == b.group_id() and a.run_id() != b.run_id()
+    assert make_config({**tiny_config, "lr": 0.5}).group_id() != a.group_id() and len(a.group_id()) == 12
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"track": "time"}, "track=time needs max_train_seconds"),
+    ({"track": "wall"}, "track='wall' is not one of"),
+    ({"holdout_images": 2}, "need select_on=holdout"),
+    ({"select_on": "holdout", "holdout_fraction": 1.5}, "holdout_fraction must be in"),
+    ({"select_on": "best"}, "select_on='best' is not one of"),
+    ({"max_train_seconds": -1}, "max_train_seconds must be positive"),
+])
+def test_budget_and_selection_checked(tiny_config, over, message):
+    with pytest.raises(SegbenchError, match=message):
+        make_config({**tiny_config, **over})
+
+
+@pytest.mark.parametrize("suite", sorted(p.stem for p in __import__("segbench.config", fromlist=["SUITES_DIR"]).SUITES_DIR.glob("*.yaml")))
+def test_shipped_suites_fix_epochs_not_wall_time(suite):
+    """Budgets are epochs; a wall-clock cap is only a safety stop (several times the expected training time)."""
+    for cfg in load_suite(suite):
+        assert cfg.track == "steps" and cfg.epochs <= 300, (suite, cfg.model, cfg.epochs)
+        assert cfg.select_on == "final"

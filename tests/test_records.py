@@ -6,13 +6,18 @@ from segbench.records import RecordError, load_frame, load_records, validate_rec
 
 
 def make_record(**over):
+    """A minimal valid schema-2 record."""
     record = {
-        "schema": 1, "id": "abcdef123456", "model": "unet_small", "family": "unet", "variant": "same-16", "task": "semantic",
-        "dataset": "synthetic", "split": "val", "num_classes": 2, "class_names": ["a", "b"],
+        "schema": 2, "id": "abcdef123456", "group": "fedcba654321", "hardware_class": "cpu", "model": "unet_small",
+        "family": "unet", "variant": "same-16", "task": "semantic", "dataset": "synthetic", "split": "val",
+        "num_classes": 2, "class_names": ["a", "b"],
         "metrics": {"pixel_accuracy": 0.9, "mean_pixel_accuracy": 0.8, "miou": 0.7, "fwiou": 0.85, "mean_dice": 0.8,
-                    "iou": {"a": 0.9, "b": float("nan")}},
-        "efficiency": {"params": 10, "gflops": 0.1, "latency": {"ms": 1.0, "device": "cpu"}},
-        "training": {"seconds": 1.0, "device": "cpu", "epochs": 1},
+                    "iou": {"a": 0.9, "b": None}, "miou_ci": [0.6, 0.8], "mean_boundary_iou": 0.5,
+                    "per_image": {"intersection": [[1, 0], [2, 3]], "union": [[2, 0], [2, 4]]}},
+        "test_metrics": {"miou": 0.65, "pixel_accuracy": 0.88},
+        "selection": {"checkpoint": "final", "holdout_images": None, "holdout_seed": None, "selected_epoch": 1},
+        "efficiency": {"params": 10, "gmacs": 0.05, "latency": {"device": "cpu", "forward_ms": 1.0, "end_to_end_ms": 2.0}},
+        "training": {"seconds": 1.0, "device": "cpu", "epochs": 1, "steps": 4, "capped": False, "track": "steps"},
         "config": {}, "seed": 0, "versions": {}, "git_commit": None, "date": "2026-01-01T00:00:00+00:00",
         "weights": {"sha256": "0" * 64, "uri": "local:synthetic/unet_small--abcdef123456"}, "hardware": {},
     }
@@ -20,8 +25,25 @@ def make_record(**over):
     return record
 
 
+def schema1_record(**over):
+    """A schema-1 record as the runner wrote them before schema 2."""
+    record = {
+        "schema": 1, "id": "0123456789ab", "model": "unet_small", "family": "unet", "variant": "same-16",
+        "task": "semantic", "dataset": "synthetic", "split": "val", "num_classes": 2, "class_names": ["a", "b"],
+        "metrics": {"pixel_accuracy": 0.9, "mean_pixel_accuracy": 0.8, "miou": 0.7, "fwiou": 0.85, "mean_dice": 0.8},
+        "efficiency": {"params": 10, "gflops": 0.2, "latency": {"ms": 3.0, "ms_std": 0.1, "device": "AMD EPYC (2 cores)"}},
+        "training": {"seconds": 20.0, "device": "AMD EPYC (2 cores)", "epochs": 1, "best_epoch": 1, "stopped_early": True},
+        "config": {"epochs": 5, "max_train_seconds": 20}, "seed": 0, "versions": {}, "git_commit": None,
+        "date": "2025-01-01T00:00:00+00:00", "weights": {"sha256": "0" * 64, "uri": "local:x"}, "hardware": {},
+    }
+    record.update(over)
+    return record
+
+
 def test_write_and_load_roundtrip(tmp_path):
-    path = write_record(make_record(), tmp_path)
+    record = make_record()
+    record["metrics"]["iou"]["b"] = float("nan")  # an absent class
+    path = write_record(record, tmp_path)
     assert path == tmp_path / "records" / "synthetic" / "unet_small--abcdef123456.json"
     stored = json.loads(path.read_text())
     assert stored["metrics"]["iou"]["b"] is None  # NaN stored as null
@@ -37,7 +59,7 @@ def test_malformed_records_are_skipped_by_name(tmp_path):
     (folder / "partial.json").write_text(json.dumps({**make_record(), "metrics": {"miou": 7}}))
     records, problems = load_records(tmp_path)
     assert len(records) == 1 and len(problems) == 2
-    assert any("broken.json" in p for p in problems) and any("partial.json" in p and "fraction" in p for p in problems)
+    assert any("broken.json" in p for p in problems) and any("partial.json" in p and "metrics.miou must be in [0.0, 1.0]" in p for p in problems)
 
 
 @pytest.mark.parametrize("field", ["model", "metrics", "weights", "efficiency"])
@@ -52,3 +74,67 @@ def test_invalid_record_is_never_written(tmp_path):
     with pytest.raises(RecordError):
         write_record(make_record(metrics={"miou": 1.5}), tmp_path)
     assert not (tmp_path / "records").exists() or not list((tmp_path / "records").rglob("*.json"))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"metrics": {"miou": float("inf")}}, "metrics.miou must be a finite number"),
+    ({"metrics": {"miou": 0.7, "miou_ci": [0.8, 0.6]}}, "miou_ci low"),
+    ({"metrics": {"miou": 0.7, "per_image": {"intersection": [[3]], "union": [[2]]}}}, "intersection <= union"),
+    ({"test_metrics": {"miou": 1.2}}, "test_metrics.miou must be in"),
+    ({"efficiency": {"params": -1, "latency": {"device": "cpu"}}}, "efficiency.params must be >= 0"),
+    ({"training": {"seconds": 1.0, "device": "cpu", "capped": "no", "track": "steps"}}, "training.capped"),
+    ({"training": {"seconds": 1.0, "device": "cpu", "capped": False, "track": "wall"}}, "training.track"),
+    ({"hardware_class": "tpu"}, "hardware_class"),
+    ({"schema": 3}, "schema 3 is not 2"),
+])
+def test_out_of_range_values_rejected(change, message):
+    with pytest.raises(RecordError, match=message):
+        validate_record(make_record(**change))
+
+
+def test_schema1_records_are_migrated_on_read(tmp_path):
+    folder = tmp_path / "records" / "synthetic"
+    folder.mkdir(parents=True)
+    (folder / "unet_small--0123456789ab.json").write_text(json.dumps(schema1_record()))
+    (folder / "gpu--0123456789ac.json").write_text(json.dumps(schema1_record(
+        id="0123456789ac", training={"seconds": 1.0, "device": "NVIDIA H200", "epochs": 2}, config={"epochs": 2})))
+    (folder / "odd--0123456789ad.json").write_text(json.dumps(schema1_record(
+        training={"seconds": 1.0, "device": "abacus", "epochs": 1})))
+    records, problems = load_records(tmp_path)
+    assert len(records) == 2 and len(problems) == 1
+    assert "odd--" in problems[0] and "cannot tell the hardware class" in problems[0] and "\n" not in problems[0]
+    cpu, gpu = sorted(records, key=lambda r: r["hardware_class"])
+    assert cpu["schema"] == 2 and cpu["hardware_class"] == "cpu" and gpu["hardware_class"] == "cuda"
+    assert cpu["efficiency"]["gmacs"] == 0.1 and cpu["efficiency"]["latency"]["forward_ms"] == 3.0
+    assert cpu["efficiency"]["latency"]["end_to_end_ms"] is None
+    assert cpu["selection"]["checkpoint"] == "best-val (schema 1)"
+    assert cpu["training"]["capped"] is True and cpu["training"]["track"] == "time"
+    assert gpu["training"]["capped"] is False and gpu["training"]["track"] == "steps"
+
+
+def test_committed_leaderboard_loads():
+    """Every record shipped under leaderboard/ (schema 1 at the time of writing) loads as schema 2."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "leaderboard"
+    records, problems = load_records(root)
+    assert problems == [] and records and all(r["schema"] == 2 for r in records)
+    frame, _ = load_frame(root)
+    assert frame["gmacs"].notna().all() and set(frame["hardware_class"]) <= {"cpu", "cuda"}
+
+
+def test_flat_columns_and_latency_alias(tmp_path):
+    write_record(make_record(), tmp_path)
+    frame, _ = load_frame(tmp_path)
+    row = frame.iloc[0]
+    assert (row["miou_ci_low"], row["miou_ci_high"]) == (0.6, 0.8) and row["test_miou"] == 0.65
+    assert row["latency_ms"] == row["end_to_end_ms"] == 2.0 and row["forward_ms"] == 1.0
+    assert row["gmacs"] == 0.05 and row["gflops"] == 0.1 and row["hardware_class"] == "cpu"
+    assert row["capped"] is False or row["capped"] == False  # noqa: E712 (numpy bool)
+    assert (row["track"], row["selection"], row["group"], row["seed"]) == ("steps", "final", "fedcba654321", 0)
+    assert row["mean_boundary_iou"] == 0.5
+
+
+def test_schema1_record_written_is_migrated(tmp_path):
+    path = write_record(schema1_record(), tmp_path)
+    assert json.loads(path.read_text())["schema"] == 2

@@ -126,11 +126,11 @@ def test_run_with_device_loader(tmp_path, tiny_config, capsys):
     assert "training split on" in capsys.readouterr().out
     record = load_records(board)[0][0]
     assert record["training"]["loader"] == "device" and record["metrics"]["miou"] >= 0
-    # auto on a CPU keeps the host loader; the config hash does not depend on the loader
+    # auto on a CPU keeps the host loader; the run id names the resolved loader, so the two records differ
     assert main(["train", str(cfg), "loader=auto", "--leaderboard", str(tmp_path / "b2"), "--store",
                  str(tmp_path / "s2"), "--no-progress"]) == 0
     again = load_records(tmp_path / "b2")[0][0]
-    assert again["training"]["loader"] == "host" and again["id"] == record["id"]
+    assert again["training"]["loader"] == "host" and again["id"] != record["id"]
 
 
 def test_device_loader_errors_are_one_line(tmp_path, tiny_config, capsys):

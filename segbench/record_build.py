@@ -1,0 +1,120 @@
+"""Assemble a schema-2 result record (``records.py`` validates and writes it) and the weights' JSON meta.
+
+Every number carries how it was measured: metrics name their split, CI method and ``max_dets``; the training
+entry states its budget (epochs and optimizer steps), track and whether a wall-clock safety stop hit; the
+selection entry says which checkpoint is reported and on what it was chosen.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+
+from . import __version__
+from .config import RunConfig
+from .data import DatasetInfo
+from .device import cpu_name, device_name
+from .record_schema import SCHEMA_VERSION
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "segbench": __version__}
+
+
+def named(values: list[float] | None, names: tuple[str, ...] | list[str]) -> dict[str, float | None] | None:
+    """Per-class list -> {class name: value}, NaN (absent class) -> None."""
+    if values is None:
+        return None
+    return {n: (None if v is None or v != v else float(v)) for n, v in zip(names, values)}
+
+
+def metrics_entry(metrics: dict[str, Any], info: DatasetInfo, *, task: str, score_threshold: float,
+                  max_dets: list[int] | None) -> dict[str, Any]:
+    """The record's ``metrics`` (or ``test_metrics``) from engine.evaluate's dict: per-class values by name."""
+    names = info.class_names
+    return {
+        "pixel_accuracy": metrics["pixel_accuracy"], "mean_pixel_accuracy": metrics["mean_pixel_accuracy"],
+        "miou": metrics["miou"], "fwiou": metrics["fwiou"], "mean_dice": metrics["mean_dice"],
+        "iou": named(metrics["iou"], names), "accuracy": named(metrics["accuracy"], names),
+        "dice": named(metrics["dice"], names), "absent": [names[i] for i in metrics["absent"]],
+        "miou_ci": metrics.get("miou_ci"), "ci": metrics.get("ci"), "per_image": metrics.get("per_image"),
+        "boundary_iou": named(metrics.get("boundary_iou"), names),
+        "mean_boundary_iou": metrics.get("mean_boundary_iou"),
+        "boundary_dilation_ratio": metrics.get("boundary_dilation_ratio"),
+        "mask_ap": metrics.get("mask_ap"), "box_ap": metrics.get("box_ap"),
+        "coco": {k: v for k, v in metrics.items() if k.startswith(("mask_", "box_"))} or None,
+        "max_dets": list(max_dets) if task == "instance" and max_dets else None,
+        "score_threshold": score_threshold if task == "instance" else None,
+    }
+
+
+def model_meta(cfg: RunConfig, info: DatasetInfo, *, model_args: dict[str, Any], model_classes: int, task: str,
+               label_to_class: torch.Tensor | None, fill: int | None, label_names: list[str] | None,
+               max_dets: list[int] | None) -> dict[str, Any]:
+    """The weights' ``model.json``: enough to rebuild the model and to evaluate it as the run did."""
+    return {
+        "model": cfg.model, "model_args": model_args, "num_classes": model_classes, "in_channels": info.in_channels,
+        "class_names": list(info.class_names), "semantic_classes": info.num_classes, "mean": list(info.mean),
+        "std": list(info.std), "ignore_index": info.ignore_index, "dataset": cfg.dataset,
+        "palette": [list(c) for c in info.palette], "eval_size": cfg.eval_size, "eval_tile": cfg.eval_tile,
+        "amp": cfg.amp, "channels_last": cfg.channels_last, "task": task, "name": cfg.display_name(),
+        "score_threshold": cfg.score_threshold, "max_dets": max_dets,
+        "label_to_class": label_to_class.tolist() if label_to_class is not None else None,
+        "fill": fill, "label_names": label_names, "license": info.license, "run_id": cfg.run_id(),
+        "group": cfg.group_id(), "hardware_class": cfg.hardware_class(),
+    }
+
+
+def training_entry(cfg: RunConfig, result: Any, *, steps_per_epoch: int, device: torch.device,
+                   loader: str) -> dict[str, Any]:
+    """The record's ``training``: what was done against the budget, and whether a safety stop hit."""
+    seconds = float(result.seconds)
+    return {
+        "epochs": result.epochs_done, "steps": result.steps_done,
+        "budget": {"epochs": cfg.epochs, "steps": steps_per_epoch * cfg.epochs}, "track": cfg.track,
+        "max_train_seconds": cfg.max_train_seconds, "capped": bool(result.capped), "seconds": round(seconds, 2),
+        "images_per_s": round(result.images / seconds, 2) if seconds > 0 else 0.0, "device": device_name(device),
+        "loader": loader, "world_size": 1, "history": result.history,
+    }
+
+
+def selection_entry(cfg: RunConfig, result: Any, holdout: list[int]) -> dict[str, Any]:
+    """The record's ``selection``: the final checkpoint, or the best on the recorded holdout slice of train."""
+    return {
+        "checkpoint": result.selection, "holdout_images": len(holdout) or None,
+        "holdout_seed": cfg.holdout_seed if holdout else None, "holdout_indices": holdout or None,
+        "selected_epoch": result.selected_epoch,
+    }
+
+
+def build_record(cfg: RunConfig, model: torch.nn.Module, info: DatasetInfo, *, task: str, metrics: dict[str, Any],
+                 test_metrics: dict[str, Any] | None, selection: dict[str, Any], efficiency: dict[str, Any],
+                 training: dict[str, Any], weights: dict[str, str], device: torch.device) -> dict[str, Any]:
+    """A schema-2 record (see the contract in records.py / record_schema.py)."""
+    return {
+        "schema": SCHEMA_VERSION, "id": cfg.run_id(), "group": cfg.group_id(), "hardware_class": cfg.hardware_class(),
+        "model": cfg.display_name(), "family": model.family, "variant": model.variant, "task": task,
+        "dataset": cfg.dataset, "split": cfg.eval_split, "num_classes": info.num_classes,
+        "class_names": list(info.class_names), "metrics": metrics, "test_metrics": test_metrics,
+        "selection": selection, "efficiency": efficiency, "training": training, "config": cfg.to_dict(),
+        "seed": cfg.seed, "versions": versions(), "git_commit": git_commit(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "weights": weights,
+        "hardware": {"device": device_name(device), "cpu": cpu_name(), "cpu_count": torch.get_num_threads(),
+                     "platform": platform.platform()},
+    }

@@ -1,0 +1,216 @@
+"""The result record's schema (version 2): validation and the migration of schema-1 records.
+
+Validation checks what a reader relies on: the fields exist with the right types, every number is finite,
+fractions lie in [0, 1], counts and times are non-negative, a confidence interval is ordered. It raises
+:class:`RecordError` naming the first problem, so a loader can report the file in one line and skip it.
+
+Schema-1 records (before GMACs, selection and safety caps were recorded) are migrated on read
+(:func:`migrate`): ``gmacs = gflops / 2`` (schema 1 counted a multiply-add as two FLOPs),
+``latency.forward_ms = latency.ms`` (it timed the forward pass only), ``end_to_end_ms = null``,
+``selection.checkpoint = "best-val (schema 1)"`` (schema 1 reported its best epoch on the split it scored),
+``training.capped = training.stopped_early``, ``training.track = "time"`` when the config had a wall-time
+budget, and ``hardware_class`` from the device name. Their schema-1 keys stay beside the new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+SCHEMA_VERSION = 2
+HARDWARE_CLASSES = ("cpu", "cuda", "mps")
+MACS_CONVENTION = "1 multiply-add = 1 MAC (torchvision/fvcore 'GFLOPS'); aux head not counted"
+FORWARD_SCOPE = "model forward only, input already normalised on the device"
+END_TO_END_SCOPE = "resize + normalise + forward + argmax/paste + copy back to host; decode excluded"
+
+_TOP: dict[str, tuple[type, ...]] = {
+    "schema": (int,), "id": (str,), "group": (str,), "hardware_class": (str,), "model": (str,), "family": (str,),
+    "variant": (str,), "task": (str,), "dataset": (str,), "split": (str,), "num_classes": (int,),
+    "class_names": (list,), "metrics": (dict,), "test_metrics": (dict, type(None)), "selection": (dict,),
+    "efficiency": (dict,), "training": (dict,), "config": (dict,), "seed": (int,), "versions": (dict,),
+    "git_commit": (str, type(None)), "date": (str,), "weights": (dict,), "hardware": (dict,),
+}
+_FRACTIONS = ("pixel_accuracy", "mean_pixel_accuracy", "miou", "fwiou", "mean_dice", "mean_boundary_iou",
+              "mask_ap", "box_ap")
+_PER_CLASS = ("iou", "accuracy", "dice", "boundary_iou")
+
+
+class RecordError(ValueError):
+    """A record that does not follow the schema; the message names the first problem."""
+
+
+# ---------------------------------------------------------------- value checks
+
+def _number(value: Any, where: str, *, low: float | None = None, high: float | None = None,
+            nullable: bool = True) -> None:
+    if value is None:
+        if not nullable:
+            raise RecordError(f"{where} is missing")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RecordError(f"{where} must be a finite number, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise RecordError(f"{where} must be {span}, got {value!r}")
+
+
+def _fraction(value: Any, where: str, *, nullable: bool = True) -> None:
+    _number(value, where, low=0.0, high=1.0, nullable=nullable)
+
+
+def _metrics(metrics: dict[str, Any], where: str) -> None:
+    """A metrics dict (``metrics`` or ``test_metrics``): fractions, per-class fractions, CI, per-image counts."""
+    for key in _FRACTIONS:
+        _fraction(metrics.get(key), f"{where}.{key}", nullable=key != "miou")
+    for key in _PER_CLASS:
+        values = metrics.get(key)
+        if values is not None and not isinstance(values, dict):
+            raise RecordError(f"{where}.{key} must map class names to fractions")
+        for name, value in (values or {}).items():
+            _fraction(value, f"{where}.{key}.{name}")
+    ci = metrics.get("miou_ci")
+    if ci is not None:
+        if not isinstance(ci, list) or len(ci) != 2:
+            raise RecordError(f"{where}.miou_ci must be [low, high] or null, got {ci!r}")
+        _fraction(ci[0], f"{where}.miou_ci[0]", nullable=False)
+        _fraction(ci[1], f"{where}.miou_ci[1]", nullable=False)
+        if ci[0] > ci[1]:
+            raise RecordError(f"{where}.miou_ci low {ci[0]} is above high {ci[1]}")
+    _per_image(metrics.get("per_image"), f"{where}.per_image")
+    max_dets = metrics.get("max_dets")
+    if max_dets is not None and (not isinstance(max_dets, list) or not max_dets
+                                 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in max_dets)):
+        raise RecordError(f"{where}.max_dets must be a list of positive integers or null, got {max_dets!r}")
+
+
+def _per_image(per_image: Any, where: str) -> None:
+    if per_image is None:
+        return
+    if not isinstance(per_image, dict) or not {"intersection", "union"} <= set(per_image):
+        raise RecordError(f"{where} must hold 'intersection' and 'union' (lists of per-class counts) or be null")
+    inter, union = per_image["intersection"], per_image["union"]
+    if not isinstance(inter, list) or not isinstance(union, list) or len(inter) != len(union):
+        raise RecordError(f"{where}: intersection and union must be lists of the same length")
+    for i, (a, b) in enumerate(zip(inter, union)):
+        if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b):
+            raise RecordError(f"{where}: image {i} has mismatched intersection/union rows")
+        if any(not isinstance(v, int) or v < 0 for v in a + b) or any(x > y for x, y in zip(a, b)):
+            raise RecordError(f"{where}: image {i} needs non-negative integer counts with intersection <= union")
+
+
+# ---------------------------------------------------------------- the record
+
+def validate_record(record: Any) -> None:
+    """Raise RecordError naming the first missing, mistyped or out-of-range field of a schema-2 record
+    (a schema-1 record is judged by its migration, as :func:`records.read_record` would read it)."""
+    if not isinstance(record, dict):
+        raise RecordError("record is not a JSON object")
+    if record.get("schema") == 1:
+        record = migrate(record)
+    if record.get("schema") != SCHEMA_VERSION:
+        raise RecordError(f"schema {record.get('schema')!r} is not {SCHEMA_VERSION}")
+    for key, types in _TOP.items():
+        if key not in record:
+            raise RecordError(f"missing field '{key}'")
+        if not isinstance(record[key], types) or isinstance(record[key], bool):
+            raise RecordError(f"field '{key}' has type {type(record[key]).__name__}")
+    if record["hardware_class"] not in HARDWARE_CLASSES:
+        raise RecordError(f"hardware_class {record['hardware_class']!r} is not one of {', '.join(HARDWARE_CLASSES)}")
+    if record["task"] not in ("semantic", "instance"):
+        raise RecordError(f"task {record['task']!r} is not 'semantic' or 'instance'")
+    _number(record["num_classes"], "num_classes", low=1, nullable=False)
+    _metrics(record["metrics"], "metrics")
+    if record["test_metrics"] is not None:
+        _metrics(record["test_metrics"], "test_metrics")
+    selection = record["selection"]
+    if not isinstance(selection.get("checkpoint"), str):
+        raise RecordError("missing field 'selection.checkpoint'")
+    _number(selection.get("holdout_images"), "selection.holdout_images", low=1)
+    _number(selection.get("selected_epoch"), "selection.selected_epoch", low=0)
+    _efficiency(record["efficiency"])
+    _training(record["training"])
+    for key in ("sha256", "uri"):
+        if not isinstance(record["weights"].get(key), str):
+            raise RecordError(f"missing field 'weights.{key}'")
+
+
+def _efficiency(efficiency: dict[str, Any]) -> None:
+    _number(efficiency.get("params"), "efficiency.params", low=0, nullable=False)
+    for key in ("gmacs", "gmacs_aux"):
+        _number(efficiency.get(key), f"efficiency.{key}", low=0)
+    latency = efficiency.get("latency")
+    if not isinstance(latency, dict) or not isinstance(latency.get("device"), str):
+        raise RecordError("efficiency.latency must hold 'device' and the timings")
+    for key in ("forward_ms", "forward_ms_std", "end_to_end_ms", "end_to_end_ms_std", "mean_detections"):
+        _number(latency.get(key), f"efficiency.latency.{key}", low=0)
+
+
+def _training(training: dict[str, Any]) -> None:
+    for key in ("seconds", "device"):
+        if key not in training:
+            raise RecordError(f"missing field 'training.{key}'")
+    for key in ("seconds", "images_per_s", "epochs", "steps", "max_train_seconds"):
+        _number(training.get(key), f"training.{key}", low=0, nullable=key != "seconds")
+    if not isinstance(training.get("capped"), bool):
+        raise RecordError("training.capped must be true or false")
+    if training.get("track") not in ("steps", "time"):
+        raise RecordError(f"training.track must be 'steps' or 'time', got {training.get('track')!r}")
+
+
+# ---------------------------------------------------------------- schema 1 -> 2
+
+def hardware_class_of(device_name: str) -> str | None:
+    """"cpu" / "cuda" from a recorded device name ("AMD EPYC ... (2 cores)", "NVIDIA H200"); None if unclear."""
+    text = device_name.lower()
+    if any(word in text for word in ("nvidia", "cuda", "geforce", "tesla", "quadro", "rtx", "radeon", "gpu")):
+        return "cuda"
+    if "cores)" in text or text == "cpu" or any(w in text for w in ("intel", "amd ", "epyc", "xeon", "arm", "apple")):
+        return "cpu"
+    return None
+
+
+def migrate(record: dict[str, Any]) -> dict[str, Any]:
+    """A schema-2 copy of a schema-1 record (rules in the module docstring); RecordError if it cannot be."""
+    try:
+        return _migrate(record)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise RecordError(f"schema-1 record cannot be migrated: field {exc} missing or mistyped") from None
+
+
+def _migrate(old: dict[str, Any]) -> dict[str, Any]:
+    record = json.loads(json.dumps(old))  # a deep copy of plain JSON values
+    training, efficiency, config = record["training"], record["efficiency"], record["config"]
+    device = str(training.get("device") or efficiency["latency"].get("device") or "")
+    hardware = hardware_class_of(device)
+    if hardware is None:
+        raise RecordError(f"schema-1 record: cannot tell the hardware class of device {device!r}; rerun it")
+    gflops, latency = efficiency.get("gflops"), efficiency["latency"]
+    efficiency.update(
+        gmacs=None if gflops is None else gflops / 2, gmacs_aux=None, macs_convention=MACS_CONVENTION,
+        macs_input=efficiency.get("flops_input"))
+    latency.update(forward_ms=latency.get("ms"), forward_ms_std=latency.get("ms_std"), end_to_end_ms=None,
+                   end_to_end_ms_std=None, forward_scope=FORWARD_SCOPE, end_to_end_scope=END_TO_END_SCOPE,
+                   inputs="random", mean_detections=None)
+    cap = config.get("max_train_seconds")
+    training.update(capped=bool(training.get("stopped_early", False)), track="time" if cap else "steps",
+                    max_train_seconds=cap, steps=None, budget={"epochs": config.get("epochs"), "steps": None},
+                    world_size=1, loader=training.get("loader", "host"))
+    instance = record["task"] == "instance"
+    record["metrics"].update(miou_ci=None, ci=None, per_image=None, boundary_iou=None, mean_boundary_iou=None,
+                             boundary_dilation_ratio=None, max_dets=[1, 10, 100] if instance else None)
+    group_payload = {k: v for k, v in config.items() if k != "seed"} | {"hardware": hardware, "name": record["model"]}
+    record.update(
+        schema=SCHEMA_VERSION, migrated_from=1, hardware_class=hardware, test_metrics=None,
+        group=hashlib.sha256(json.dumps(group_payload, sort_keys=True, default=str).encode()).hexdigest()[:12],
+        selection={"checkpoint": "best-val (schema 1)", "holdout_images": None, "holdout_seed": None,
+                   "selected_epoch": training.get("best_epoch", training.get("epochs"))})
+    return record
+
+
+def upgrade(record: Any) -> Any:
+    """A schema-1 record migrated to schema 2; anything else unchanged (validation judges it)."""
+    if isinstance(record, dict) and record.get("schema") == 1:
+        return migrate(record)
+    return record

@@ -1,0 +1,235 @@
+"""The runner's data: loaders for one config, the holdout slice carved out of train, the test split if present.
+
+Semantic loaders yield ``(uint8 [B,C,H,W], int64 [B,H,W])`` (lists when evaluation images differ in size);
+instance loaders yield ``(list[uint8 [C,H,W]], list[target])`` whose targets also carry the ``"semantic"``
+int64 [H,W] mask, so every family is scored with the same PA/mPA/mIoU. Ignore value: ``info.ignore_index``.
+
+Selection never looks at the reported split: with ``select_on=holdout`` a fixed, seeded slice of train
+(:func:`holdout_indices`) is removed from training and scored to pick the checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .config import RunConfig
+from .data import DatasetInfo, build_dataset
+from .data.resident import DeviceAugment, NotResident, ResidentLoader, resident_budget
+from .data.transforms import TrainTransform, collate_instance, collate_semantic
+from .device import device_name
+from .errors import SegbenchError
+
+
+# ---------------------------------------------------------------- dataset views
+
+class WithSemantic(Dataset):
+    """Instance samples whose target also carries the semantic mask of the same image (for PA/mPA/mIoU)."""
+
+    def __init__(self, instances: Dataset, semantic: Dataset) -> None:
+        if len(instances) != len(semantic):
+            raise SegbenchError(f"instance and semantic views differ in length ({len(instances)} vs {len(semantic)})")
+        self.instances, self.semantic, self.info = instances, semantic, semantic.info
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def __getitem__(self, i: int):
+        image, target = self.instances[i]
+        return image, {**target, "semantic": self.semantic[i][1]}
+
+
+class Indexed(Dataset):
+    """The samples ``indices`` of a dataset, keeping its ``info`` and instance-view attributes."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
+        self.dataset, self.indices, self.info = dataset, list(indices), dataset.info
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[self.indices[i]]
+
+    def __getattr__(self, name: str):
+        if name in ("dataset", "indices", "info"):
+            raise AttributeError(name)
+        if name == "load":  # the untransformed sample, when the wrapped dataset offers one
+            load = getattr(self.dataset, "load")
+            return lambda i: load(self.indices[i])
+        return getattr(self.dataset, name)
+
+
+def collate_eval(batch: list) -> tuple[Any, Any]:
+    """Stack when all images share a size; otherwise keep lists (evaluated one by one)."""
+    shapes = {tuple(img.shape) for img, _ in batch}
+    if len(shapes) == 1:
+        return collate_semantic(batch)
+    return [img for img, _ in batch], [m for _, m in batch]
+
+
+def train_transform(cfg: RunConfig, info: DatasetInfo) -> TrainTransform | None:
+    if cfg.crop_size is None and cfg.scale_min == cfg.scale_max == 1.0 and not cfg.hflip and not cfg.color_jitter:
+        return None
+    return TrainTransform(crop_size=cfg.crop_size, scale=(cfg.scale_min, cfg.scale_max), hflip=cfg.hflip,
+                          color_jitter=cfg.color_jitter, ignore_index=info.ignore_index)
+
+
+def holdout_indices(cfg: RunConfig, n: int) -> list[int]:
+    """The train indices held out for checkpoint selection: ``holdout_images`` (or ``holdout_fraction`` of ``n``,
+    default 0.1, at least 1) drawn by ``holdout_seed``, sorted; [] unless ``select_on=holdout``."""
+    if cfg.select_on != "holdout":
+        return []
+    k = cfg.holdout_images if cfg.holdout_images is not None else max(1, round(n * (cfg.holdout_fraction or 0.1)))
+    if k >= n:
+        raise SegbenchError(f"holdout of {k} images leaves nothing of the {n} training images; lower holdout_images")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.holdout_seed))
+    return sorted(order[:k].tolist())
+
+
+# ---------------------------------------------------------------- loaders of one config
+
+@dataclass
+class Data:
+    """Everything the runner needs from the data of one config."""
+
+    info: DatasetInfo
+    train: Any  # DataLoader or ResidentLoader; None when weights are reused
+    val: DataLoader
+    select: DataLoader | None  # the holdout slice (select_on=holdout)
+    holdout: list[int]  # its train indices
+    label_to_class: torch.Tensor | None
+    fill: int | None
+    model_classes: int
+    label_names: list[str] | None = None
+
+
+def split_builder(cfg: RunConfig) -> Callable[..., Dataset]:
+    """``build(split, **kwargs)``: one split of the config's dataset, limited to ``limit_images`` if set."""
+    common = dict(root=cfg.data_root, **cfg.dataset_args)
+
+    def build(split: str, **kwargs: Any) -> Dataset:
+        dataset = build_dataset(cfg.dataset, split=split, **common, **kwargs)
+        return Indexed(dataset, range(min(cfg.limit_images, len(dataset)))) if cfg.limit_images else dataset
+
+    return build
+
+
+def eval_loader(dataset: Dataset, *, task: str, batch_size: int, num_workers: int = 0,
+                instances: Dataset | None = None) -> DataLoader:
+    """The evaluation loader of a split (the same for ``run`` and ``eval``): no shuffling, no augmentation."""
+    if task == "instance":
+        return DataLoader(WithSemantic(instances, dataset), batch_size=batch_size, shuffle=False,
+                          num_workers=num_workers, collate_fn=collate_instance)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_eval)
+
+
+def build_data(cfg: RunConfig, task: str, *, need_train: bool, device: torch.device | None = None,
+               log: Callable[[str], None] = print) -> Data:
+    """Loaders for one config. Instance models get instance views plus the semantic masks for scoring."""
+    if task == "instance" and cfg.loader == "device":
+        raise SegbenchError(f"loader=device holds semantic splits only; '{cfg.model}' is an instance model: use loader=auto")
+    build = split_builder(cfg)
+    device = device or torch.device("cpu")
+    val_sem = build(cfg.eval_split)
+    info = val_sem.info
+    n_train = len(build(cfg.train_split)) if cfg.select_on == "holdout" else 0
+    holdout = holdout_indices(cfg, n_train)
+    if task == "instance":
+        return _instance_data(cfg, build, val_sem, holdout, need_train=need_train)
+    select = None
+    if holdout:
+        select = eval_loader(Indexed(build(cfg.train_split), holdout), task=task, batch_size=cfg.batch_size)
+    train_loader: Any = None
+    if need_train:
+        train_loader = _resident_loader(cfg, info, build, holdout, device, log)
+        if train_loader is None:
+            train_ds = _without(build(cfg.train_split, transform=train_transform(cfg, info)), holdout)
+            if len(train_ds) == 0:
+                raise SegbenchError(f"dataset '{cfg.dataset}' split '{cfg.train_split}' is empty; check data_root")
+            train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                                      collate_fn=collate_semantic, generator=torch.Generator().manual_seed(cfg.seed),
+                                      drop_last=len(train_ds) > cfg.batch_size)
+    val = eval_loader(val_sem, task=task, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    return Data(info, train_loader, val, select, holdout, None, None, info.num_classes)
+
+
+def _without(dataset: Dataset, holdout: list[int]) -> Dataset:
+    if not holdout:
+        return dataset
+    held = set(holdout)
+    return Indexed(dataset, [i for i in range(len(dataset)) if i not in held])
+
+
+def _instance_data(cfg: RunConfig, build: Callable[..., Dataset], val_sem: Dataset, holdout: list[int], *,
+                   need_train: bool) -> Data:
+    """Instance views; the class of uncovered pixels (``fill``) comes from the train split, never the scored one."""
+    info = val_sem.info
+    train_inst = build(cfg.train_split, task="instance")
+    fill = getattr(train_inst, "fill", None)
+    val_inst = _with_fill(build(cfg.eval_split, task="instance"), fill)
+    val = eval_loader(val_sem, task="instance", batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                      instances=val_inst)
+    select = None
+    if holdout:
+        select = eval_loader(Indexed(build(cfg.train_split), holdout), task="instance", batch_size=cfg.batch_size,
+                             instances=Indexed(_with_fill(train_inst, fill), holdout))
+    train_loader = None
+    if need_train:
+        train_ds = _without(build(cfg.train_split, task="instance", transform=train_transform(cfg, info)), holdout)
+        train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                                  collate_fn=collate_instance, generator=torch.Generator().manual_seed(cfg.seed))
+    l2c = getattr(val_inst, "label_to_class", None)
+    model_classes = int(getattr(val_inst, "num_labels", len(l2c) if l2c is not None else info.num_classes))
+    names = getattr(val_inst, "label_names", None)
+    return Data(info, train_loader, val, select, holdout, l2c, fill, model_classes,
+                list(names) if names is not None else None)
+
+
+def _with_fill(view: Dataset, fill: int | None) -> Dataset:
+    """An instance view of the same split whose uncovered pixels get class ``fill`` (a semantic view's rule)."""
+    from .data.instances import InstanceView
+
+    base = view.dataset if isinstance(view, Indexed) else view
+    if fill is None or not isinstance(base, InstanceView) or base.fill == fill:
+        return view
+    fixed = InstanceView(base.dataset, min_area=base.min_area, connectivity=base.connectivity, fill=fill)
+    return Indexed(fixed, view.indices) if isinstance(view, Indexed) else fixed
+
+
+def _resident_loader(cfg: RunConfig, info: DatasetInfo, build: Callable[..., Dataset], holdout: list[int],
+                     device: torch.device, log: Callable[[str], None]) -> ResidentLoader | None:
+    """``loader=device`` (or ``auto`` on a GPU): the training split on the device, augmented there; else None."""
+    if cfg.loader == "host" or (cfg.loader == "auto" and device.type != "cuda"):
+        return None
+    try:
+        augment = DeviceAugment(cfg.crop_size, (cfg.scale_min, cfg.scale_max), hflip=cfg.hflip,
+                                color_jitter=cfg.color_jitter, ignore_index=info.ignore_index)
+        t0 = time.perf_counter()
+        loader = ResidentLoader(_without(build(cfg.train_split), holdout), batch_size=cfg.batch_size, device=device,
+                                augment=augment, seed=cfg.seed, num_workers=cfg.num_workers,
+                                max_bytes=resident_budget(device))
+    except NotResident as exc:
+        if cfg.loader == "device":
+            raise SegbenchError(f"loader=device: {exc}; use loader=host") from None
+        log(f"training batches from the host loader ({exc})")
+        return None
+    log(f"training split on {device_name(device)}: {loader.images.shape[0]} images, "
+        f"{loader.nbytes / 2**20:.0f} MiB, loaded in {time.perf_counter() - t0:.1f} s")
+    return loader
+
+
+def find_test_split(cfg: RunConfig) -> Dataset | None:
+    """The dataset's ``test`` split when its data root has one (and it is not the reported split), else None."""
+    if cfg.eval_split == "test":
+        return None
+    try:
+        dataset = split_builder(cfg)("test")
+    except SegbenchError:
+        return None
+    return dataset if len(dataset) else None
