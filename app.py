@@ -57,6 +57,8 @@ def compare_tab(state: AppState) -> None:
     ui.domain.change(partial(compare.on_domain, state), ui.domain, ui.chosen, api_name="models")
     ui.image.upload(partial(compare.on_upload, state), ui.image, [ui.image, ui.status], preprocess=False,
                     api_name="upload")
+    gr.on([ui.gt.upload, ui.gt.clear], partial(compare.on_ground_truth, state), ui.gt, ui.gt_status,
+          preprocess=False, api_name="ground_truth")
     ui.run.click(on_compare, inputs, outputs, preprocess=False, api_name="compare",
                  concurrency_limit=COMPARE_CONCURRENCY, concurrency_id="models")
     if ui.examples is not None:
@@ -87,6 +89,7 @@ def _compare_layout(state: AppState) -> SimpleNamespace:
             with gr.Accordion("Ground-truth mask (optional): scores each model", open=False):
                 ui.gt = gr.File(label="Class-index PNG (or colours of the legend)", type="filepath",
                                 file_types=["image", ".tif", ".tiff"], height=90, elem_id="sb-gt")
+                ui.gt_status = gr.Markdown(elem_id="sb-gt-status")
             with gr.Row():
                 ui.run = gr.Button("Compare", variant="primary", scale=3, elem_id="sb-compare")
                 ui.rescan = gr.Button("Rescan store", scale=1, size="sm")

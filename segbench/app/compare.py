@@ -25,7 +25,7 @@ from ..errors import SegbenchError
 from ..metrics import ConfusionMatrix
 from .catalog import ModelEntry, PredictorCache, default_selection, model_choices, pick_models
 from .config import MAX_MODELS, AppState, dataset_label, one_line
-from .uploads import read_ground_truth, read_upload, upload_path
+from .uploads import check_image_header, read_ground_truth, read_upload, upload_path
 
 @dataclass
 class ModelResult:
@@ -246,6 +246,19 @@ def on_upload(state: AppState, payload: Any) -> tuple[np.ndarray | None, str]:
     notices.insert(0, f"{upload[1]}: {w}x{h}, {'grey' if c == 1 else 'colour'}. Press **Compare**.")
     preview = image.permute(1, 2, 0).numpy()
     return (preview[..., 0] if c == 1 else preview), status_markdown(notices)
+
+
+def on_ground_truth(state: AppState, payload: Any) -> str:
+    """A ground-truth mask was uploaded (or cleared): one line saying the app has it (its header is checked now; its
+    values when Compare runs), '' when cleared."""
+    upload = upload_path(payload)
+    if upload is None:
+        return ""
+    try:
+        width, height = check_image_header(upload[0], name=upload[1], max_pixels=state.cfg.max_pixels)
+    except SegbenchError as exc:
+        return f"**Not usable.** {exc}"
+    return f"Ground truth **{upload[1]}** ({width}x{height}) received: Compare scores each model on it."
 
 
 def on_compare(state: AppState, image_payload: Any, domain: str | None, keys: list[str] | None, alpha: float,

@@ -139,12 +139,15 @@ def find_chromium() -> str | None:
 
 
 def browse(url: str, *, image: str | Path, dataset: str | None, out_dir: str | Path, chromium: str | None = None,
-           ground_truth: str | Path | None = None, timeout_s: float = 120.0) -> dict[str, Any]:
-    """Drive the app like a person: upload ``image``, press Compare, wait for the mask panels; open the leaderboard,
-    filter it by ``dataset`` (unless None), wait for the rows to change, select the first row for its details;
-    open About. Saves compare.png,
-    leaderboard.png and about.png in ``out_dir``.
-    Returns what was seen (panel count, row counts before/after, seconds to the panels)."""
+           ground_truth: str | Path | None = None, timeout_s: float = 240.0) -> dict[str, Any]:
+    """Drive the app like a person: upload ``image`` (and ``ground_truth``), press Compare, wait for the mask panels;
+    open the leaderboard, filter it by ``dataset`` (unless None), wait for the rows to change, select the first row
+    for its details; open About. Saves compare.png, leaderboard.png and about.png in ``out_dir``.
+
+    Every step waits for the app to say it is done (a status line the server wrote, a count, a chip), never for a
+    fixed time; an action whose acknowledgement does not come (a click or an upload lost while a busy machine was
+    still rendering the page) is repeated, up to three times. Returns what was seen (panel counts, row counts
+    before/after, seconds to the panels)."""
     from playwright.sync_api import sync_playwright
 
     out = Path(out_dir)
@@ -155,52 +158,80 @@ def browse(url: str, *, image: str | Path, dataset: str | None, out_dir: str | P
         browser = p.chromium.launch(executable_path=chromium or find_chromium(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1360, "height": 900})
+            page.set_default_timeout(timeout)
             page.goto(url, timeout=timeout)
-            page.locator("#sb-compare").wait_for(timeout=timeout)
-            page.locator("#sb-image input[type=file]").set_input_files(str(image))
-            page.locator("#sb-status").get_by_text("Press Compare").wait_for(timeout=timeout)
+            page.locator("#sb-compare").wait_for()
+            status = page.locator("#sb-status")
+            _until(lambda: page.locator("#sb-image input[type=file]").set_input_files(str(image)),
+                   status.get_by_text(f"{Path(image).name}: "), timeout)
             if ground_truth is not None:
-                page.get_by_text("Ground-truth mask (optional)").click()
-                page.locator("#sb-gt input[type=file]").set_input_files(str(ground_truth))
-                page.locator("#sb-gt").get_by_text(Path(ground_truth).name).wait_for(timeout=timeout)
+                gt = page.locator("#sb-gt")
+                _until(lambda: gt.is_visible() or page.get_by_text("Ground-truth mask (optional)").click(),
+                       gt, timeout)  # the accordion is open
+                _until(lambda: page.locator("#sb-gt input[type=file]").set_input_files(str(ground_truth)),
+                       page.locator("#sb-gt-status").get_by_text(Path(ground_truth).name), timeout)
             t0 = time.perf_counter()
             page.locator("#sb-compare").click()
-            page.locator("#sb-status").get_by_text("Compared").wait_for(timeout=timeout)
-            page.locator("#sb-overlays img").first.wait_for(timeout=timeout)
+            status.get_by_text("Compared").wait_for()
+            page.locator("#sb-overlays img").first.wait_for()
             seen["compare_s"] = time.perf_counter() - t0
             seen["overlays"] = page.locator("#sb-overlays img").count()
             seen["masks"] = page.locator("#sb-masks img").count()
             _settle(page, timeout)
             page.screenshot(path=str(out / "compare.png"), full_page=True)
-
-            page.get_by_role("tab", name="Leaderboard").click()
-            count = page.locator("#sb-count")
-            count.wait_for(timeout=timeout)
-            settled = "([el, text]) => /^\\d+ of \\d+ records$/.test(el.innerText.trim()) && el.innerText.trim() !== text"
-            page.wait_for_function(settled, arg=[count.element_handle(), ""], timeout=timeout)
-            seen["rows_before"] = count.inner_text().strip()
-            if dataset is not None:
-                page.locator("#sb-filter-dataset input").click()
-                page.keyboard.type(dataset)
-                page.keyboard.press("Enter")
-                page.keyboard.press("Escape")
-                # settled on a new "<n> of <m> records" (while the filter runs Gradio adds a timer to the text)
-                page.wait_for_function(settled, arg=[count.element_handle(), seen["rows_before"]], timeout=timeout)
-            seen["rows_after"] = count.inner_text().strip()
-            seen["table_text"] = page.locator("#sb-table").inner_text()
-            page.locator("#sb-table [data-testid=cell-0-0]").click()  # a row's details: config, curve, weights, command
-            page.get_by_text("Reproduce", exact=True).wait_for(timeout=timeout)
-            seen["details_id"] = page.locator("#sb-record-id textarea, #sb-record-id input").first.input_value()
-            page.locator(".js-plotly-plot").first.wait_for(timeout=timeout)
+            seen.update(_browse_leaderboard(page, dataset, timeout))
             _settle(page, timeout)
             page.screenshot(path=str(out / "leaderboard.png"), full_page=True)
 
-            page.get_by_role("tab", name="About").click()
-            page.get_by_text("Datasets and splits").wait_for(timeout=timeout)
+            _until(lambda: page.get_by_role("tab", name="About").click(), page.get_by_text("Datasets and splits"),
+                   timeout)
             page.screenshot(path=str(out / "about.png"), full_page=True)
         finally:
             browser.close()
     return seen
+
+
+def _browse_leaderboard(page, dataset: str | None, timeout: float) -> dict[str, Any]:
+    """Open the Leaderboard tab, filter by ``dataset``, select the first row: what the table said."""
+    seen: dict[str, Any] = {}
+    count = page.locator("#sb-count")
+    _until(lambda: page.get_by_role("tab", name="Leaderboard").click(), count, timeout)
+    settled = "([el, text]) => /^\\d+ of \\d+ records/.test(el.innerText.trim()) && el.innerText.trim() !== text"
+    page.wait_for_function(settled, arg=[count.element_handle(), ""])
+    seen["rows_before"] = count.inner_text().strip()
+    if dataset is not None:
+        def choose():
+            page.locator("#sb-filter-dataset input").click()
+            page.keyboard.type(dataset)
+            page.keyboard.press("Enter")
+            page.keyboard.press("Escape")
+
+        # the chosen dataset shows as a token in the dropdown once Gradio has it
+        _until(choose, page.locator("#sb-filter-dataset .token").get_by_text(dataset), timeout)
+        # settled on a new "<n> of <m> records" (while the filter runs Gradio adds a timer to the text)
+        page.wait_for_function(settled, arg=[count.element_handle(), seen["rows_before"]])
+    seen["rows_after"] = count.inner_text().strip()
+    seen["table_text"] = page.locator("#sb-table").inner_text()
+    details = page.locator("#sb-details").get_by_text("Reproduce", exact=True)
+    _until(lambda: page.locator("#sb-table [data-testid=cell-0-0]").click(), details, timeout)
+    seen["details_id"] = page.locator("#sb-record-id textarea, #sb-record-id input").first.input_value()
+    page.locator(".js-plotly-plot").first.wait_for()
+    return seen
+
+
+def _until(act, done, timeout: float, *, attempts: int = 3) -> None:
+    """Do ``act`` until the locator ``done`` is visible: the app's acknowledgement of it. An act lost before the
+    page was ready is repeated (``attempts`` in all, sharing ``timeout`` ms); the last failure is raised."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(attempts):
+        act()
+        try:
+            done.first.wait_for(timeout=timeout / attempts)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
 
 
 def _settle(page, timeout: float) -> None:
