@@ -384,13 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="list datasets and where their files are found")
     p.set_defaults(func=cmd_data)
 
-    try:
-        from .hub_cli import register
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.hub_cli":
-            raise
-    else:
-        register(sub)
+    from .hub.cli import register  # push, pull (huggingface_hub is imported only when they run)
+
+    register(sub)
     return parser
 
 
