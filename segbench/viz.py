@@ -155,25 +155,46 @@ def _empty_figure(message: str):
     return fig
 
 
+def _error_bars(group) -> dict | None:
+    """Plotly ``error_y`` (in mIoU %) from a frame's ``miou_ci_low``/``miou_ci_high``; None when no row has a CI."""
+    if "miou_ci_low" not in group or "miou_ci_high" not in group:
+        return None
+    low, high, miou = (group[c].astype(float).to_numpy() for c in ("miou_ci_low", "miou_ci_high", "miou"))
+    if not (np.isfinite(low) & np.isfinite(high)).any():
+        return None
+    # rows without a CI draw no bar (0 length); plotly cannot skip single points
+    plus = np.where(np.isfinite(high), (high - miou) * 100, 0.0).clip(min=0)
+    minus = np.where(np.isfinite(low), (miou - low) * 100, 0.0).clip(min=0)
+    return {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus, "thickness": 1.2, "width": 3}
+
+
 def scatter_figure(frame, *, x: str, x_title: str, title: str, pareto: bool = False, log_x: bool = True):
-    """mIoU (%) against column ``x`` of a leaderboard frame (records.records_frame columns), one marker colour per
-    dataset. With ``pareto``, the front (highest mIoU for the cost, per dataset and latency device) is drawn as a
-    line and its points ringed."""
+    """mIoU (%) against column ``x`` of a leaderboard frame (records.load_records columns), one marker colour per
+    dataset, one symbol per hardware class, the mIoU 95% CI (``miou_ci_low``/``high``) as error bars. With
+    ``pareto``, the front (highest mIoU for the cost, per dataset and latency device) is drawn as a line and its
+    points ringed."""
     import plotly.graph_objects as go
 
     data = frame[frame["miou"].notna() & frame[x].notna()]
     if data.empty:
         return _empty_figure("no records with both values")
+    hardware = data["hardware_class"].fillna("?").astype(str) if "hardware_class" in data else None
+    kinds = sorted(set(hardware)) if hardware is not None else []
+    symbols = {h: ("circle", "diamond", "square", "cross")[i % 4] for i, h in enumerate(kinds)}
     fig = go.Figure()
     for dataset, group in data.groupby("dataset", sort=True):
+        hw = hardware[group.index] if hardware is not None else None
         hover = (
             group["model"] + " (" + group["variant"].astype(str) + ")<br>" + group["family"]
             + "<br>device: " + group["latency_device"].fillna("?").astype(str)
+            + ("<br>hardware: " + hw if hw is not None else "")
         )
         fig.add_trace(go.Scatter(
             x=group[x], y=group["miou"] * 100, mode="markers", name=dataset, text=hover,
+            error_y=_error_bars(group),
             hovertemplate="%{text}<br>" + x_title + ": %{x:.3g}<br>mIoU: %{y:.2f}%<extra>" + dataset + "</extra>",
-            marker={"size": 10, "opacity": 0.85, "line": {"width": 0.5, "color": "white"}},
+            marker={"size": 10, "opacity": 0.85, "line": {"width": 0.5, "color": "white"},
+                    "symbol": [symbols[h] for h in hw] if hw is not None else "circle"},
         ))
         if pareto:
             for device, sub in group.groupby(group["latency_device"].fillna("?")):
@@ -185,7 +206,7 @@ def scatter_figure(frame, *, x: str, x_title: str, title: str, pareto: bool = Fa
                 ))
     fig.update_layout(
         template="plotly_white", title=title, height=420, legend_title_text="dataset",
-        xaxis_title=x_title + (" (log scale)" if log_x else ""), yaxis_title="mIoU (%)",
+        xaxis_title=x_title + (" (log scale)" if log_x else ""), yaxis_title="mIoU (%), bars: 95% CI",
         margin={"l": 60, "r": 20, "t": 50, "b": 50},
     )
     if log_x:

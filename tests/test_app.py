@@ -1,4 +1,5 @@
-"""The app (issue #5) through gradio_client against the app launched in-process, plus its logic directly.
+"""The app (issue #5) through gradio_client against the app launched in-process, plus its logic and handlers
+called directly (tests/test_app_handlers.py: ranks, CIs, seeds, hardware, capped runs, every handler).
 
 Fixture: a leaderboard of four records (two with real weights of a tiny U-Net in a store, one CamVid record
 without weights, one instance record) and one malformed record file; images are tiny (<= 64 px).
@@ -24,8 +25,13 @@ from gradio_client import Client, handle_file  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # app.py lives at the top level
 
-from segbench import app_logic as logic  # noqa: E402
-from segbench.bench.app import fake_record, write_model_store  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/app_fixtures.py
+
+from app_fixtures import fake_record, write_model_store  # noqa: E402
+
+from segbench.app import catalog, compare, details, leaderboard, uploads  # noqa: E402
+from segbench.app.config import AppConfig, AppState  # noqa: E402
+from segbench.errors import SegbenchError  # noqa: E402
 from segbench.metrics import ConfusionMatrix  # noqa: E402
 from segbench.predict import Predictor, load_image  # noqa: E402
 from segbench.records import write_record  # noqa: E402
@@ -55,12 +61,17 @@ def fixture_dirs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(fixture_dirs):
+def state(fixture_dirs, tmp_path_factory):
+    board_dir, store = fixture_dirs
+    return AppState.load(AppConfig(leaderboard=board_dir, store=store), workdir=tmp_path_factory.mktemp("work"))
+
+
+@pytest.fixture(scope="module")
+def served(state):
     """The app on 127.0.0.1 (random port) and a gradio_client connected to it."""
     import app
 
-    leaderboard, store = fixture_dirs
-    demo = app.build_app(logic.AppConfig(leaderboard=leaderboard, store=store))
+    demo = app.build_app(state)
     _, url, _ = app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
     client = Client(url, verbose=False, download_files=str(Path(os.environ["GRADIO_TEMP_DIR"]) / "client"))
     yield demo, client
@@ -178,29 +189,35 @@ def test_compare_runs_one_at_a_time(served):
 # ================================================================ leaderboard through gradio_client
 
 
-def test_filter_returns_expected_rows_and_skips_the_malformed_record(served):
-    demo, client = served
-    table, csv_path, count = client.predict([], [], [], "", "", True, logic.CHOOSABLE_COLUMNS, api_name="/filter")
+FILTERS_NONE = [[], [], [], [], "", False, False]  # datasets, families, hardware, devices, search, capped, by seed
+
+
+def test_filter_returns_expected_rows_and_skips_the_malformed_record(served, state):
+    _, client = served
+    table, csv_path, count = client.predict(*FILTERS_NONE, "", True, leaderboard.CHOOSABLE, api_name="/filter")
     assert count == "4 of 4 records"
-    table, csv_path, count = client.predict(["camvid"], [], [], "", "", True, ["Model", "Dataset", "mIoU %"],
-                                            api_name="/filter")
-    assert table["headers"] == ["Model", "Dataset", "mIoU %", "id"]
+    assert "GMACs" in table["headers"] and "End-to-end (ms)" in table["headers"] and "mIoU % (val)" in table["headers"]
+    table, csv_path, count = client.predict(["camvid"], [], [], [], "", False, False, "", True,
+                                            ["model", "dataset", "miou"], api_name="/filter")
+    assert table["headers"] == ["Model", "Dataset", "mIoU % (val)", "id"]
     assert [row[:2] for row in table["data"]] == [["deeplabv3", "camvid"]]
-    assert Path(csv_path).read_text().splitlines()[0] == "Model,Dataset,mIoU %,id"
-    table, _, _ = client.predict([], ["unet"], [], "", "mIoU %", False, ["Model", "mIoU %"], api_name="/filter")
+    assert Path(csv_path).read_text().splitlines()[0] == "Model,Dataset,mIoU % (val),id"
+    table, _, _ = client.predict([], ["unet"], [], [], "", False, False, "miou", False, ["model", "miou"],
+                                 api_name="/filter")
     scores = [row[1] for row in table["data"]]
     assert len(scores) == 2 and scores == sorted(scores)
-    table, _, count = client.predict([], [], [], "MASKR", "", True, ["Model"], api_name="/filter")
+    table, _, count = client.predict([], [], [], [], "MASKR", False, False, "", True, ["model"], api_name="/filter")
     assert [row[0] for row in table["data"]] == ["maskrcnn"] and count == "1 of 4 records"
-    problems = demo.segbench["board"].problems
+    problems = state.board.problems
     assert len(problems) == 1 and "broken--000000000bad.json" in problems[0]
 
 
-def test_details_show_weights_and_command(served):
-    demo, client = served
-    record = demo.segbench["board"].records[0]
-    details, curve = client.predict(record["id"], api_name="/details")
-    assert record["weights"]["sha256"] in details and "python -m segbench train" in details
+def test_details_show_weights_and_command(served, state):
+    _, client = served
+    record = state.board.records[0]
+    text, curve = client.predict(record["id"], api_name="/details")
+    assert record["weights"]["sha256"] in text and "python -m segbench train" in text
+    assert "Selection" in text and "GMACs" in text and "End-to-end" in text
     assert curve is not None
     missing, _ = client.predict("nope", api_name="/details")
     assert "No record" in missing
@@ -208,9 +225,9 @@ def test_details_show_weights_and_command(served):
 
 def test_charts_endpoint(served):
     _, client = served
-    latency, params, heat, heat_dataset = client.predict([], [], [], "", "camvid", api_name="/charts")
+    latency, params, heat, heat_dataset = client.predict(*FILTERS_NONE, "end_to_end_ms", "camvid", api_name="/charts")
     assert all(plot is not None for plot in (latency, params, heat)) and heat_dataset["value"] == "camvid"
-    *_, heat_dataset = client.predict(["balloon"], [], [], "", "camvid", api_name="/charts")
+    *_, heat_dataset = client.predict(["balloon"], *FILTERS_NONE[1:], "forward_ms", "camvid", api_name="/charts")
     assert heat_dataset["value"] == "balloon"  # the heat map follows the dataset filter
 
 
@@ -220,9 +237,18 @@ def test_charts_endpoint(served):
 def test_no_weights_tells_how_to_get_them(tmp_path):
     import app
 
-    demo = app.build_app(logic.AppConfig(leaderboard=tmp_path / "none", store=tmp_path / "empty"))
+    demo = app.build_app(AppState.load(AppConfig(leaderboard=tmp_path / "none", store=tmp_path / "empty"),
+                                       workdir=tmp_path / "work"))
     text = json.dumps(demo.config, default=str)
     assert "python -m segbench run" in text and "No trained weights" in text
+
+
+def test_the_ui_says_gmacs_with_its_convention_never_gflops(served):
+    demo, _ = served
+    text = json.dumps(demo.config, default=str)
+    assert "GFLOPs" not in text and "GMACs" in text
+    assert "multiply-adds" in text and "aux heads not counted" in text
+    assert details.FORWARD_SCOPE in text and details.END_TO_END_SCOPE in text  # latency scopes next to the table
 
 
 # ================================================================ logic
@@ -230,33 +256,33 @@ def test_no_weights_tells_how_to_get_them(tmp_path):
 
 def test_default_selection_is_best_of_each_family():
     def entry(name, family, miou):
-        return logic.ModelEntry(f"d/{name}--x", "d", name, "x", family, "", "semantic", miou, "/w")
+        return catalog.ModelEntry(f"d/{name}--x", "d", name, "x", family, "", "semantic", miou, "/w")
 
     entries = [entry("a", "unet", 0.9), entry("b", "unet", 0.5), entry("c", "fcn", 0.7), entry("d", "maskrcnn", None)]
-    assert logic.default_selection(entries) == ["d/a--x", "d/c--x", "d/d--x"]
+    assert catalog.default_selection(entries) == ["d/a--x", "d/c--x", "d/d--x"]
     models = {"d": entries}
-    assert [e.name for e in logic.pick_models(models, "d", ["other/z--y"])] == ["a", "c", "d"]
-    assert [e.name for e in logic.pick_models(models, "d", ["d/b--x"])] == ["b"]
+    assert [e.name for e in catalog.pick_models(models, "d", ["other/z--y"])] == ["a", "c", "d"]
+    assert [e.name for e in catalog.pick_models(models, "d", ["d/b--x"])] == ["b"]
 
 
 def test_ground_truth_colour_and_binary_masks(tmp_path):
     palette = [(0, 0, 0), (200, 10, 10)]
     rgb = np.zeros((4, 5, 3), dtype=np.uint8)
     rgb[1:3, 1:4] = (200, 10, 10)
-    mask, notices = logic.read_ground_truth(_png(tmp_path / "c.png", rgb), name="c.png", size=(4, 5),
+    mask, notices = uploads.read_ground_truth(_png(tmp_path / "c.png", rgb), name="c.png", size=(4, 5),
                                             num_classes=2, ignore_index=255, palette=palette)
     assert mask.sum() == 6 and notices
     binary = np.where(np.eye(4, dtype=bool), 255, 0).astype(np.uint8)
-    mask, _ = logic.read_ground_truth(_png(tmp_path / "b.png", binary), name="b.png", size=(4, 4), num_classes=2,
+    mask, _ = uploads.read_ground_truth(_png(tmp_path / "b.png", binary), name="b.png", size=(4, 4), num_classes=2,
                                       ignore_index=255, palette=palette)
     assert mask.tolist() == np.eye(4, dtype=int).tolist()
     big = np.kron(np.eye(4, dtype=np.uint8), np.ones((2, 2), dtype=np.uint8))  # 8x8: the image was downscaled 2x
-    mask, notices = logic.read_ground_truth(_png(tmp_path / "big.png", big), name="big.png", size=(4, 4),
+    mask, notices = uploads.read_ground_truth(_png(tmp_path / "big.png", big), name="big.png", size=(4, 4),
                                             num_classes=2, ignore_index=255, palette=palette)
     assert mask.tolist() == np.eye(4, dtype=int).tolist() and "resized" in notices[0]
     rgb[0, 0] = (1, 2, 3)
-    with pytest.raises(logic.SegbenchError, match="#010203"):
-        logic.read_ground_truth(_png(tmp_path / "u.png", rgb), name="u.png", size=(4, 5), num_classes=2,
+    with pytest.raises(SegbenchError, match="#010203"):
+        uploads.read_ground_truth(_png(tmp_path / "u.png", rgb), name="u.png", size=(4, 5), num_classes=2,
                                 ignore_index=255, palette=palette)
 
 
@@ -284,26 +310,26 @@ def _png_header_only(path: Path, width: int, height: int) -> Path:
 def test_read_upload_formats(tmp_path):
     grey16 = tmp_path / "grey16.tif"
     Image.fromarray(np.full((6, 7), 40000, dtype=np.uint16)).save(grey16)
-    image, notices = logic.read_upload(grey16)
+    image, notices = uploads.read_upload(grey16)
     assert image.shape == (1, 6, 7) and image.dtype == torch.uint8 and not notices
     rgba = _png(tmp_path / "rgba.png", np.zeros((5, 4, 4), dtype=np.uint8))
-    assert logic.read_upload(rgba)[0].shape == (3, 5, 4)
+    assert uploads.read_upload(rgba)[0].shape == (3, 5, 4)
 
 
 def test_instance_panels_and_table():
-    entry = logic.ModelEntry("d/m--x", "d", "m", "x", "maskrcnn", "r18", "instance", 0.5, "/w")
+    entry = catalog.ModelEntry("d/m--x", "d", "m", "x", "maskrcnn", "r18", "instance", 0.5, "/w")
     masks = torch.zeros(2, 20, 30, dtype=torch.bool)
     masks[0, 2:8, 2:8], masks[1, 10:18, 12:28] = True, True
     instances = {"boxes": torch.tensor([[2.0, 2, 8, 8], [12, 10, 28, 18]]), "labels": torch.tensor([1, 1]),
                  "scores": torch.tensor([0.9, 0.7]), "masks": masks}
     semantic = masks.any(0).long()
-    result = logic.ModelResult(entry, semantic, instances, 12.0, None, [16, 16])
-    cmp = logic.Comparison(torch.zeros(3, 20, 30, dtype=torch.uint8), [result], ["background", "balloon"],
+    result = compare.ModelResult(entry, semantic, instances, 12.0, None, [16, 16])
+    cmp = compare.Comparison(torch.zeros(3, 20, 30, dtype=torch.uint8), [result], ["background", "balloon"],
                            [(0, 0, 0), (255, 0, 0)], 255, None, [], 0.1)
-    (panel, caption), = logic.instance_panels(cmp, 0.5)
+    (panel, caption), = compare.instance_panels(cmp, 0.5)
     assert panel.shape == (20, 30, 3) and caption == "m · 2 instances"
-    assert logic.results_table(cmp).loc[0, "Runs at"] == "16x16"
-    assert logic.disagreement_panel(cmp)[0] is None
+    assert compare.results_table(cmp).loc[0, "Runs at"] == "16x16"
+    assert compare.disagreement_panel(cmp)[0] is None
 
 
 def test_numeric_columns_sort_as_numbers(tmp_path):
@@ -312,8 +338,8 @@ def test_numeric_columns_sort_as_numbers(tmp_path):
         record = fake_record(i, dataset="camvid", model=f"m{i}")
         record["efficiency"]["receptive_field"] = rf
         records.append(record)
-    board = logic.Leaderboard.from_records(records)
-    table = board.filter(sort_by="RF (px)", descending=True, columns=["Model", "RF (px)"])
+    board = leaderboard.Leaderboard.from_records(records)
+    table = board.filter(sort_by="receptive_field", descending=True, columns=["model", "receptive_field"])
     assert table["RF (px)"].tolist() == [1000, 900, 95]
 
 
@@ -325,7 +351,7 @@ def test_reproduce_command_rebuilds_the_same_config():
     cfg = RunConfig(model="unet_small", dataset="synthetic", epochs=3, lr=0.002, model_args={"base_channels": 8})
     record = fake_record(0, dataset="synthetic")
     record.update(config=cfg.to_dict(), id=cfg.run_id())
-    command = logic.reproduce_command(record)
+    command = details.reproduce_command(record)
     body = command.split("<<'EOF'\n")[1].split("\nEOF")[0]
     assert command.endswith("python -m segbench train unet_small-synthetic.yaml")
     assert make_config(yaml.safe_load(body)).run_id() == record["id"]

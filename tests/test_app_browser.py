@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segbench import app_logic as logic
+from segbench.app.config import AppConfig, AppState
 from segbench.bench.app import browse, find_chromium
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +37,8 @@ def test_upload_compare_and_filter_in_chromium(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(image)
     ground_truth = tmp_path / "truth.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 6, (48, 64), dtype=np.uint8)).save(ground_truth)
-    demo = app.build_app(logic.AppConfig(leaderboard=leaderboard, store=store))
+    state = AppState.load(AppConfig(leaderboard=leaderboard, store=store), workdir=tmp_path / "work")
+    demo = app.build_app(state)
     try:
         _, url, _ = app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
         out = Path(os.environ.get("SEGBENCH_SCREENSHOTS") or tmp_path / "screenshots")

@@ -31,7 +31,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.py sets it (before
 
 import torch  # noqa: E402
 
-from ..records import write_record  # noqa: E402
+from ..records import SCHEMA_VERSION, write_record  # noqa: E402
 
 BENCH_MODELS = [  # (model, options): one per family, as the default CPU suite trains them
     ("unet_small", {}),
@@ -42,79 +42,85 @@ BENCH_MODELS = [  # (model, options): one per family, as the default CPU suite t
 TARGETS = {"startup_s": 10.0, "filter_s": 0.5, "filter_http_s": 0.5, "compare_s": 3.0, "compare_http_s": 3.0}
 
 
-# ================================================================ fixtures
+# ================================================================ generated data
 
 
-def fake_record(i: int, *, dataset: str, model: str = "unet_small", family: str = "unet",
-                class_names: list[str] | None = None, weights_uri: str | None = None, seed: int = 0) -> dict[str, Any]:
-    """A schema-valid record with made-up numbers (for timing and tests, never for the leaderboard)."""
-    rng = random.Random(seed * 100_003 + i)
-    class_names = class_names or ["background", "disc", "rectangle", "triangle", "line", "blob"]
-    run_id = f"{rng.getrandbits(48):012x}"
-    miou = rng.uniform(0.3, 0.9)
+def bench_record(i: int, *, dataset: str, model: str, family: str, class_names: list[str],
+                 weights: dict[str, str] | None = None, run_id: str | None = None) -> dict[str, Any]:
+    """A schema-valid record with made-up numbers, for timing the app only (never for the leaderboard)."""
+    rng = random.Random(i)
+    run_id = run_id or f"{rng.getrandbits(48):012x}"
+    miou, forward = rng.uniform(0.3, 0.9), rng.uniform(1.0, 400.0)
+    latency = {"device": rng.choice(["cpu (2 cores)", "NVIDIA H100"]), "batch_size": 1, "image_size": [96, 96],
+               "precision": "fp32", "forward_ms": forward, "forward_ms_std": 0.5, "end_to_end_ms": 1.3 * forward,
+               "end_to_end_ms_std": 0.5, "ms": forward, "ms_std": 0.5}
     return {
-        "schema": 1, "id": run_id, "model": model, "family": family, "variant": f"v{i % 7}", "task": "semantic",
-        "dataset": dataset, "split": "val", "num_classes": len(class_names), "class_names": class_names,
+        "schema": SCHEMA_VERSION, "id": run_id, "group": run_id[::-1], "model": model, "family": family,
+        "hardware_class": "cuda" if latency["device"].startswith("NVIDIA") else "cpu",
+        "variant": f"v{i % 7}", "task": "semantic", "dataset": dataset, "split": "val",
+        "num_classes": len(class_names), "class_names": class_names,
         "metrics": {"pixel_accuracy": min(1.0, miou + 0.1), "mean_pixel_accuracy": miou + 0.05, "miou": miou,
                     "fwiou": miou, "mean_dice": miou, "iou": {c: rng.uniform(0.1, 1.0) for c in class_names},
-                    "accuracy": {}, "dice": {}, "absent": [], "mask_ap": None, "box_ap": None, "coco": None,
-                    "score_threshold": None},
-        "efficiency": {"params": rng.randint(10_000, 60_000_000), "gflops": rng.uniform(0.1, 200.0),
-                       "flops_input": [3, 96, 96], "receptive_field": rng.randint(40, 900), "output_stride": 8,
-                       "latency": {"device": rng.choice(["cpu (2 cores)", "NVIDIA H100"]), "batch_size": 1,
-                                   "image_size": [96, 96], "ms": rng.uniform(1.0, 500.0), "ms_std": 0.5}},
-        "training": {"epochs": 4, "seconds": rng.uniform(10, 5000), "images_per_s": 50.0, "device": "cpu",
-                     "history": [{"epoch": e, "loss": 1.0 / (e + 1), "miou": miou * e / 4, "lr": 1e-3} for e in range(1, 5)]},
-        "config": {"model": model, "dataset": dataset, "epochs": 4, "seed": seed},
-        "seed": seed, "versions": {"python": "3.11", "torch": torch.__version__}, "git_commit": None,
+                    "accuracy": {}, "dice": {}, "absent": [], "miou_ci": [miou - 0.02, min(1.0, miou + 0.02)],
+                    "mask_ap": None, "box_ap": None, "coco": None, "score_threshold": None},
+        "test_metrics": None,
+        "selection": {"checkpoint": "final", "holdout_images": None, "holdout_seed": None, "selected_epoch": 4},
+        "efficiency": {"params": rng.randint(10_000, 60_000_000), "gmacs": rng.uniform(0.05, 100.0),
+                       "gflops": rng.uniform(0.1, 200.0), "flops_input": [3, 96, 96], "macs_input": [3, 96, 96],
+                       "receptive_field": rng.randint(40, 900), "output_stride": 8, "latency": latency},
+        "training": {"epochs": 4, "steps": 40, "track": "steps", "capped": False, "seconds": rng.uniform(10, 5000),
+                     "images_per_s": 50.0, "device": "cpu",
+                     "history": [{"epoch": e, "loss": 1.0 / (e + 1), "miou": miou * e / 4} for e in range(1, 5)]},
+        "config": {"model": model, "dataset": dataset, "epochs": 4, "seed": 0},
+        "seed": 0, "versions": {"torch": torch.__version__}, "git_commit": None,
         "date": f"2025-01-{1 + i % 28:02d}T00:00:00+00:00",
-        "weights": {"sha256": "0" * 64, "uri": weights_uri or f"local:{dataset}/{model}--{run_id}", "config_uri": ""},
-        "hardware": {"device": "cpu", "cpu": "bench", "cpu_count": 2},
+        "weights": weights or {"sha256": "0" * 64, "uri": f"local:{dataset}/{model}--{run_id}", "config_uri": ""},
+        "hardware": {"device": latency["device"], "cpu": "bench", "cpu_count": 2},
     }
 
 
 def write_fake_leaderboard(root: str | Path, count: int) -> Path:
-    """``count`` fake records spread over four datasets and four families under ``root/records``."""
+    """``count`` generated records spread over four datasets and four families under ``root/records``."""
     families = [("unet_small", "unet"), ("fcn8s", "fcn"), ("deeplabv3", "deeplab"), ("maskrcnn_small", "maskrcnn")]
+    classes = ["background", "disc", "rectangle", "triangle", "line", "blob"]
     for i in range(count):
         model, family = families[i % 4]
-        write_record(fake_record(i, dataset=["synthetic", "isbi2012", "camvid", "balloon"][i // 4 % 4],
-                                 model=f"{model}_{i}", family=family), root)
+        dataset = ["synthetic", "isbi2012", "camvid", "balloon"][i // 4 % 4]
+        write_record(bench_record(i, dataset=dataset, model=f"{model}_{i}", family=family, class_names=classes), root)
     return Path(root)
 
 
-def write_model_store(store_root: str | Path, leaderboard: str | Path | None = None, *,
-                      specs: list[tuple[str, dict]] = BENCH_MODELS, dataset: str = "synthetic",
-                      eval_size: list[int] | None = None) -> list[str]:
-    """Save one randomly initialised model per spec into a LocalStore (with the meta the runner writes), plus a
-    record pointing at it when ``leaderboard`` is given. Returns the weights URIs."""
+def save_random_model(store_root: str | Path, name: str, options: dict, *, dataset: str, run_id: str, seed: int = 0,
+                      eval_size: list[int] | None = None):
+    """Save a randomly initialised ``name`` for ``dataset`` into a LocalStore with the meta the runner writes.
+    Returns (weights dict of the store, model, DatasetInfo)."""
     from ..data import build_dataset
     from ..models import build_model
     from ..store import LocalStore
 
     info = build_dataset(dataset, split="val").info
-    store = LocalStore(store_root)
-    uris = []
-    for i, (name, options) in enumerate(specs):
-        torch.manual_seed(i)
-        model = build_model(name, num_classes=info.num_classes, in_channels=info.in_channels, **options)
+    torch.manual_seed(seed)
+    model = build_model(name, num_classes=info.num_classes, in_channels=info.in_channels, **options)
+    meta = {
+        "model": name, "model_args": {"in_channels": info.in_channels, **options},
+        "num_classes": info.num_classes, "in_channels": info.in_channels, "class_names": list(info.class_names),
+        "semantic_classes": info.num_classes, "mean": list(info.mean), "std": list(info.std),
+        "ignore_index": info.ignore_index, "dataset": dataset, "palette": [list(c) for c in info.palette],
+        "eval_size": eval_size, "eval_tile": None, "task": model.task, "name": name, "score_threshold": 0.5,
+        "label_to_class": None, "fill": 0 if model.task == "instance" else None, "run_id": run_id,
+    }
+    return LocalStore(store_root).save(model, meta, dataset, name, run_id), model, info
+
+
+def write_bench_store(store_root: str | Path, leaderboard: str | Path) -> None:
+    """One random model per BENCH_MODELS entry on the synthetic domain, each with a record pointing at it."""
+    for i, (name, options) in enumerate(BENCH_MODELS):
         run_id = f"{i:012x}"
-        meta = {
-            "model": name, "model_args": {"in_channels": info.in_channels, **options},
-            "num_classes": info.num_classes, "in_channels": info.in_channels, "class_names": list(info.class_names),
-            "semantic_classes": info.num_classes, "mean": list(info.mean), "std": list(info.std),
-            "ignore_index": info.ignore_index, "dataset": dataset, "palette": [list(c) for c in info.palette],
-            "eval_size": eval_size, "eval_tile": None, "task": model.task, "name": name, "score_threshold": 0.5,
-            "label_to_class": None, "fill": 0 if model.task == "instance" else None, "run_id": run_id,
-        }
-        weights = store.save(model, meta, dataset, name, run_id)
-        uris.append(weights["uri"])
-        if leaderboard is not None:
-            record = fake_record(i, dataset=dataset, model=name, family=model.family, class_names=list(info.class_names),
-                                 weights_uri=weights["uri"])
-            record.update(id=run_id, variant=model.variant, task=model.task, weights=weights)
-            write_record(record, leaderboard)
-    return uris
+        weights, model, info = save_random_model(store_root, name, options, dataset="synthetic", run_id=run_id, seed=i)
+        record = bench_record(i, dataset="synthetic", model=name, family=model.family,
+                              class_names=list(info.class_names), weights=weights, run_id=run_id)
+        record.update(variant=model.variant, task=model.task)
+        write_record(record, leaderboard)
 
 
 # ================================================================ headless Chromium
@@ -133,12 +139,15 @@ def find_chromium() -> str | None:
 
 
 def browse(url: str, *, image: str | Path, dataset: str | None, out_dir: str | Path, chromium: str | None = None,
-           ground_truth: str | Path | None = None, timeout_s: float = 120.0) -> dict[str, Any]:
-    """Drive the app like a person: upload ``image``, press Compare, wait for the mask panels; open the leaderboard,
-    filter it by ``dataset`` (unless None), wait for the rows to change, select the first row for its details;
-    open About. Saves compare.png,
-    leaderboard.png and about.png in ``out_dir``.
-    Returns what was seen (panel count, row counts before/after, seconds to the panels)."""
+           ground_truth: str | Path | None = None, timeout_s: float = 240.0) -> dict[str, Any]:
+    """Drive the app like a person: upload ``image`` (and ``ground_truth``), press Compare, wait for the mask panels;
+    open the leaderboard, filter it by ``dataset`` (unless None), wait for the rows to change, select the first row
+    for its details; open About. Saves compare.png, leaderboard.png and about.png in ``out_dir``.
+
+    Every step waits for the app to say it is done (a status line the server wrote, a count, a chip), never for a
+    fixed time; an action whose acknowledgement does not come (a click or an upload lost while a busy machine was
+    still rendering the page) is repeated, up to three times. Returns what was seen (panel counts, row counts
+    before/after, seconds to the panels)."""
     from playwright.sync_api import sync_playwright
 
     out = Path(out_dir)
@@ -149,52 +158,80 @@ def browse(url: str, *, image: str | Path, dataset: str | None, out_dir: str | P
         browser = p.chromium.launch(executable_path=chromium or find_chromium(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1360, "height": 900})
+            page.set_default_timeout(timeout)
             page.goto(url, timeout=timeout)
-            page.locator("#sb-compare").wait_for(timeout=timeout)
-            page.locator("#sb-image input[type=file]").set_input_files(str(image))
-            page.locator("#sb-status").get_by_text("Press Compare").wait_for(timeout=timeout)
+            page.locator("#sb-compare").wait_for()
+            status = page.locator("#sb-status")
+            _until(lambda: page.locator("#sb-image input[type=file]").set_input_files(str(image)),
+                   status.get_by_text(f"{Path(image).name}: "), timeout)
             if ground_truth is not None:
-                page.get_by_text("Ground-truth mask (optional)").click()
-                page.locator("#sb-gt input[type=file]").set_input_files(str(ground_truth))
-                page.locator("#sb-gt").get_by_text(Path(ground_truth).name).wait_for(timeout=timeout)
+                gt = page.locator("#sb-gt")
+                _until(lambda: gt.is_visible() or page.get_by_text("Ground-truth mask (optional)").click(),
+                       gt, timeout)  # the accordion is open
+                _until(lambda: page.locator("#sb-gt input[type=file]").set_input_files(str(ground_truth)),
+                       page.locator("#sb-gt-status").get_by_text(Path(ground_truth).name), timeout)
             t0 = time.perf_counter()
             page.locator("#sb-compare").click()
-            page.locator("#sb-status").get_by_text("Compared").wait_for(timeout=timeout)
-            page.locator("#sb-overlays img").first.wait_for(timeout=timeout)
+            status.get_by_text("Compared").wait_for()
+            page.locator("#sb-overlays img").first.wait_for()
             seen["compare_s"] = time.perf_counter() - t0
             seen["overlays"] = page.locator("#sb-overlays img").count()
             seen["masks"] = page.locator("#sb-masks img").count()
             _settle(page, timeout)
             page.screenshot(path=str(out / "compare.png"), full_page=True)
-
-            page.get_by_role("tab", name="Leaderboard").click()
-            count = page.locator("#sb-count")
-            count.wait_for(timeout=timeout)
-            settled = "([el, text]) => /^\\d+ of \\d+ records$/.test(el.innerText.trim()) && el.innerText.trim() !== text"
-            page.wait_for_function(settled, arg=[count.element_handle(), ""], timeout=timeout)
-            seen["rows_before"] = count.inner_text().strip()
-            if dataset is not None:
-                page.locator("#sb-filter-dataset input").click()
-                page.keyboard.type(dataset)
-                page.keyboard.press("Enter")
-                page.keyboard.press("Escape")
-                # settled on a new "<n> of <m> records" (while the filter runs Gradio adds a timer to the text)
-                page.wait_for_function(settled, arg=[count.element_handle(), seen["rows_before"]], timeout=timeout)
-            seen["rows_after"] = count.inner_text().strip()
-            seen["table_text"] = page.locator("#sb-table").inner_text()
-            page.locator("#sb-table [data-testid=cell-0-0]").click()  # a row's details: config, curve, weights, command
-            page.get_by_text("Reproduce", exact=True).wait_for(timeout=timeout)
-            seen["details_id"] = page.locator("#sb-record-id textarea, #sb-record-id input").first.input_value()
-            page.locator(".js-plotly-plot").first.wait_for(timeout=timeout)
+            seen.update(_browse_leaderboard(page, dataset, timeout))
             _settle(page, timeout)
             page.screenshot(path=str(out / "leaderboard.png"), full_page=True)
 
-            page.get_by_role("tab", name="About").click()
-            page.get_by_text("Datasets and splits").wait_for(timeout=timeout)
+            _until(lambda: page.get_by_role("tab", name="About").click(), page.get_by_text("Datasets and splits"),
+                   timeout)
             page.screenshot(path=str(out / "about.png"), full_page=True)
         finally:
             browser.close()
     return seen
+
+
+def _browse_leaderboard(page, dataset: str | None, timeout: float) -> dict[str, Any]:
+    """Open the Leaderboard tab, filter by ``dataset``, select the first row: what the table said."""
+    seen: dict[str, Any] = {}
+    count = page.locator("#sb-count")
+    _until(lambda: page.get_by_role("tab", name="Leaderboard").click(), count, timeout)
+    settled = "([el, text]) => /^\\d+ of \\d+ records/.test(el.innerText.trim()) && el.innerText.trim() !== text"
+    page.wait_for_function(settled, arg=[count.element_handle(), ""])
+    seen["rows_before"] = count.inner_text().strip()
+    if dataset is not None:
+        def choose():
+            page.locator("#sb-filter-dataset input").click()
+            page.keyboard.type(dataset)
+            page.keyboard.press("Enter")
+            page.keyboard.press("Escape")
+
+        # the chosen dataset shows as a token in the dropdown once Gradio has it
+        _until(choose, page.locator("#sb-filter-dataset .token").get_by_text(dataset), timeout)
+        # settled on a new "<n> of <m> records" (while the filter runs Gradio adds a timer to the text)
+        page.wait_for_function(settled, arg=[count.element_handle(), seen["rows_before"]])
+    seen["rows_after"] = count.inner_text().strip()
+    seen["table_text"] = page.locator("#sb-table").inner_text()
+    details = page.locator("#sb-details").get_by_text("Reproduce", exact=True)
+    _until(lambda: page.locator("#sb-table [data-testid=cell-0-0]").click(), details, timeout)
+    seen["details_id"] = page.locator("#sb-record-id textarea, #sb-record-id input").first.input_value()
+    page.locator(".js-plotly-plot").first.wait_for()
+    return seen
+
+
+def _until(act, done, timeout: float, *, attempts: int = 3) -> None:
+    """Do ``act`` until the locator ``done`` is visible: the app's acknowledgement of it. An act lost before the
+    page was ready is repeated (``attempts`` in all, sharing ``timeout`` ms); the last failure is raised."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(attempts):
+        act()
+        try:
+            done.first.wait_for(timeout=timeout / attempts)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
 
 
 def _settle(page, timeout: float) -> None:
@@ -209,10 +246,11 @@ def screenshots(out_dir: str | Path) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     import app
 
-    demo = app.build_app()
+    state = app.AppState.load(app.AppConfig.from_env(), workdir=app.APP_TMP / "work")
+    demo = app.build_app(state)
     try:
         _, url, _ = app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-        models = demo.segbench["models"]()
+        models = state.models
         if not models:
             raise SystemExit("no weights in the store: train them first (python -m segbench run)")
         domain = next(iter(models))
@@ -264,15 +302,17 @@ def measure_http(cfg, image: Path, keys: list[str], *, repeats: int = 3) -> dict
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     import app
 
-    demo = app.build_app(cfg)
+    state = app.AppState.load(cfg, workdir=app.APP_TMP / "work")
+    demo = app.build_app(state)
     try:
         _, url, _ = app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
         client = Client(url, verbose=False)
         times: dict[str, list[float]] = {"compare_http_s": [], "filter_http_s": []}
         calls = {
-            "compare_http_s": lambda: client.predict(handle_file(str(image)), next(iter(demo.segbench["models"]())),
-                                                     keys, 0.5, None, api_name="/compare"),
-            "filter_http_s": lambda: client.predict(["camvid"], [], [], "unet", "mIoU %", True, [], api_name="/filter"),
+            "compare_http_s": lambda: client.predict(handle_file(str(image)), next(iter(state.models)), keys, 0.5,
+                                                     None, api_name="/compare"),
+            "filter_http_s": lambda: client.predict(["camvid"], [], [], [], "unet", False, False, "miou", True, [],
+                                                    api_name="/filter"),
         }
         for name, call in calls.items():
             call()
@@ -291,29 +331,33 @@ def run(store: Path | None, records: int, repeats: int = 5) -> dict[str, Any]:
     leaderboard = write_fake_leaderboard(work / "leaderboard", records)
     if store is None:
         store = work / "store"
-        write_model_store(store, leaderboard)
+        write_bench_store(store, leaderboard)
     result: dict[str, Any] = {"records": records, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
 
     result["startup_s"] = measure_startup(leaderboard, store)
 
-    from .. import app_logic as logic
+    from ..app import compare as logic
+    from ..app.catalog import PredictorCache, discover_models
+    from ..app.config import AppConfig
+    from ..app.leaderboard import load_leaderboard, write_csv
+    from ..app.uploads import read_upload
     from ..predict import load_image  # noqa: F401 - imported before timing
 
-    cfg = logic.AppConfig(leaderboard=leaderboard, store=store)
+    cfg = AppConfig(leaderboard=leaderboard, store=store)
     t0 = time.perf_counter()
-    board = logic.load_leaderboard(cfg)
+    board = load_leaderboard(cfg)
     result["load_records_s"] = time.perf_counter() - t0
     timings = []
     for datasets, search in [(["camvid"], ""), ([], "unet"), (["synthetic", "isbi2012"], "_1"), ([], "")]:
         t0 = time.perf_counter()
-        table = board.filter(datasets=datasets, search=search, sort_by="mIoU %")
-        logic.write_csv(table, work / "csv")
+        table = board.filter(datasets=datasets, search=search, sort_by="miou")
+        write_csv(table, work / "csv")
         timings.append(time.perf_counter() - t0)
     result["filter_s"] = max(timings)
 
-    models = logic.discover_models(store, board.records)
+    models = discover_models(store, board.records)
     entries = next(iter(models.values()))[:4]
-    cache = logic.PredictorCache()
+    cache = PredictorCache()
     image = torch.randint(0, 256, (3, 512, 512), dtype=torch.uint8)
     image_path = work / "upload.png"
     from PIL import Image
@@ -325,7 +369,7 @@ def run(store: Path | None, records: int, repeats: int = 5) -> dict[str, Any]:
     warm, per_model = [], {e.name: [] for e in entries}
     for _ in range(repeats):
         t0 = time.perf_counter()
-        img, notices = logic.read_upload(image_path)
+        img, notices = read_upload(image_path)
         cmp = logic.compare(img, entries, cache)
         panels = (logic.overlay_panels(cmp, 0.5), logic.mask_panels(cmp), logic.disagreement_panel(cmp),
                   logic.instance_panels(cmp, 0.5), logic.legend(cmp), logic.results_table(cmp))
