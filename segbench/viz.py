@@ -253,9 +253,12 @@ def training_curve_figure(history: list[dict]):
     epochs = [h["epoch"] for h in history]
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=epochs, y=[h.get("loss") for h in history], name="training loss", mode="lines+markers"))
-    miou = [_percent(h.get("miou")) for h in history]
-    if any(v is not None for v in miou):
-        fig.add_trace(go.Scatter(x=epochs, y=miou, name="val mIoU %", mode="lines+markers", yaxis="y2", connectgaps=True))
+    # val_miou: monitoring only (never selects); select_miou: the holdout slice of train; miou: schema-1 records.
+    for key, label in (("val_miou", "val mIoU % (monitor)"), ("select_miou", "holdout mIoU % (selects)"),
+                       ("miou", "val mIoU % (schema 1)")):
+        values = [_percent(h.get(key)) for h in history]
+        if any(v is not None for v in values):
+            fig.add_trace(go.Scatter(x=epochs, y=values, name=label, mode="lines+markers", yaxis="y2", connectgaps=True))
     fig.update_layout(
         template="plotly_white", title="Training curve", height=320, xaxis_title="epoch",
         yaxis={"title": "loss"}, yaxis2={"title": "mIoU %", "overlaying": "y", "side": "right", "rangemode": "tozero"},
