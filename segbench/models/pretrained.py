@@ -14,11 +14,13 @@ import os
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..errors import SegbenchError
 
-__all__ = ["WheelWeights", "EFFICIENTNET_LITE0", "sha256_file", "read_state_dict"]
+__all__ = ["WheelWeights", "EFFICIENTNET_LITE0", "sha256_file", "read_state_dict", "split_param_groups",
+           "freeze_batchnorm"]
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,34 @@ def read_state_dict(path: str, *, what: str) -> dict[str, Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise SegbenchError(f"{path}: {what} is not a state dict of tensors; pass a torch.save(model.state_dict())")
     return dict(state)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fine-tuning recipe helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def split_param_groups(model: nn.Module, encoder: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """``{"encoder": trainable parameters of encoder, "decoder": every other trainable parameter of model}``,
+    each in ``model.parameters()`` order, for an optimizer with a smaller learning rate on a pretrained encoder."""
+    inside = {id(p) for p in encoder.parameters()}
+    groups: dict[str, list[nn.Parameter]] = {"encoder": [], "decoder": []}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups["encoder" if id(p) in inside else "decoder"].append(p)
+    return groups
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.BatchNorm2d`` inside ``module`` (in place) by torchvision's ``FrozenBatchNorm2d`` with the
+    same statistics, affine parameters and eps: fixed per-channel scale and shift, as torchvision's detection
+    models do with pretrained backbones (a batch of 1-2 images gives useless batch statistics)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, key).copy_(getattr(child, key).detach())
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorm(child)
+    return module

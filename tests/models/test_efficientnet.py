@@ -25,7 +25,7 @@ from segbench.models.efficientnet import (
     load_lite0_weights,
     lukemelas_key_table,
 )
-from segbench.models.pretrained import EFFICIENTNET_LITE0
+from segbench.models.pretrained import EFFICIENTNET_LITE0, freeze_batchnorm, split_param_groups
 
 DATA = os.environ.get("SEGBENCH_DATA", "/work/shared/data")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -147,6 +147,34 @@ def test_bad_options_are_one_line():
         EfficientNetLite0(return_layers={"head": "out"})
     with pytest.raises(SegbenchError, match="use 'imagenet' or None"):
         efficientnet_lite0(weights="imagenet21k")
+
+
+# --- fine-tuning helpers -------------------------------------------------------------------------------------------
+
+
+def test_frozen_batchnorm_in_train_mode_computes_the_eval_function():
+    torch.manual_seed(0)
+    net = EfficientNetLite0(return_layers={"stage3": "out"})
+    for m in net.modules():  # non-trivial statistics, as after ImageNet training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, 37, 29)
+    with torch.no_grad():
+        expected = net.eval()(x)["out"]
+        frozen = freeze_batchnorm(net).train()
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.modules())
+        torch.testing.assert_close(frozen(x)["out"], expected, rtol=1e-4, atol=1e-4)
+    assert frozen.stem.bn.eps == 1e-3
+
+
+def test_param_groups_split_encoder_from_the_rest():
+    encoder = EfficientNetLite0()
+    model = torch.nn.ModuleDict({"backbone": encoder, "head": torch.nn.Conv2d(320, 3, 1)})
+    model["backbone"].stem.conv.weight.requires_grad_(False)
+    groups = split_param_groups(model, encoder)
+    assert len(groups["decoder"]) == 2 and sum(p.numel() for p in groups["decoder"]) == 320 * 3 + 3
+    assert sum(p.numel() for p in groups["encoder"]) == 2_958_848 - 3 * 3 * 3 * 32  # frozen ones left out
 
 
 # --- errors ----------------------------------------------------------------------------------------------------------
