@@ -132,8 +132,13 @@ class EfficientNetLite0(nn.Module):
     ``return_layers`` (torchvision ``IntermediateLayerGetter``'s argument) maps stage names to output keys, e.g.
     ``{"stage2": "low", "stage7": "out"}``; default: the five taps under their own names. ``head=True`` makes
     "head" (stride of stage7) available as a tap; ``classifier=True`` adds head and fc for ``classify``.
-    Attributes: ``channels`` and ``strides`` (per output key), ``output_stride``, ``name``, ``first_conv``.
+    Attributes: ``channels`` and ``strides`` (per output key), ``output_stride``, ``name``, ``first_conv``;
+    ``input_mean``/``input_std`` (0..1 scale, per channel): the normalisation the loaded weights expect, None at
+    random init (then the dataset's own statistics are as good as any).
     """
+
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
 
     STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head")
     TAPS = ("stem", "stage2", "stage3", "stage5", "stage7")
@@ -297,4 +302,6 @@ def efficientnet_lite0(*, weights: str | None = None, **options: object) -> Effi
     model = EfficientNetLite0(**options)
     if weights == "imagenet":
         load_lite0_weights(model)
+        channels = model.stem.conv.in_channels
+        model.input_mean, model.input_std = LITE_MEAN[:1] * channels, LITE_STD[:1] * channels
     return model

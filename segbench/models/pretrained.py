@@ -20,7 +20,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from ..errors import SegbenchError
 
 __all__ = ["WheelWeights", "EFFICIENTNET_LITE0", "sha256_file", "read_state_dict", "split_param_groups",
-           "freeze_batchnorm"]
+           "freeze_batchnorm", "input_normalisation"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,20 @@ def split_param_groups(model: nn.Module, encoder: nn.Module) -> dict[str, list[n
         if p.requires_grad:
             groups["encoder" if id(p) in inside else "decoder"].append(p)
     return groups
+
+
+def input_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``(mean, std)`` (0..1 scale, per channel) that the pretrained weights inside ``model`` were trained with, or
+    None when no part declares one (random init: normalise with the dataset's statistics).
+
+    A part declares it with ``input_mean``/``input_std`` attributes (set by e.g. ``efficientnet_lite0`` when it
+    loads ImageNet weights). The engine, the speed measurement and the predictor must all normalise with it.
+    """
+    for module in model.modules():
+        mean, std = getattr(module, "input_mean", None), getattr(module, "input_std", None)
+        if mean is not None and std is not None:
+            return tuple(mean), tuple(std)
+    return None
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:

@@ -25,7 +25,12 @@ from segbench.models.efficientnet import (
     load_lite0_weights,
     lukemelas_key_table,
 )
-from segbench.models.pretrained import EFFICIENTNET_LITE0, freeze_batchnorm, split_param_groups
+from segbench.models.pretrained import (
+    EFFICIENTNET_LITE0,
+    freeze_batchnorm,
+    input_normalisation,
+    split_param_groups,
+)
 
 DATA = os.environ.get("SEGBENCH_DATA", "/work/shared/data")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -79,6 +84,12 @@ def test_grey_input_sums_the_rgb_stem_filters(wheel_file):
     state = torch.load(wheel_file, map_location="cpu", weights_only=True)
     net = efficientnet_lite0(weights="imagenet", in_channels=1)
     assert torch.equal(net.stem.conv.weight, state["_conv_stem.weight"].sum(1, keepdim=True))
+    assert input_normalisation(torch.nn.Sequential(net)) == ((127 / 255,), (128 / 255,))
+
+
+def test_pretrained_weights_declare_their_normalisation(classifier_net):
+    assert input_normalisation(torch.nn.ModuleDict({"backbone": classifier_net})) == (LITE_MEAN, LITE_STD)
+    assert input_normalisation(EfficientNetLite0()) is None  # random init: the dataset's statistics
 
 
 # --- architecture --------------------------------------------------------------------------------------------------
