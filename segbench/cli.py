@@ -176,7 +176,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         pred = predictor(image, with_probs=args.probs)
         viz.palette_png(pred.mask, predictor.palette).save(out / f"{path.stem}_mask.png")
         if predictor.task == "instance":
-            from .models.maskrcnn import draw_instances, instance_id_map
+            from .instance_viz import draw_instances, instance_id_map
             from .instance_eval import coco_results_json
 
             names = predictor.meta.get("label_names") or ["background", *predictor.class_names]
@@ -384,13 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="list datasets and where their files are found")
     p.set_defaults(func=cmd_data)
 
-    try:
-        from .hub_cli import register
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.hub_cli":
-            raise
-    else:
-        register(sub)
+    from .hub.cli import register  # push, pull (huggingface_hub is imported only when they run)
+
+    register(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -80,14 +81,16 @@ class InstanceEvaluator:
 
     Args:
         label_to_category: maps model labels to category ids (COCO's non-contiguous ids); None: id = label.
-        max_dets: detections per image considered, ascending (COCO: 1, 10, 100); AP uses the last.
+        max_dets: detections per image considered, ascending (COCO: 1, 10, 100); AP uses the last, which must be
+            at least the model's ``detections_per_img`` (ISBI images hold 100+ cells; the instance suites pass
+            ``(1, 10, detections_per_img)``), else the lower-scoring detections are dropped (``compute`` warns).
         mask_threshold: probability at which predicted masks are binarised.
 
     ``update(preds, targets, image_ids=None)``: ``preds`` are Mask R-CNN eval outputs (``boxes`` [N,4] xyxy,
     ``labels``, ``scores``, ``masks`` float [N,1,H,W]), ``targets`` instance targets (``boxes``, ``labels``,
     ``masks`` uint8 [M,H,W], optional ``iscrowd``, ``area``); ``image_ids`` default to a running count.
-    ``compute() -> dict[str, float]`` with ``{box,mask}_{ap, ap50, ap75, ap_small, ap_medium, ap_large,
-    ar<d> for each d in max_dets, ar_small, ar_medium, ar_large}``, fractions in [0, 1] or NaN.
+    ``compute()`` returns ``{box,mask}_{ap, ap50, ap75, ap_small, ap_medium, ap_large, ar<d> for each d in
+    max_dets, ar_small, ar_medium, ar_large}`` (fractions in [0, 1] or NaN) and ``max_dets`` (list[int]).
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class InstanceEvaluator:
         self._boxes: list[dict] = []
         self._segms: list[dict] = []
         self._seen_cats: set[int] = set()
+        self._most_detections = 0  # the largest number of detections on one image
 
     def update(
         self,
@@ -155,6 +159,7 @@ class InstanceEvaluator:
         cats = _categories(pred["labels"], self.label_to_category)
         scores = pred["scores"].detach().cpu().tolist()
         self._seen_cats.update(cats)
+        self._most_detections = max(self._most_detections, len(scores))
         for cat, box, score in zip(cats, _xywh(pred["boxes"]), scores):
             self._boxes.append({"image_id": image_id, "category_id": cat, "bbox": box, "score": float(score)})
         if "masks" in pred:
@@ -174,12 +179,20 @@ class InstanceEvaluator:
             "categories": [{"id": c, "name": str(c)} for c in cats],
         }
 
-    def compute(self) -> dict[str, float]:
-        out: dict[str, float] = {}
+    def compute(self) -> dict[str, float | list[int]]:
+        if self._most_detections > self.max_dets[-1]:
+            warnings.warn(
+                f"InstanceEvaluator: an image has {self._most_detections} detections but max_dets ends at "
+                f"{self.max_dets[-1]}: AP and AR count only each image's top {self.max_dets[-1]}; pass "
+                "max_dets=(1, 10, detections_per_img)",
+                stacklevel=2,
+            )
+        out: dict[str, float | list[int]] = {}
         gt_dict = self.coco_ground_truth()
         for prefix, iou_type, results in (("box", "bbox", self._boxes), ("mask", "segm", self._segms)):
             stats = self._evaluate(gt_dict, iou_type, results)
             out.update({f"{prefix}_{k}": v for k, v in stats.items()})
+        out["max_dets"] = list(self.max_dets)
         return out
 
     def _keys(self) -> list[str]:
@@ -199,6 +212,35 @@ class InstanceEvaluator:
         evaluator.params.maxDets = list(self.max_dets)
         evaluator.evaluate()
         evaluator.accumulate()
-        evaluator.summarize()
-        stats = [float(v) for v in evaluator.stats[: len(keys)]]
-        return {k: (math.nan if v < 0 else v) for k, v in zip(keys, stats)}
+        return dict(zip(keys, _summary(evaluator.eval, evaluator.params)))
+
+
+def _summary(accumulated: dict, params) -> list[float]:
+    """The COCO summary in ``InstanceEvaluator._keys`` order, read from ``accumulate()``'s arrays.
+
+    cocoapi's ``summarize`` reads AP at ``maxDets=100`` (and AR at ``maxDets[0..2]``) whatever ``params.maxDets``
+    are, so with 300 detections per image its AP silently ignores detections 101..300 (or finds no entry at all).
+    Reading ``precision`` [T, R, K, A, M] and ``recall`` [T, K, A, M] here puts AP at the last ``maxDets`` for any
+    list. As in cocoapi, -1 marks "nothing to average" (no ground truth of that category/area): the mean skips
+    it, and an empty mean is NaN.
+    """
+    precision = np.asarray(accumulated["precision"])
+    recall = np.asarray(accumulated["recall"])
+    area = {label: i for i, label in enumerate(params.areaRngLbl)}
+    last = len(params.maxDets) - 1
+
+    def mean(values: np.ndarray) -> float:
+        values = values[values > -1]
+        return float(values.mean()) if values.size else math.nan
+
+    def at_iou(threshold: float) -> int:
+        return int(np.flatnonzero(np.isclose(params.iouThrs, threshold))[0])
+
+    return [
+        mean(precision[:, :, :, area["all"], last]),
+        mean(precision[at_iou(0.5), :, :, area["all"], last]),
+        mean(precision[at_iou(0.75), :, :, area["all"], last]),
+        *(mean(precision[:, :, :, area[label], last]) for label in ("small", "medium", "large")),
+        *(mean(recall[:, :, area["all"], m]) for m in range(len(params.maxDets))),
+        *(mean(recall[:, :, area[label], last]) for label in ("small", "medium", "large")),
+    ]

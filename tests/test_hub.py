@@ -18,7 +18,11 @@ import torch
 import yaml
 from torch import nn
 
-from segbench import hub, hub_cli, records
+from segbench import hub, records
+from segbench.hub import cards, names
+from segbench.hub import http as hub_http
+from segbench.hub.cli import register
+from segbench.hub.pull import _VERIFIED
 from segbench.errors import SegbenchError
 from segbench.store import LocalStore, sha256_file
 
@@ -55,8 +59,8 @@ def fake(tmp_path, monkeypatch):
                         "HF_STORED_TOKENS_PATH": str(home / "stored_tokens"), "HF_HUB_DISABLE_XET": True,
                         "HF_HUB_DISABLE_TELEMETRY": True, "HF_HUB_OFFLINE": False}.items():
         monkeypatch.setattr(constants, name, value)
-    monkeypatch.setattr(hub, "BACKOFF_S", 0.0)
-    hub._VERIFIED.clear()
+    monkeypatch.setattr(hub_http, "BACKOFF_S", 0.0)
+    _VERIFIED.clear()
     bars_were_disabled = are_progress_bars_disabled()
     disable_progress_bars()
     yield server
@@ -122,7 +126,7 @@ def local(tmp_path):
 
 def _cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="segbench")
-    hub_cli.register(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(argv))
     return args.func(args)
 
@@ -231,7 +235,7 @@ def test_commit_failure_is_reported_and_rerun_completes(fake, local, capsys):
     out = capsys.readouterr().out
     assert f"FAILED     {CAM}" in out and "HTTP 500" in out and "rerun 'python -m segbench push'" in out
     assert f"pushed     {SYN}" in out and f"pushed     {RESULTS}" in out
-    assert fake.count("POST", rf"/api/models/{CAM}/commit/") == hub.ATTEMPTS  # retried with backoff, then gave up
+    assert fake.count("POST", rf"/api/models/{CAM}/commit/") == hub_http.ATTEMPTS  # retried with backoff, then gave up
     assert "records/camvid/unet_small--bbbbbbbbbbbb.json" not in fake.files(RESULTS, "dataset")  # no dangling URI
     assert _snapshot(board, store.root) == before
 
@@ -338,18 +342,21 @@ def test_pull_without_weights_keeps_hub_uris_and_filters(fake, local, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_app_hub_mode_reads_records_and_weights_through_the_server(fake, local, tmp_path, monkeypatch):
+    """What the app does with $SEGBENCH_HUB_RESULTS / $SEGBENCH_HUB_MODELS: records, then verified weights."""
     board, store, recs = local
     assert _push(board, store) == 0
-    monkeypatch.setenv(hub.ENV_RESULTS, RESULTS)
-    empty = tmp_path / "no-local-records"
-    found, problems, notice = hub.load_leaderboard(empty)
-    assert notice is None and not problems
+    found, problems = hub.load_hub_records(RESULTS)
+    assert not problems
     assert sorted(r["dataset"] for r in found) == ["camvid", "synthetic"]
     assert all(r["weights"]["uri"].startswith("hf://") for r in found)
     cam = next(r for r in found if r["dataset"] == "camvid")
-    folder = hub.resolve_weights(cam, store=LocalStore(tmp_path / "nothing-here"))
+    folder = hub.fetch_weights(hub.hub_weights_uri(cam), cam["weights"]["sha256"])
     assert sha256_file(folder / "model.safetensors") == recs[1]["weights"]["sha256"]
     assert json.loads((folder / "model.json").read_text())["dataset"] == "camvid"
+    # A local record (local: URI) finds its run in the model repos named by $SEGBENCH_HUB_MODELS.
+    monkeypatch.setenv(hub.ENV_MODELS, OWNER)
+    assert hub.hub_weights_uri(recs[1]) == cam["weights"]["uri"] == f"hf://{CAM}/runs/bbbbbbbbbbbb"
+    assert hub.hub_weights_uri(recs[1], models=OWNER + "/segbench-{model}-{dataset}") == cam["weights"]["uri"]
 
     # Tampered on the server: rejected, and the bad copy is not kept in the cache.
     from huggingface_hub import constants
@@ -364,13 +371,12 @@ def test_app_hub_mode_reads_records_and_weights_through_the_server(fake, local, 
     assert sha256_file(good / "model.safetensors") == cam["weights"]["sha256"]
 
 
-def test_app_falls_back_to_local_records_when_hub_unreachable(fake, local, monkeypatch):
-    board, _, _ = local
-    monkeypatch.setenv(hub.ENV_RESULTS, RESULTS)
+def test_unreachable_hub_is_one_line_for_the_app(fake, monkeypatch):
+    """The app shows local records with this line when the results repo cannot be read."""
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
-    found, problems, notice = hub.load_leaderboard(board)
-    assert len(found) == 2 and notice is not None
-    assert "showing the local records" in notice and "\n" not in notice
+    with pytest.raises(SegbenchError, match="cannot read the results") as exc:
+        hub.load_hub_records(RESULTS)
+    assert "\n" not in str(exc.value) and TOKEN not in str(exc.value)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -416,17 +422,17 @@ def test_token_never_appears_in_output_logs_or_files(fake, local, tmp_path, caps
 
 
 def test_repo_names_are_sanitised_and_validated_before_any_request(fake, tmp_path):
-    assert hub.model_repo_id("U-Net small/v2", "cam vid", owner="alice") == "alice/segbench-U-Net-small-v2-cam-vid"
-    assert hub.model_repo_id("a--b", "c..d", owner="o", template="{owner}/{model}_{dataset}") == "o/a-b_c.d"
+    assert names.model_repo_id("U-Net small/v2", "cam vid", owner="alice") == "alice/segbench-U-Net-small-v2-cam-vid"
+    assert names.model_repo_id("a--b", "c..d", owner="o", template="{owner}/{model}_{dataset}") == "o/a-b_c.d"
     with pytest.raises(SegbenchError, match="owner/name"):
-        hub.model_repo_id("m", "d", owner="alice", template="{model}-{dataset}")
+        names.model_repo_id("m", "d", owner="alice", template="{model}-{dataset}")
     with pytest.raises(SegbenchError, match="placeholder"):
-        hub.model_repo_id("m", "d", owner="alice", template="{owner}/{nope}")
+        names.model_repo_id("m", "d", owner="alice", template="{owner}/{nope}")
     with pytest.raises(SegbenchError, match="96"):
-        hub.model_repo_id("m" * 100, "d", owner="alice")
+        names.model_repo_id("m" * 100, "d", owner="alice")
     with pytest.raises(SegbenchError):
-        hub.parse_hf_uri("hf://alice/../etc")
-    assert hub.parse_hf_uri("hf://alice/repo/runs/abc") == ("alice/repo", "runs/abc")
+        names.parse_hf_uri("hf://alice/../etc")
+    assert names.parse_hf_uri("hf://alice/repo/runs/abc") == ("alice/repo", "runs/abc")
     store = LocalStore(tmp_path / "s")
     record = _record(store, "unet_small", "camvid", "dddddddddddd", 0.5)
     with pytest.raises(SegbenchError, match="--owner"):
@@ -439,7 +445,7 @@ def test_model_card_for_unknown_dataset_and_instance_metrics(tmp_path):
 
     record = _record(LocalStore(tmp_path), "maskrcnn_r50", "folder", "eeeeeeeeeeee", 0.3)
     record["task"], record["metrics"]["mask_ap"] = "instance", 0.25
-    card = ModelCard(str(hub.model_card(record, repo_id="o/segbench-maskrcnn_r50-folder", runs=["x1"])))
+    card = ModelCard(str(cards.model_card(record, repo_id="o/segbench-maskrcnn_r50-folder", runs=["x1"])))
     assert card.data.license is None and "unknown" in card.text
     assert {r.metric_type for r in card.data.eval_results} >= {"mean_iou", "mask_ap"}
     assert "`x1`" in card.text and "`eeeeeeeeeeee`" in card.text
@@ -449,7 +455,7 @@ def test_push_one_for_run_push(fake, tmp_path):
     store = LocalStore(tmp_path / "store")
     record = _record(store, "unet_small", "synthetic", "ffffffffffff", 0.5)
     assert hub.check_push_access(owner=OWNER) == OWNER
-    assert hub_cli.push_one(record, store=store, owner=OWNER, log=lambda line: None).ok
+    assert hub.push_one(record, store=store, owner=OWNER, log=lambda line: None).ok
     assert "runs/ffffffffffff/model.safetensors" in fake.files(SYN)
     assert "records/synthetic/unet_small--ffffffffffff.json" in fake.files(RESULTS, "dataset")
     fake.fail("POST", r"/commit/", status=500, times=100)
@@ -481,3 +487,140 @@ def test_run_push_end_to_end_through_the_cli(fake, tmp_path, monkeypatch):
     assert main(argv) == 0
     files = fake.files(RESULTS, "dataset")
     assert any(f.startswith("records/synthetic/unet_small--") for f in files)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cards: every number with how it was measured; dataset terms from DatasetInfo
+# ---------------------------------------------------------------------------------------------------------------
+
+def _schema2(record: dict) -> dict:
+    """The schema-2 keys (contract.md) on top of a schema-1 test record."""
+    record = json.loads(json.dumps(record))
+    record["schema"], record["hardware_class"], record["group"] = 2, "cpu", "0123456789ab"
+    record["metrics"].update(miou_ci=[0.3811, 0.4602], ci={"method": "bootstrap over images, percentile",
+                             "level": 0.95, "resamples": 1000, "seed": 0},
+                             boundary_iou={"bg": 0.7, "a": 0.25, "b": None}, mean_boundary_iou=0.475,
+                             boundary_dilation_ratio=0.02, max_dets=None)
+    record["test_metrics"] = {**record["metrics"], "miou": 0.39, "miou_ci": [0.35, 0.43]}
+    record["selection"] = {"checkpoint": "holdout", "holdout_images": 12, "holdout_seed": 0, "selected_epoch": 2}
+    record["efficiency"] = {
+        "params": 150, "gmacs": 0.123, "gmacs_aux": None, "macs_input": [3, 32, 32], "receptive_field": 5,
+        "macs_convention": "1 multiply-add = 1 MAC (torchvision/fvcore 'GFLOPS'); aux head not counted",
+        "output_stride": 1,
+        "latency": {"device": "cpu", "batch_size": 1, "image_size": [32, 32], "precision": "bf16",
+                    "forward_ms": 1.25, "forward_ms_std": 0.05, "end_to_end_ms": 2.5, "end_to_end_ms_std": 0.1,
+                    "forward_scope": "model forward only, input already normalised on the device",
+                    "end_to_end_scope": "resize + normalise + forward + argmax/paste + copy back to host; "
+                                        "decode excluded", "inputs": "random", "mean_detections": None}}
+    record["training"].update(steps=8, budget={"epochs": 2, "steps": 8}, track="steps", capped=False,
+                              loader="host", world_size=1)
+    record["pretrained"] = {"source": "torchvision:ResNet50_Weights.IMAGENET1K_V1", "sha256": "ab" * 32}
+    return record
+
+
+def test_model_card_states_conventions_next_to_the_numbers(tmp_path):
+    record = _schema2(_record(LocalStore(tmp_path), "unet_small", "camvid", "aaaaaaaaaaaa", 0.42))
+    card = cards.model_card(record, repo_id=CAM)
+    text = card.text
+    for expected in (
+        "| GMACs | 0.1230 | multiply-adds, torchvision/fvcore convention; aux head not counted; input 3x32x32",
+        "| mIoU | 0.4200 | 95% CI [0.3811, 0.4602], bootstrap over images, percentile, 1000 resamples |",
+        "| latency, forward (ms) | 1.25 ± 0.05 | model forward only, input already normalised on the device |",
+        "| latency, end to end (ms) | 2.50 ± 0.10 | resize + normalise + forward",
+        "device cpu, batch 1, 32x32, bf16, inputs: random",
+        "| Boundary IoU (mean) | 0.4750 | Cheng et al. 2021; band 2% of the image diagonal; mean over classes |",
+        "best mIoU on a holdout slice of train (12 images, seed 0), epoch 2",
+        "Scores are on the `val` split", "`cpu` hardware", "| hardware class | cpu |",
+        "On the `test` split", "| mIoU | 0.3900 | 95% CI [0.3500, 0.4300]",
+        "| optimizer steps | 8 |", "| budget | 2 epochs, 8 steps |", "| capped | no |",
+        "`torchvision:ResNet50_Weights.IMAGENET1K_V1` (sha256 `" + "ab" * 32 + "`)",
+    ):
+        assert expected in text, expected
+    assert "None" not in text and "GMACs with aux head" not in text  # unknown values are left out
+    assert "mean detections" not in text and "GFLOPs" not in text
+    splits = {(r.metric_type, r.dataset_split) for r in card.data.eval_results}
+    assert {("mean_iou", "val"), ("mean_iou", "test"), ("boundary_iou", "val")} <= splits
+
+
+def test_model_card_reads_schema_1_records(tmp_path):
+    record = _record(LocalStore(tmp_path), "unet_small", "camvid", "aaaaaaaaaaaa", 0.42)  # gflops 0.01, ms 1.5
+    text = cards.model_card(record, repo_id=CAM).text
+    assert "| GMACs | 0.0050 | GFLOPs / 2 of a schema-1 record" in text
+    assert "| latency, forward (ms) | 1.50 ± 0.10 | batch-1 forward through the predict path (schema-1 record) |" in text
+    assert "| mIoU | 0.4200 |  |" in text  # no CI recorded: none invented
+    for absent in ("None", "95% CI", "end to end", "holdout", "hardware class", "Pretrained backbone"):
+        assert absent not in text, absent
+
+
+def test_instance_card_gives_mask_ap_with_max_dets(tmp_path):
+    record = _schema2(_record(LocalStore(tmp_path), "maskrcnn_r50", "balloon", "eeeeeeeeeeee", 0.3))
+    record["task"] = "instance"
+    record["metrics"].update(mask_ap=0.25, box_ap=0.3, max_dets=[1, 10, 100])
+    record["efficiency"]["latency"].update(mean_detections=3.5, inputs="val images [0..7] (8)")
+    text = cards.model_card(record, repo_id="o/segbench-maskrcnn_r50-balloon").text
+    assert "| mask AP | 0.2500 | COCO AP@[.50:.95], 101 recall points, maxDets 100 |" in text
+    assert "| mean detections per image | 3.50 |" in text and "inputs: val images [0..7] (8)" in text
+
+
+def test_dataset_terms_and_names_come_from_dataset_info(tmp_path, monkeypatch):
+    from segbench.data import DatasetInfo, dataset_info
+
+    camvid = dataset_info("camvid")
+    assert cards.data_terms("camvid") == (camvid.hub_license, f"{camvid.license}. Citation: {camvid.citation}")
+    assert cards.data_terms("balloon")[0] == "mit" and "Abdulla 2017" in cards.data_terms("balloon")[1]
+    assert cards.data_terms("isbi2012")[0] is None and "Cardona" in cards.data_terms("isbi2012")[1]
+    assert cards.data_terms("coco") == (None, cards.UNKNOWN_TERMS)  # no static info: its terms come with the files
+    assert cards.dataset_label("coco") == "coco" and cards.dataset_label("camvid") == camvid.label
+
+    info = DatasetInfo(name="camvid", num_classes=3, class_names=("bg", "a", "b"), license="Terms X",
+                       hub_license="other", display_name="Street Set", citation="Someone 2024")
+    monkeypatch.setattr(cards, "dataset_info", lambda name: info)
+    card = cards.model_card(_record(LocalStore(tmp_path), "unet_small", "camvid", "aaaaaaaaaaaa", 0.4), repo_id=CAM)
+    assert card.data.license == "other" and card.text.lstrip().startswith("# unet_small on Street Set")
+    assert "Street Set: Terms X. Citation: Someone 2024. These weights" in card.text
+    assert next(iter(card.data.eval_results)).dataset_name == "Street Set"
+
+
+def test_leaderboard_csv_and_results_card_carry_the_convention_columns(tmp_path):
+    import csv
+    import io
+
+    store = LocalStore(tmp_path)
+    new = _schema2(_record(store, "unet_small", "camvid", "aaaaaaaaaaaa", 0.42))
+    old = _record(store, "unet_small", "camvid", "bbbbbbbbbbbb", 0.40)  # schema 1
+    rows = list(csv.DictReader(io.StringIO(cards.results_table([old, new]).decode())))
+    assert [r["id"] for r in rows] == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]  # best mIoU first
+    first, second = rows
+    assert float(first["gmacs"]) == 0.123 and float(second["gmacs"]) == 0.005
+    assert float(first["forward_ms"]) == 1.25 and float(first["end_to_end_ms"]) == 2.5
+    assert float(second["forward_ms"]) == 1.5 and second["end_to_end_ms"] == ""
+    assert (float(first["miou_ci_low"]), float(first["miou_ci_high"])) == (0.3811, 0.4602)
+    assert first["hardware_class"] == "cpu" and first["selection"] == "holdout"
+    assert float(first["mean_boundary_iou"]) == 0.475 and first["pretrained_sha256"] == "ab" * 32
+    assert "path" not in first and first["weights_uri"].startswith("local:")
+    text = cards.results_card([old, new], repo_id=RESULTS)
+    assert "| 0.4200 [0.3811, 0.4602] |" in text and "## Columns" in text and "None" not in text
+    assert "CamVid (street scenes)" in text and "torchvision/fvcore" in text
+
+
+def test_cli_help_does_not_import_huggingface_hub():
+    """`--help` stays fast: registering push/pull loads nothing heavy."""
+    import subprocess
+    import sys
+
+    code = "import sys, segbench.cli as c; c.build_parser(); assert 'huggingface_hub' not in sys.modules, 'hub'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_pull_stays_the_function_when_its_module_binds_the_name():
+    """Loading a submodule sets the package attribute of its name; the lazily exported ``pull`` must survive it."""
+    import sys
+
+    from segbench.hub.pull import pull as direct
+
+    setattr(hub, "pull", sys.modules["segbench.hub.pull"])  # what the import system does on a first load
+    assert hub.pull is direct and callable(hub.pull)
+    from segbench.hub import pull
+
+    assert pull is direct

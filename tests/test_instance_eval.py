@@ -81,7 +81,8 @@ def _pycocotools_stats(preds, targets, image_ids, iou_type, max_dets):
     """The reference: build the COCO dicts independently and run pycocotools."""
     images, anns, results = [], [], []
     for pred, target, image_id in zip(preds, targets, image_ids):
-        images.append({"id": image_id, "height": H, "width": W})
+        height, width = target["masks"].shape[-2:]
+        images.append({"id": image_id, "height": int(height), "width": int(width)})
         for m, label, crowd, box in zip(target["masks"], target["labels"], target["iscrowd"], target["boxes"]):
             rle = pmask.encode(np.asfortranarray(m.numpy()))
             x0, y0, x1, y1 = box.tolist()
@@ -121,7 +122,12 @@ def test_equals_pycocotools(max_dets):
     evaluator = InstanceEvaluator(label_to_category=torch.tensor(LABEL_TO_CATEGORY), max_dets=max_dets)
     evaluator.update(preds[:2], targets[:2], image_ids[:2])
     evaluator.update(preds[2:], targets[2:], image_ids[2:])
-    ours = evaluator.compute()
+    if max_dets[-1] < 6:  # the fixture has 6 detections per image
+        with pytest.warns(UserWarning, match="top 5"):
+            ours = evaluator.compute()
+    else:
+        ours = evaluator.compute()
+    assert ours["max_dets"] == list(max_dets)
     keys = ["ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", *(f"ar{d}" for d in max_dets),
             "ar_small", "ar_medium", "ar_large"]  # fmt: skip
     for prefix, iou_type in (("box", "bbox"), ("mask", "segm")):
@@ -147,7 +153,8 @@ def test_perfect_predictions_and_empty():
     out = evaluator.compute()
     assert out["mask_ap"] == pytest.approx(1.0) and out["box_ap50"] == pytest.approx(1.0)
     evaluator.reset()
-    assert all(math.isnan(v) for v in evaluator.compute().values())
+    empty = evaluator.compute()
+    assert empty.pop("max_dets") == [1, 10, 100] and all(math.isnan(v) for v in empty.values())
     with pytest.raises(SegbenchError, match="max_dets"):
         InstanceEvaluator(max_dets=(10, 1))
 
@@ -162,3 +169,73 @@ def test_coco_results_json_maps_categories():
     assert isinstance(first["segmentation"]["counts"], str) and first["segmentation"]["size"] == [H, W]
     decoded = pmask.decode({"size": [H, W], "counts": first["segmentation"]["counts"].encode()})
     assert torch.equal(torch.from_numpy(decoded), (preds[0]["masks"][0, 0] >= 0.5).to(torch.uint8))
+
+
+def _many_cells(n_images: int, cells: int, extra: int, seed: int = 0):
+    """ISBI-like images: ``cells`` 6x6 objects on a grid per image; predictions are the objects jittered by up to
+    one pixel with random scores, plus ``extra`` random false positives."""
+    gen = torch.Generator().manual_seed(seed)
+    h, w = 10 * ((cells + 14) // 15), 150
+    targets, preds = [], []
+    for _ in range(n_images):
+        masks = torch.zeros(cells, h, w, dtype=torch.uint8)
+        for i in range(cells):
+            y, x = 10 * (i // 15) + 2, 10 * (i % 15) + 2
+            masks[i, y : y + 6, x : x + 6] = 1
+        boxes = torch.stack([torch.tensor(_box_of(m)) for m in masks])
+        targets.append({"boxes": boxes, "labels": torch.ones(cells, dtype=torch.int64), "masks": masks})
+        shifts = torch.randint(-1, 2, (cells, 2), generator=gen).tolist()
+        shifted = torch.stack([m.roll(tuple(shift), (0, 1)) for m, shift in zip(masks, shifts)])
+        noise = torch.zeros(extra, h, w, dtype=torch.uint8)
+        for j in range(extra):
+            y, x = int(torch.randint(0, h - 5, (1,), generator=gen)), int(torch.randint(0, w - 5, (1,), generator=gen))
+            noise[j, y : y + 5, x : x + 5] = 1
+        masks_p = torch.cat([shifted, noise])
+        preds.append({
+            "boxes": torch.stack([torch.tensor(_box_of(m)) for m in masks_p]),
+            "labels": torch.ones(len(masks_p), dtype=torch.int64),
+            "scores": torch.rand(len(masks_p), generator=gen),
+            "masks": masks_p[:, None].float(),
+        })  # fmt: skip
+    return preds, targets
+
+
+def _box_of(m):
+    ys, xs = torch.nonzero(m, as_tuple=True)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def test_150_perfect_instances_score_ap_1_at_matching_max_dets():
+    # One image with 150 objects (ISBI val slices hold 99-122 cells; the model makes up to 300 detections).
+    _, targets = _many_cells(1, 150, 0)
+    perfect = [{"boxes": t["boxes"], "labels": t["labels"], "scores": torch.linspace(1, 0.5, len(t["labels"])),
+                "masks": t["masks"][:, None].float()} for t in targets]  # fmt: skip
+    evaluator = InstanceEvaluator(max_dets=(1, 10, 300))
+    evaluator.update(perfect, targets)
+    out = evaluator.compute()
+    assert out["mask_ap"] == pytest.approx(1.0) and out["box_ap"] == pytest.approx(1.0)
+    assert out["mask_ar300"] == pytest.approx(1.0) and out["max_dets"] == [1, 10, 300]
+
+    capped = InstanceEvaluator()  # COCO's (1, 10, 100): only 100 of 150 objects can be found
+    capped.update(perfect, targets)
+    with pytest.warns(UserWarning, match="150 detections but max_dets ends at 100"):
+        low = capped.compute()
+    assert low["mask_ap"] < 0.7 and low["max_dets"] == [1, 10, 100]
+
+
+def test_equals_pycocotools_with_300_detections():
+    # 250 detections per image, more than COCO's 100; the reference helper maps label 1 -> category 5.
+    preds, targets = _many_cells(2, 150, 100, seed=1)
+    for t in targets:
+        t["iscrowd"] = torch.zeros(len(t["labels"]), dtype=torch.int64)
+    evaluator = InstanceEvaluator(label_to_category=LABEL_TO_CATEGORY, max_dets=(1, 10, 300))
+    evaluator.update(preds, targets, [1, 2])
+    ours = evaluator.compute()
+    keys = ["ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar1", "ar10", "ar300", "ar_small",
+            "ar_medium", "ar_large"]  # fmt: skip
+    for prefix, iou_type in (("box", "bbox"), ("mask", "segm")):
+        reference = _pycocotools_stats(preds, targets, [1, 2], iou_type, (1, 10, 300))
+        for key, ref in zip(keys, reference):
+            value = ours[f"{prefix}_{key}"]
+            assert (math.isnan(value) and ref < 0) or value == pytest.approx(ref, abs=1e-12), f"{prefix}_{key}"
+    assert 0.05 < ours["mask_ap"] < 0.95 and ours["mask_ar300"] > ours["mask_ar10"]

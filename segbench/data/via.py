@@ -243,3 +243,6 @@ def build(
 ) -> BalloonVIA:
     """``build_dataset("balloon", split="train"|"val", root=..., task="instance"|"semantic")``."""
     return BalloonVIA(root, split, task=task, transform=transform, annotations=annotations)
+
+
+build.info = INFO  # type: ignore[attr-defined]  (data.dataset_info("balloon") reads it: no files needed)

@@ -13,10 +13,14 @@ One model class, four wirings: ``backbone`` -> ``aspp`` -> (``decoder`` with str
 - v3+ ``deeplabv3plus``: the v3 encoder plus the decoder (v3+ Sec. 3.1): stride-4 features reduced to 48
   channels, concatenated with the up-sampled ASPP output, two 3x3 convs, 1x1 head.
 
-Every model maps ``float32 [B, in_channels, H, W]`` (normalised) to ``{"out": float32 logits [B, K, H, W]}`` and,
-with ``aux=True`` in training mode, ``"aux"`` logits of the same shape (loss weight ``model.aux_weight``, applied by
-the engine). Any H, W >= 1; batch size 1 trains (the image-pooling BN falls back to running statistics).
-``model.output_stride`` is the encoder's (the option value).
+Every model is a ``Segmenter`` (segmenter.py): ``float32 [B, in_channels, H, W]`` (normalised) ->
+``{"out": float32 logits [B, K, H, W]}`` and, with ``aux=True`` in training mode, ``"aux"`` logits of the same shape
+(the engine weighs that loss by the run's ``aux_weight``). Any H, W >= 1; batch size 1 trains (the image-pooling
+BN falls back to running statistics). ``model.output_stride`` is the encoder's (the option value).
+
+Options (``DEFAULTS``): ``in_channels`` (int), ``backbone`` (name), ``output_stride`` (8, 16 or 32),
+``multi_grid`` (layer4 unit rates or None), ``backbone_weights`` (local file or torchvision URL, None = random),
+``width`` (channel multiplier, float), ``aux`` (bool).
 """
 
 from __future__ import annotations
@@ -29,9 +33,24 @@ from torch import Tensor, nn
 
 from ..errors import SegbenchError, nearest
 from .backbones import MobileNetV3Backbone, ResNetBackbone, VGG16Backbone, load_backbone_weights, scaled
-from .fcn import FCNHead, _describe, _variant, resize
+from .options import merge_options
+from .segmenter import FCNHead, Segmenter, resize, variant_name
 
-__all__ = ["BUILDERS", "DeepLab", "ASPP", "ASPPSum", "Decoder"]
+__all__ = ["BUILDERS", "DEFAULTS", "TASK", "ASPP", "ASPPSum", "Decoder", "ImagePooling", "PooledBatchNorm"]
+
+TASK = "semantic"
+
+_COMMON = {"in_channels": 3, "backbone_weights": None, "width": 1.0}
+_V3 = {"in_channels": 3, "backbone": "resnet50", "output_stride": 16, "multi_grid": (1, 2, 4),
+       "backbone_weights": None, "width": 1.0, "aux": False}  # fmt: skip
+DEFAULTS: dict[str, dict[str, object]] = {
+    "deeplabv1": _COMMON,
+    "deeplabv2": {"in_channels": 3, "backbone": "resnet101", "backbone_weights": None, "width": 1.0, "aux": False},
+    "deeplabv3": _V3,
+    "deeplabv3plus": _V3,
+    "deeplabv3plus_mobilenet": {**_COMMON, "aux": False},
+}
+_MOBILENET = {"backbone": "mobilenet_v3_large", "output_stride": 16, "multi_grid": None}  # the CPU preset's fixed part
 
 # ----------------------------------------------------------------------------------------------------------------
 # Parts
@@ -129,36 +148,6 @@ class Decoder(nn.Module):
         return self.fuse(torch.cat([resize(x, low.shape[-2:]), self.reduce(low)], dim=1))
 
 
-class DeepLab(nn.Module):
-    """``backbone`` -> ``aspp`` -> ``decoder`` (v3+ only) -> ``head`` -> bilinear up-sampling; ``aux`` on "aux"."""
-
-    def __init__(
-        self,
-        *,
-        backbone: nn.Module,
-        aspp: nn.Module,
-        head: nn.Module,
-        decoder: Decoder | None = None,
-        aux: nn.Module | None = None,
-    ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.aspp = aspp
-        self.decoder = decoder
-        self.head = head
-        self.aux = aux
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        features = self.backbone(x)
-        y = self.aspp(features["out"])
-        if self.decoder is not None:
-            y = self.decoder(y, features["low"])
-        result = {"out": resize(self.head(y), x.shape[-2:])}
-        if self.aux is not None and self.training:
-            result["aux"] = resize(self.aux(features["aux"]), x.shape[-2:])
-        return result
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Wiring
 # ----------------------------------------------------------------------------------------------------------------
@@ -193,14 +182,6 @@ def _head(in_channels: int, num_classes: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, num_classes, 1)
 
 
-def _finish(model: DeepLab, backbone_name: str, output_stride: int, width: float, aux_weight: float) -> DeepLab:
-    return _describe(
-        model, family="deeplab", output_stride=output_stride,
-        variant=_variant(f"{backbone_name}-os{output_stride}", width),
-        aux_weight=aux_weight if model.aux is not None else 0.0,
-    )
-
-
 def _aux(backbone: nn.Module, num_classes: int, aux: bool) -> FCNHead | None:
     return FCNHead(backbone.channels["aux"], num_classes) if aux else None
 
@@ -210,121 +191,90 @@ def _aspp_rates(output_stride: int) -> tuple[int, ...]:
     return tuple(r * 16 // output_stride for r in (6, 12, 18))
 
 
+def _deeplabv3(
+    *,
+    num_classes: int,
+    decoder: bool,
+    in_channels: int,
+    backbone: str,
+    output_stride: int,
+    multi_grid: Sequence[int] | None,
+    backbone_weights: str | None,
+    width: float,
+    aux: bool,
+) -> Segmenter:
+    """v3 (``decoder=False``) or v3+ wiring: backbone -> ASPP -> (decoder on stride-4 features) -> 1x1 head."""
+    net = _backbone(
+        backbone, in_channels=in_channels, width=width, output_stride=output_stride, multi_grid=multi_grid,
+        weights=backbone_weights,
+    )
+    channels = scaled(256, width)
+    return Segmenter(
+        net,
+        _head(channels, num_classes),
+        _aux(net, num_classes, aux),
+        Decoder(channels, net.channels["low"], reduced=scaled(48, width), channels=channels) if decoder else None,
+        aspp=ASPP(net.channels["out"], _aspp_rates(output_stride), channels),
+        family="deeplab",
+        variant=variant_name(f"{backbone}-os{output_stride}", width),
+        output_stride=output_stride,
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Builders
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def deeplabv1(
-    *, num_classes: int, in_channels: int = 3, backbone_weights: str | None = None, width: float = 1.0
-) -> DeepLab:
+def deeplabv1(*, num_classes: int, **options: object) -> Segmenter:
     """DeepLab-LargeFOV (v1 Sec. 4.1): VGG16 at output stride 8, fc6 3x3x1024 dilated by 12, fc8 head."""
-    backbone = VGG16Backbone(style="largefov", in_channels=in_channels, width=width)
-    load_backbone_weights(backbone, backbone_weights)
+    options = merge_options("deeplabv1", DEFAULTS["deeplabv1"], options)
+    backbone = VGG16Backbone(style="largefov", in_channels=options["in_channels"], width=options["width"])
+    load_backbone_weights(backbone, options["backbone_weights"])
     head = _head(backbone.channels["out"], num_classes)
     nn.init.normal_(head.weight, std=0.01)  # fc8 of the reference prototxt
     nn.init.zeros_(head.bias)
     # No ASPP in v1: the single dilated fc6 (LargeFOV) lives in the backbone.
-    model = DeepLab(backbone=backbone, aspp=nn.Identity(), head=head)
-    return _describe(
-        model, family="deeplab", output_stride=8, variant=_variant("vgg16-largefov", width), aux_weight=0.0
-    )
+    variant = variant_name("vgg16-largefov", options["width"])
+    return Segmenter(backbone, head, family="deeplab", variant=variant, output_stride=8)
 
 
-def deeplabv2(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "resnet101",
-    backbone_weights: str | None = None,
-    width: float = 1.0,
-    aux: bool = False,
-    aux_weight: float = 0.4,
-) -> DeepLab:
+def deeplabv2(*, num_classes: int, **options: object) -> Segmenter:
     """DeepLab v2: ResNet-101 (or -50) at output stride 8; ASPP-L sums four 3x3 classifiers, rates 6/12/18/24."""
+    options = merge_options("deeplabv2", DEFAULTS["deeplabv2"], options)
     net = _backbone(
-        backbone, in_channels=in_channels, width=width, output_stride=8, multi_grid=None, weights=backbone_weights,
-        choices=("resnet50", "resnet101"),
+        options["backbone"], in_channels=options["in_channels"], width=options["width"], output_stride=8,
+        multi_grid=None, weights=options["backbone_weights"], choices=("resnet50", "resnet101"),
     )
-    model = DeepLab(
-        backbone=net, aspp=ASPPSum(net.channels["out"], num_classes), head=nn.Identity(),
-        aux=_aux(net, num_classes, aux),
+    # The ASPP branches emit logits (their sum is the prediction), so the head is the identity.
+    return Segmenter(
+        net, nn.Identity(), _aux(net, num_classes, options["aux"]), aspp=ASPPSum(net.channels["out"], num_classes),
+        family="deeplab", variant=variant_name(f"{options['backbone']}-os8", options["width"]), output_stride=8,
     )
-    return _finish(model, backbone, 8, width, aux_weight)
 
 
-def deeplabv3(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "resnet50",
-    output_stride: int = 16,
-    multi_grid: Sequence[int] | None = (1, 2, 4),
-    backbone_weights: str | None = None,
-    width: float = 1.0,
-    aux: bool = False,
-    aux_weight: float = 0.4,
-) -> DeepLab:
+def deeplabv3(*, num_classes: int, **options: object) -> Segmenter:
     """DeepLab v3: ASPP (1x1, 3x3 at 6/12/18 x 16/output_stride, image pooling; BN; concat; 1x1) and a 1x1 head.
 
     ``output_stride`` 16 (paper's training setting), 8 (its evaluation setting) or 32 (no dilation in the
     backbone: the same parameters with a smaller field of view). ``multi_grid`` applies to ResNet layer4.
+    Backbones resnet50 (default), resnet101, mobilenet_v3_large (output stride 16 or 32).
     """
-    net = _backbone(
-        backbone, in_channels=in_channels, width=width, output_stride=output_stride, multi_grid=multi_grid,
-        weights=backbone_weights,
-    )
-    channels = scaled(256, width)
-    model = DeepLab(
-        backbone=net, aspp=ASPP(net.channels["out"], _aspp_rates(output_stride), channels),
-        head=_head(channels, num_classes), aux=_aux(net, num_classes, aux),
-    )
-    return _finish(model, backbone, output_stride, width, aux_weight)
+    options = merge_options("deeplabv3", DEFAULTS["deeplabv3"], options)
+    return _deeplabv3(num_classes=num_classes, decoder=False, **options)
 
 
-def deeplabv3plus(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "resnet50",
-    output_stride: int = 16,
-    multi_grid: Sequence[int] | None = (1, 2, 4),
-    backbone_weights: str | None = None,
-    width: float = 1.0,
-    aux: bool = False,
-    aux_weight: float = 0.4,
-) -> DeepLab:
+def deeplabv3plus(*, num_classes: int, **options: object) -> Segmenter:
     """DeepLab v3+: the v3 encoder plus the decoder on stride-4 features. Backbones resnet50, resnet101 or
     mobilenet_v3_large (output stride 16 or 32 only; ``multi_grid`` applies to ResNet layer4 only)."""
-    net = _backbone(
-        backbone, in_channels=in_channels, width=width, output_stride=output_stride, multi_grid=multi_grid,
-        weights=backbone_weights,
-    )
-    channels = scaled(256, width)
-    model = DeepLab(
-        backbone=net,
-        aspp=ASPP(net.channels["out"], _aspp_rates(output_stride), channels),
-        decoder=Decoder(channels, net.channels["low"], reduced=scaled(48, width), channels=channels),
-        head=_head(channels, num_classes),
-        aux=_aux(net, num_classes, aux),
-    )
-    return _finish(model, backbone, output_stride, width, aux_weight)
+    options = merge_options("deeplabv3plus", DEFAULTS["deeplabv3plus"], options)
+    return _deeplabv3(num_classes=num_classes, decoder=True, **options)
 
 
-def deeplabv3plus_mobilenet(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone_weights: str | None = None,
-    width: float = 1.0,
-    aux: bool = False,
-    aux_weight: float = 0.4,
-) -> DeepLab:
-    """CPU preset: DeepLab v3+ on MobileNetV3-Large at output stride 16."""
-    return deeplabv3plus(
-        num_classes=num_classes, in_channels=in_channels, backbone="mobilenet_v3_large", output_stride=16,
-        backbone_weights=backbone_weights, width=width, aux=aux, aux_weight=aux_weight,
-    )
+def deeplabv3plus_mobilenet(*, num_classes: int, **options: object) -> Segmenter:
+    """CPU preset: DeepLab v3+ on MobileNetV3-Large at output stride 16 (``_MOBILENET``)."""
+    options = merge_options("deeplabv3plus_mobilenet", DEFAULTS["deeplabv3plus_mobilenet"], options)
+    return _deeplabv3(num_classes=num_classes, decoder=True, **_MOBILENET, **options)
 
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {

@@ -2,14 +2,18 @@
 
 - ``fcn32s`` / ``fcn16s`` / ``fcn8s``: VGG16 with fc6/fc7 as convolutions, ``score_fr``, learned up-sampling
   initialised to bilinear interpolation and skips from pool4 (16s) and pool3 (8s), cropped exactly as the
-  reference Caffe nets (Sec. 4.2, Fig. 3), so the output matches the input for any size.
+  reference Caffe nets (Sec. 4.2, Fig. 3), so the output matches the input for any size. Their head reads three
+  feature maps and crops to the input, so they are their own small class (``FCNVGG``).
 - ``fcn_resnet50`` / ``fcn_resnet101``: ResNet dilated to output stride 8, a 3x3 conv head and bilinear
-  up-sampling (torchvision's FCN; Chen et al.'s dilation applied to FCN).
+  up-sampling (torchvision's FCN; Chen et al.'s dilation applied to FCN): a ``Segmenter``.
 
 Every model maps ``float32 [B, in_channels, H, W]`` (normalised) to ``{"out": float32 logits [B, K, H, W]}`` plus,
 for ResNet models built with ``aux=True``, ``"aux"`` logits of the same shape from layer3 in training mode (the
-engine weighs that loss by ``model.aux_weight``). Any H, W >= 1; labels use the dataset's ignore value, not the
-model.
+engine weighs that loss by the run's ``aux_weight``). Any H, W >= 1; labels use the dataset's ignore value, not
+the model.
+
+Options (``DEFAULTS``): ``in_channels`` (int), ``backbone_weights`` (local file or torchvision URL, None = random),
+``width`` (channel multiplier, float), ``fc_channels`` (fc6/fc7 width, None = 4096 * width), ``aux`` (bool).
 """
 
 from __future__ import annotations
@@ -17,31 +21,29 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import ResNetBackbone, VGG16Backbone, load_backbone_weights
+from .options import merge_options
+from .segmenter import FCNHead, Segmenter, variant_name
 
-__all__ = ["BUILDERS", "FCN", "FCNVGG", "FCNHead", "bilinear_kernel", "resize"]
+__all__ = ["BUILDERS", "DEFAULTS", "TASK", "FCNVGG", "FCNSkipHead", "bilinear_kernel"]
 
+TASK = "semantic"
 
-def resize(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
-    """Bilinear resampling of logits/features [B,C,h,w] -> [B,C,*size] (align_corners=False, as torchvision)."""
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-def _describe(model: nn.Module, *, family: str, output_stride: int, variant: str, aux_weight: float) -> nn.Module:
-    """Attach the attributes every segbench model carries (see models/__init__.py)."""
-    model.task = "semantic"
-    model.family = family
-    model.output_stride = output_stride
-    model.variant = variant
-    model.aux_weight = aux_weight
-    return model
-
-
-def _variant(name: str, width: float) -> str:
-    return name if width == 1.0 else f"{name}-w{width:g}"
+_VGG = {"in_channels": 3, "backbone_weights": None, "width": 1.0, "fc_channels": None}
+_RESNET = {"in_channels": 3, "backbone_weights": None, "width": 1.0, "aux": False}
+DEFAULTS: dict[str, dict[str, object]] = {
+    "fcn32s": _VGG,
+    "fcn16s": _VGG,
+    "fcn8s": _VGG,
+    "fcn8s_small": {"in_channels": 3, "backbone_weights": None},
+    "fcn_resnet50": _RESNET,
+    "fcn_resnet101": _RESNET,
+}
+# fcn8s_small: VGG16 at width 1/8 (8..64 channels), fc6/fc7 of 256 channels (1/16 of 4096: fc6's 7x7 window would
+# otherwise hold ~85% of the parameters).
+_SMALL = {"width": 0.125, "fc_channels": 256}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -119,10 +121,18 @@ class FCNSkipHead(nn.Module):
 
 
 class FCNVGG(nn.Module):
-    """FCN-32s/16s/8s: ``backbone`` (VGG16, fc6/fc7 convolutional) -> ``head`` (scores, skips, up-sampling)."""
+    """FCN-32s/16s/8s: ``backbone`` (VGG16, fc6/fc7 convolutional) -> ``head`` (scores, skips, up-sampling, crop).
 
-    def __init__(self, backbone: VGG16Backbone, head: FCNSkipHead) -> None:
+    ``forward(x float32 [B,C,H,W]) -> {"out": float32 logits [B,K,H,W]}`` for any H, W >= 1; no aux head.
+    Attributes: ``task = "semantic"``, ``family = "fcn"``, ``variant``, ``output_stride`` (32, 16 or 8).
+    """
+
+    task = "semantic"
+    family = "fcn"
+
+    def __init__(self, backbone: VGG16Backbone, head: FCNSkipHead, *, variant: str, output_stride: int) -> None:
         super().__init__()
+        self.variant, self.output_stride = variant, output_stride
         self.backbone = backbone
         self.head = head
 
@@ -131,54 +141,39 @@ class FCNVGG(nn.Module):
 
 
 def _fcn_vgg(
-    stride: int, num_classes: int, in_channels: int, backbone_weights: str | None, width: float, fc_channels: int | None
+    stride: int,
+    *,
+    num_classes: int,
+    in_channels: int,
+    backbone_weights: str | None,
+    width: float,
+    fc_channels: int | None,
 ) -> FCNVGG:
     backbone = VGG16Backbone(style="fcn", in_channels=in_channels, width=width, fc_channels=fc_channels)
     load_backbone_weights(backbone, backbone_weights)
-    model = FCNVGG(backbone, FCNSkipHead(backbone.channels, num_classes, stride))
-    return _describe(model, family="fcn", output_stride=stride, variant=_variant("vgg16", width), aux_weight=0.0)
+    head = FCNSkipHead(backbone.channels, num_classes, stride)
+    return FCNVGG(backbone, head, variant=variant_name("vgg16", width), output_stride=stride)
 
 
-def fcn32s(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone_weights: str | None = None,
-    width: float = 1.0,
-    fc_channels: int | None = None,
-) -> FCNVGG:
-    """FCN-32s: one 64x64 stride-32 up-sampling of fc7's scores. ``fc_channels`` defaults to 4096 * width."""
-    return _fcn_vgg(32, num_classes, in_channels, backbone_weights, width, fc_channels)
+def fcn32s(*, num_classes: int, **options: object) -> FCNVGG:
+    """FCN-32s: one 64x64 stride-32 up-sampling of fc7's scores. Options: ``DEFAULTS["fcn32s"]``."""
+    return _fcn_vgg(32, num_classes=num_classes, **merge_options("fcn32s", DEFAULTS["fcn32s"], options))
 
 
-def fcn16s(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone_weights: str | None = None,
-    width: float = 1.0,
-    fc_channels: int | None = None,
-) -> FCNVGG:
+def fcn16s(*, num_classes: int, **options: object) -> FCNVGG:
     """FCN-16s: FCN-32s plus the pool4 skip; final 32x32 stride-16 up-sampling."""
-    return _fcn_vgg(16, num_classes, in_channels, backbone_weights, width, fc_channels)
+    return _fcn_vgg(16, num_classes=num_classes, **merge_options("fcn16s", DEFAULTS["fcn16s"], options))
 
 
-def fcn8s(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone_weights: str | None = None,
-    width: float = 1.0,
-    fc_channels: int | None = None,
-) -> FCNVGG:
+def fcn8s(*, num_classes: int, **options: object) -> FCNVGG:
     """FCN-8s: pool4 and pool3 skips; final 16x16 stride-8 up-sampling. ~134.5M parameters at 21 classes."""
-    return _fcn_vgg(8, num_classes, in_channels, backbone_weights, width, fc_channels)
+    return _fcn_vgg(8, num_classes=num_classes, **merge_options("fcn8s", DEFAULTS["fcn8s"], options))
 
 
-def fcn8s_small(*, num_classes: int, in_channels: int = 3, backbone_weights: str | None = None) -> FCNVGG:
-    """CPU preset: FCN-8s with VGG16 at width 1/8 (8..64 channels) and fc6/fc7 of 256 channels (1/16 of 4096:
-    fc6's 7x7 window would otherwise hold ~85% of the parameters). About 1.1M parameters."""
-    return _fcn_vgg(8, num_classes, in_channels, backbone_weights, 0.125, 256)
+def fcn8s_small(*, num_classes: int, **options: object) -> FCNVGG:
+    """CPU preset: FCN-8s at width 1/8 with 256-channel fc6/fc7 (``_SMALL``). About 1.2M parameters."""
+    options = merge_options("fcn8s_small", DEFAULTS["fcn8s_small"], options)
+    return _fcn_vgg(8, num_classes=num_classes, **_SMALL, **options)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -186,82 +181,28 @@ def fcn8s_small(*, num_classes: int, in_channels: int = 3, backbone_weights: str
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class FCNHead(nn.Sequential):
-    """3x3 conv to in/4 channels, BN, ReLU, dropout 0.1, 1x1 class scores (torchvision's FCNHead); also the
-    auxiliary head of the ResNet models. [B,C,h,w] -> [B,K,h,w]."""
-
-    def __init__(self, in_channels: int, num_classes: int) -> None:
-        inter = max(8, in_channels // 4)
-        super().__init__(
-            nn.Conv2d(in_channels, inter, 3, padding=1, bias=False),
-            nn.BatchNorm2d(inter),
-            nn.ReLU(inplace=True),
-            nn.Dropout(0.1),
-            nn.Conv2d(inter, num_classes, 1),
-        )
-
-
-class FCN(nn.Module):
-    """``backbone`` (dict of features) -> ``head`` on "out" -> bilinear up-sampling; ``aux`` head on "aux"."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module, aux: nn.Module | None = None) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-        self.aux = aux
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        features = self.backbone(x)
-        result = {"out": resize(self.head(features["out"]), x.shape[-2:])}
-        if self.aux is not None and self.training:
-            result["aux"] = resize(self.aux(features["aux"]), x.shape[-2:])
-        return result
-
-
 def _fcn_resnet(
-    depth: int,
-    num_classes: int,
-    in_channels: int,
-    backbone_weights: str | None,
-    width: float,
-    aux: bool,
-    aux_weight: float,
-) -> FCN:
+    depth: int, *, num_classes: int, in_channels: int, backbone_weights: str | None, width: float, aux: bool
+) -> Segmenter:
     backbone = ResNetBackbone(depth, in_channels=in_channels, width=width, output_stride=8)
     load_backbone_weights(backbone, backbone_weights)
     head = FCNHead(backbone.channels["out"], num_classes)
     aux_head = FCNHead(backbone.channels["aux"], num_classes) if aux else None
-    variant = _variant(f"resnet{depth}-os8", width)
-    return _describe(
-        FCN(backbone, head, aux_head), family="fcn", output_stride=8, variant=variant,
-        aux_weight=aux_weight if aux else 0.0,
+    return Segmenter(
+        backbone, head, aux_head, family="fcn", variant=variant_name(f"resnet{depth}-os8", width), output_stride=8
     )
 
 
-def fcn_resnet50(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone_weights: str | None = None,
-    width: float = 1.0,
-    aux: bool = False,
-    aux_weight: float = 0.4,
-) -> FCN:
-    """FCN on ResNet-50 dilated to output stride 8; ``aux`` adds an FCNHead on layer3 (loss weight ``aux_weight``)."""
-    return _fcn_resnet(50, num_classes, in_channels, backbone_weights, width, aux, aux_weight)
+def fcn_resnet50(*, num_classes: int, **options: object) -> Segmenter:
+    """FCN on ResNet-50 dilated to output stride 8; ``aux`` adds an FCNHead on layer3."""
+    options = merge_options("fcn_resnet50", DEFAULTS["fcn_resnet50"], options)
+    return _fcn_resnet(50, num_classes=num_classes, **options)
 
 
-def fcn_resnet101(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone_weights: str | None = None,
-    width: float = 1.0,
-    aux: bool = False,
-    aux_weight: float = 0.4,
-) -> FCN:
+def fcn_resnet101(*, num_classes: int, **options: object) -> Segmenter:
     """FCN on ResNet-101 dilated to output stride 8; options as ``fcn_resnet50``."""
-    return _fcn_resnet(101, num_classes, in_channels, backbone_weights, width, aux, aux_weight)
+    options = merge_options("fcn_resnet101", DEFAULTS["fcn_resnet101"], options)
+    return _fcn_resnet(101, num_classes=num_classes, **options)
 
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {

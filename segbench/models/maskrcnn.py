@@ -23,161 +23,91 @@ scores and labels bit-identical; masks up to float rounding); ``model.fast_paste
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50
-from torchvision.models.detection import MaskRCNN as _TVMaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, RPNHead
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, RPNHead, TwoMLPHead
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import MultiScaleRoIAlign, boxes as box_ops
+from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..errors import SegbenchError, nearest
-from ..instance_viz import draw_instances, instance_id_map  # re-exported: the predict CLI imports them from here
-from .maskpaste import paste_masks
+from .maskrcnn_post import BatchedRoIHeads, BatchedTransform
+from .options import merge_options
 
-__all__ = ["MaskRCNN", "maskrcnn", "maskrcnn_small", "BUILDERS", "BACKBONES", "draw_instances", "instance_id_map"]
+__all__ = ["BACKBONES", "BUILDERS", "DEFAULTS", "TASK", "MaskRCNN", "maskrcnn", "maskrcnn_small"]
 
+TASK = "instance"
 BACKBONES = ("resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn")
 
-# ================================================================ batched post-processing
-
-
-class _BatchedTransform(GeneralizedRCNNTransform):
-    """torchvision's resize/batch transform whose eval post-processing pastes all masks of a batch at once."""
-
-    def __init__(self, *args, fast: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fast = fast
-
-    def postprocess(
-        self,
-        result: list[dict[str, Tensor]],
-        image_shapes: list[tuple[int, int]],
-        original_image_sizes: list[tuple[int, int]],
-    ) -> list[dict[str, Tensor]]:
-        if self.training or not self.fast or not result:
-            return super().postprocess(result, image_shapes, original_image_sizes)
-        counts = [len(r["boxes"]) for r in result]
-        boxes = torch.cat([r["boxes"] for r in result])
-        device = boxes.device
-        # Same float32 ratios as torchvision's resize_boxes (new / old), one row per detection.
-        new = torch.tensor(original_image_sizes, dtype=torch.float32, device=device)
-        old = torch.tensor(image_shapes, dtype=torch.float32, device=device)
-        ratio = (new / old).repeat_interleave(torch.tensor(counts, device=device), dim=0)  # [R,2] (h, w)
-        boxes = boxes * ratio[:, [1, 0, 1, 0]]
-        for r, b in zip(result, boxes.split(counts)):
-            r["boxes"] = b
-        if "masks" not in result[0]:
-            return result
-        # One paste per distinct output size (usually one for the whole batch).
-        for size in dict.fromkeys(original_image_sizes):
-            idx = [i for i, s in enumerate(original_image_sizes) if s == size]
-            masks = torch.cat([result[i]["masks"] for i in idx])
-            pasted = paste_masks(masks, torch.cat([result[i]["boxes"] for i in idx]), *size)
-            for i, m in zip(idx, pasted.split([counts[i] for i in idx])):
-                result[i]["masks"] = m
-        return result
-
-
-class _BatchedRoIHeads(RoIHeads):
-    """torchvision's RoIHeads whose detection post-processing filters all images in one pass.
-
-    Decoding, clipping, background removal, the score threshold and the small-box filter run once over the
-    batch; NMS then runs per image with torchvision's own ``batched_nms`` on exactly the inputs the stock code
-    would give it, so boxes, scores and labels are bit-identical to the stock path.
-    """
-
-    fast: bool = True
-
-    def postprocess_detections(
-        self,
-        class_logits: Tensor,
-        box_regression: Tensor,
-        proposals: list[Tensor],
-        image_shapes: list[tuple[int, int]],
-    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        if not self.fast:
-            return super().postprocess_detections(class_logits, box_regression, proposals, image_shapes)
-        device = class_logits.device
-        num_classes = class_logits.shape[-1]
-        counts = torch.tensor([len(p) for p in proposals], device=device)
-        boxes = self.box_coder.decode(box_regression, proposals)  # [R,K,4]
-        scores = F.softmax(class_logits, -1)  # [R,K]
-        image = torch.arange(len(proposals), device=device).repeat_interleave(counts)  # [R]
-        hw = torch.tensor(image_shapes, dtype=boxes.dtype, device=device)[image]  # [R,2]
-        x = torch.minimum(boxes[..., 0::2].clamp(min=0), hw[:, None, 1:2])  # clip_boxes_to_image, per row
-        y = torch.minimum(boxes[..., 1::2].clamp(min=0), hw[:, None, 0:1])
-        boxes = torch.stack((x, y), dim=-1).reshape(boxes.shape)
-        labels = torch.arange(num_classes, device=device).expand_as(scores)
-        image = image[:, None].expand_as(scores)
-        # Drop the background column, one row per (proposal, class).
-        boxes, scores = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1)
-        labels, image = labels[:, 1:].reshape(-1), image[:, 1:].reshape(-1)
-        widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        keep = (scores > self.score_thresh) & (widths >= 1e-2) & (heights >= 1e-2)
-        boxes, scores, labels, image = boxes[keep], scores[keep], labels[keep], image[keep]
-        per_image = torch.bincount(image, minlength=len(proposals)).tolist()  # host sync, as the filter above
-        out_boxes, out_scores, out_labels = [], [], []
-        for b, s, c in zip(boxes.split(per_image), scores.split(per_image), labels.split(per_image)):
-            keep = box_ops.batched_nms(b, s, c, self.nms_thresh)[: self.detections_per_img]
-            out_boxes.append(b[keep])
-            out_scores.append(s[keep])
-            out_labels.append(c[keep])
-        return out_boxes, out_scores, out_labels
-
+# Options of each builder; their meaning is in maskrcnn()'s docstring. maskrcnn_small overrides the paper's values.
+_PAPER = {
+    "in_channels": 3,
+    "backbone": "resnet50_fpn",
+    "min_size": 800,
+    "max_size": 1333,
+    "anchor_sizes": None,
+    "rpn_batch_size_per_image": 256,
+    "box_batch_size_per_image": 512,
+    "proposals": 1000,
+    "detections_per_img": 100,
+    "score_threshold": 0.05,
+    "mask_resolution": 28,
+    "fpn_channels": 256,
+    "trainable_layers": None,
+    "weights": None,
+    "backbone_weights": None,
+    "fast_paste": True,
+}
+DEFAULTS: dict[str, dict[str, object]] = {
+    "maskrcnn": _PAPER,
+    "maskrcnn_small": {
+        **_PAPER,
+        "backbone": "resnet18_fpn",
+        "min_size": 128,
+        "max_size": 160,
+        "anchor_sizes": (8, 16, 32, 64, 128),
+        "rpn_batch_size_per_image": 128,
+        "box_batch_size_per_image": 128,
+        "proposals": 200,
+        "detections_per_img": 50,
+        "fpn_channels": 128,
+    },
+}
 
 # ================================================================ model
 
 
-class MaskRCNN(_TVMaskRCNN):
-    """torchvision ``MaskRCNN`` with segbench attributes, target sanitising and the batched post-processing.
+class MaskRCNN(GeneralizedRCNN):
+    """Mask R-CNN from its parts (torchvision ``GeneralizedRCNN``): ``transform`` -> ``backbone`` -> ``rpn`` ->
+    ``roi_heads`` -> ``transform.postprocess``; training targets are sanitised first (``_clean_target``).
 
-    Attributes: ``task = "instance"``, ``family = "maskrcnn"``, ``variant`` (backbone name), ``fast_paste``.
+    Attributes: ``task = "instance"``, ``family = "maskrcnn"``, ``variant`` (backbone name), ``fast_paste``
+    (the batched post-processing of ``maskrcnn_post``; False = torchvision's stock path).
     """
 
     task = "instance"
     family = "maskrcnn"
 
-    def __init__(self, backbone: nn.Module, *, variant: str, fast_paste: bool = True, **kwargs):
-        super().__init__(backbone, None, **kwargs)  # the predictors come in kwargs, sized for the classes
+    def __init__(
+        self,
+        backbone: nn.Module,
+        rpn: RegionProposalNetwork,
+        roi_heads: BatchedRoIHeads,
+        transform: BatchedTransform,
+        *,
+        variant: str,
+    ) -> None:
+        super().__init__(backbone, rpn, roi_heads, transform)
         self.variant = variant
-        stock_t, stock_h = self.transform, self.roi_heads
-        self.transform = _BatchedTransform(
-            stock_t.min_size,
-            stock_t.max_size,
-            stock_t.image_mean,
-            stock_t.image_std,
-            size_divisible=stock_t.size_divisible,
-            fixed_size=stock_t.fixed_size,
-        )
-        # Same submodules and settings; only the post-processing method differs.
-        self.roi_heads = _BatchedRoIHeads(
-            stock_h.box_roi_pool,
-            stock_h.box_head,
-            stock_h.box_predictor,
-            fg_iou_thresh=stock_h.proposal_matcher.high_threshold,
-            bg_iou_thresh=stock_h.proposal_matcher.low_threshold,
-            batch_size_per_image=stock_h.fg_bg_sampler.batch_size_per_image,
-            positive_fraction=stock_h.fg_bg_sampler.positive_fraction,
-            bbox_reg_weights=stock_h.box_coder.weights,
-            score_thresh=stock_h.score_thresh,
-            nms_thresh=stock_h.nms_thresh,
-            detections_per_img=stock_h.detections_per_img,
-            mask_roi_pool=stock_h.mask_roi_pool,
-            mask_head=stock_h.mask_head,
-            mask_predictor=stock_h.mask_predictor,
-        )
-        self.fast_paste = fast_paste
 
     @property
     def fast_paste(self) -> bool:
@@ -315,29 +245,11 @@ def _check(num_classes: int, in_channels: int, backbone: str, mask_resolution: i
         )
 
 
-def maskrcnn(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "resnet50_fpn",
-    min_size: int = 800,
-    max_size: int = 1333,
-    anchor_sizes: Sequence[int] | None = None,
-    rpn_batch_size_per_image: int = 256,
-    box_batch_size_per_image: int = 512,
-    proposals: int = 1000,
-    detections_per_img: int = 100,
-    score_threshold: float = 0.05,
-    mask_resolution: int = 28,
-    fpn_channels: int = 256,
-    trainable_layers: int | None = None,
-    weights: str | None = None,
-    backbone_weights: str | None = None,
-    fast_paste: bool = True,
-) -> MaskRCNN:
+def maskrcnn(*, num_classes: int, **options: object) -> MaskRCNN:
     """Mask R-CNN with a ResNet-FPN backbone; ``num_classes`` includes background (label 0).
 
-    Args:
+    Options (``DEFAULTS["maskrcnn"]``):
+        in_channels: image channels (1 grey, 3 RGB or more).
         backbone: "resnet50_fpn" (He et al. 2017; torchvision v1), "resnet50_fpn_v2" (Li et al. 2021 "Benchmarking
             detection transfer learning with ViTs": BN in FPN/heads, 4-conv box head, 2-conv RPN head) or
             "resnet18_fpn" (light, for CPU runs).
@@ -358,6 +270,35 @@ def maskrcnn(
             ``in_channels != 3``.
         fast_paste: batched mask pasting and box post-processing (same results as torchvision, faster).
     """
+    return _maskrcnn(num_classes=num_classes, **merge_options("maskrcnn", DEFAULTS["maskrcnn"], options))
+
+
+def maskrcnn_small(*, num_classes: int, **options: object) -> MaskRCNN:
+    """A light Mask R-CNN for CPU runs and tests: ResNet-18-FPN (128 channels), small images (short side 128),
+    anchors 8..128 px, 200 proposals, all layers trainable. Options as :func:`maskrcnn`, other defaults."""
+    return _maskrcnn(num_classes=num_classes, **merge_options("maskrcnn_small", DEFAULTS["maskrcnn_small"], options))
+
+
+def _maskrcnn(
+    *,
+    num_classes: int,
+    in_channels: int,
+    backbone: str,
+    min_size: int,
+    max_size: int,
+    anchor_sizes: Sequence[int] | None,
+    rpn_batch_size_per_image: int,
+    box_batch_size_per_image: int,
+    proposals: int,
+    detections_per_img: int,
+    score_threshold: float,
+    mask_resolution: int,
+    fpn_channels: int,
+    trainable_layers: int | None,
+    weights: str | None,
+    backbone_weights: str | None,
+    fast_paste: bool,
+) -> MaskRCNN:
     _check(num_classes, in_channels, backbone, mask_resolution, anchor_sizes)
     pretrained = weights is not None or backbone_weights is not None
     if trainable_layers is None:
@@ -377,45 +318,51 @@ def maskrcnn(
     )
     sizes = tuple((int(s),) for s in (anchor_sizes or (32, 64, 128, 256, 512)))
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
-    head_norm = nn.BatchNorm2d if v2 else None
-    extra: dict = {}
+    # The order in which layers are created decides the random numbers each one draws: it is the order of earlier
+    # segbench versions (torchvision's constructor made the v1 RPN and box heads last), so a seed gives the same
+    # initial weights as before.
     if v2:
-        extra["rpn_head"] = RPNHead(fpn_channels, anchors.num_anchors_per_location()[0], conv_depth=2)
-        extra["box_head"] = FastRCNNConvFCHead((fpn_channels, 7, 7), [256] * 4, [1024], norm_layer=head_norm)
-    model = MaskRCNN(
-        body,
-        variant=backbone,
-        fast_paste=fast_paste,
-        min_size=min_size,
-        max_size=max_size,
-        image_mean=[0.0] * in_channels,  # the engine has normalised already
-        image_std=[1.0] * in_channels,
-        rpn_anchor_generator=anchors,
-        rpn_pre_nms_top_n_train=2 * proposals,
-        rpn_pre_nms_top_n_test=proposals,
-        rpn_post_nms_top_n_train=2 * proposals,
-        rpn_post_nms_top_n_test=proposals,
-        rpn_batch_size_per_image=rpn_batch_size_per_image,
-        box_batch_size_per_image=box_batch_size_per_image,
-        box_detections_per_img=detections_per_img,
-        box_score_thresh=score_threshold,
-        mask_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=mask_resolution // 2, sampling_ratio=2),
-        mask_head=MaskRCNNHeads(fpn_channels, [fpn_channels] * 4, 1, norm_layer=head_norm),
-        box_predictor=FastRCNNPredictor(1024, num_classes),  # 1024: both box heads' representation size
-        mask_predictor=MaskRCNNPredictor(fpn_channels, fpn_channels, num_classes),
-        **extra,
+        rpn_head, box_head = _rpn_and_box_heads(v2, fpn_channels, anchors.num_anchors_per_location()[0])
+    mask_head = MaskRCNNHeads(fpn_channels, [fpn_channels] * 4, 1, norm_layer=nn.BatchNorm2d if v2 else None)
+    box_predictor = FastRCNNPredictor(1024, num_classes)  # 1024: both box heads' representation size
+    mask_predictor = MaskRCNNPredictor(fpn_channels, fpn_channels, num_classes)
+    if not v2:
+        rpn_head, box_head = _rpn_and_box_heads(v2, fpn_channels, anchors.num_anchors_per_location()[0])
+    rpn = RegionProposalNetwork(
+        anchors, rpn_head, fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=rpn_batch_size_per_image,
+        positive_fraction=0.5, pre_nms_top_n={"training": 2 * proposals, "testing": proposals},
+        post_nms_top_n={"training": 2 * proposals, "testing": proposals}, nms_thresh=0.7, score_thresh=0.0,
     )
-    _init_predictors(model)
+    roi_heads = BatchedRoIHeads(
+        MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2), box_head, box_predictor,
+        fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=box_batch_size_per_image, positive_fraction=0.25,
+        bbox_reg_weights=None, score_thresh=score_threshold, nms_thresh=0.5, detections_per_img=detections_per_img,
+        mask_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=mask_resolution // 2, sampling_ratio=2),
+        mask_head=mask_head, mask_predictor=mask_predictor,
+    )
+    _init_predictors(roi_heads)
+    # The engine has normalised the images already: mean 0, std 1.
+    transform = BatchedTransform(min_size, max_size, [0.0] * in_channels, [1.0] * in_channels, fast=fast_paste)
+    roi_heads.fast = fast_paste
+    model = MaskRCNN(body, rpn, roi_heads, transform, variant=backbone)
     if weights is not None:
         _load_full(model, weights)
     return model
 
 
-def _init_predictors(model: MaskRCNN) -> None:
+def _rpn_and_box_heads(v2: bool, channels: int, anchors_per_location: int) -> tuple[RPNHead, nn.Module]:
+    """v1: torchvision's 1-conv RPN head and two-FC box head; v2 (Li et al. 2021): a 2-conv RPN head and a box head
+    of four 3x3 convs with BN and one FC. Both box heads give 1024 features per RoI (7 x 7 RoIAlign)."""
+    if v2:
+        box_head = FastRCNNConvFCHead((channels, 7, 7), [256] * 4, [1024], norm_layer=nn.BatchNorm2d)
+        return RPNHead(channels, anchors_per_location, conv_depth=2), box_head
+    return RPNHead(channels, anchors_per_location), TwoMLPHead(channels * 7**2, 1024)
+
+
+def _init_predictors(heads: BatchedRoIHeads) -> None:
     """Small initial predictions, as detectron2 initialises them (fast_rcnn.py, mask_head.py): torchvision's
     default kaiming init of the 1x1 mask predictor gives mask logits of +-20 on untrained features (BCE ~16) and
     from-scratch training diverges."""
-    heads = model.roi_heads
     for layer, std in (
         (heads.box_predictor.cls_score, 0.01),
         (heads.box_predictor.bbox_pred, 0.001),
@@ -446,51 +393,8 @@ def _load_full(model: nn.Module, path: str) -> None:
         warnings.warn(
             f"{path}: {len(skipped)} predictor tensors have another number of classes and start fresh "
             f"({', '.join(sorted({k.rsplit('.', 1)[0] for k in skipped}))})",
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
-def maskrcnn_small(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "resnet18_fpn",
-    min_size: int = 128,
-    max_size: int = 160,
-    anchor_sizes: Sequence[int] | None = (8, 16, 32, 64, 128),
-    rpn_batch_size_per_image: int = 128,
-    box_batch_size_per_image: int = 128,
-    proposals: int = 200,
-    detections_per_img: int = 50,
-    score_threshold: float = 0.05,
-    mask_resolution: int = 28,
-    fpn_channels: int = 128,
-    trainable_layers: int | None = None,
-    weights: str | None = None,
-    backbone_weights: str | None = None,
-    fast_paste: bool = True,
-) -> MaskRCNN:
-    """A light Mask R-CNN for CPU runs and tests: ResNet-18-FPN (128 channels), small images (short side 128),
-    anchors 8..128 px, 200 proposals, all layers trainable. Options as :func:`maskrcnn`."""
-    return maskrcnn(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        backbone=backbone,
-        min_size=min_size,
-        max_size=max_size,
-        anchor_sizes=anchor_sizes,
-        rpn_batch_size_per_image=rpn_batch_size_per_image,
-        box_batch_size_per_image=box_batch_size_per_image,
-        proposals=proposals,
-        detections_per_img=detections_per_img,
-        score_threshold=score_threshold,
-        mask_resolution=mask_resolution,
-        fpn_channels=fpn_channels,
-        trainable_layers=trainable_layers,
-        weights=weights,
-        backbone_weights=backbone_weights,
-        fast_paste=fast_paste,
-    )
-
-
-BUILDERS = {"maskrcnn": maskrcnn, "maskrcnn_small": maskrcnn_small}
+BUILDERS: dict[str, Callable[..., nn.Module]] = {"maskrcnn": maskrcnn, "maskrcnn_small": maskrcnn_small}

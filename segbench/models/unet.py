@@ -19,8 +19,22 @@ from torch import Tensor, nn
 
 from ..errors import SegbenchError, nearest
 from .blocks import DoubleConv, center_crop, he_normal_, mirror_pad
+from .options import merge_options
 
+__all__ = ["BUILDERS", "DEFAULTS", "TASK", "UNet", "UpBlock", "PADDINGS"]
+
+TASK = "semantic"
 PADDINGS = ("valid", "same")
+
+# Options of each builder (the UNet constructor's keywords): the paper's net, then the presets as overrides.
+_PAPER = {
+    "in_channels": 3, "base_channels": 64, "depth": 4, "padding": "valid", "batch_norm": False, "dropout": 0.0,
+}
+DEFAULTS: dict[str, dict[str, object]] = {
+    "unet": _PAPER,
+    "unet_same": {**_PAPER, "padding": "same", "batch_norm": True},
+    "unet_small": {**_PAPER, "base_channels": 16, "depth": 3, "padding": "same", "batch_norm": True},
+}
 
 
 class UpBlock(nn.Module):
@@ -47,7 +61,12 @@ class UNet(nn.Module):
     Train and eval differ only through BatchNorm (``batch_norm=True``) and the bottleneck dropout.
     Attributes: task="semantic", family="unet", output_stride=1, variant (e.g. "valid-64", "same-16-d3-bn"),
     ``valid_margin`` (valid padding only), ``size_multiple`` = 2**depth (spacing of valid input sizes).
+    Not a ``Segmenter``: its decoder consumes one skip per level and "valid" outputs are smaller than the input.
     """
+
+    task = "semantic"
+    family = "unet"
+    output_stride = 1
 
     def __init__(
         self,
@@ -62,7 +81,6 @@ class UNet(nn.Module):
     ) -> None:
         super().__init__()
         _check_options(in_channels, num_classes, base_channels, depth, padding, batch_norm, dropout)
-        self.task, self.family, self.output_stride = "semantic", "unet", 1
         depth_tag, bn_tag = (f"-d{depth}" if depth != 4 else ""), ("-bn" if batch_norm else "")
         self.variant = f"{padding}-{base_channels}{depth_tag}{bn_tag}"
         self.in_channels, self.num_classes, self.depth, self.padding = in_channels, num_classes, depth, padding
@@ -185,56 +203,21 @@ def _check_options(
 
 
 # -------------------------------------------------------------------- builders
-def unet(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    base_channels: int = 64,
-    depth: int = 4,
-    padding: str = "valid",
-    batch_norm: bool = False,
-    dropout: float = 0.0,
-) -> UNet:
+def unet(*, num_classes: int, **options: object) -> UNet:
     """The paper's network (Fig. 1): valid convs, 64 base channels, 4 pools, no BatchNorm (31.03M params at
-    in_channels=1, num_classes=2). Outputs are smaller than inputs: run it through ``inference.forward_full``."""
-    return UNet(
-        in_channels=in_channels, num_classes=num_classes, base_channels=base_channels, depth=depth,
-        padding=padding, batch_norm=batch_norm, dropout=dropout,
-    )
+    in_channels=1, num_classes=2). Outputs are smaller than inputs: run it through ``inference.forward_full``.
+    Options: ``DEFAULTS["unet"]`` (the ``UNet`` keywords)."""
+    return UNet(num_classes=num_classes, **merge_options("unet", DEFAULTS["unet"], options))
 
 
-def unet_same(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    base_channels: int = 64,
-    depth: int = 4,
-    padding: str = "same",
-    batch_norm: bool = True,
-    dropout: float = 0.0,
-) -> UNet:
+def unet_same(*, num_classes: int, **options: object) -> UNet:
     """The common modern variant: padded convs (output at the input size) and BatchNorm."""
-    return UNet(
-        in_channels=in_channels, num_classes=num_classes, base_channels=base_channels, depth=depth,
-        padding=padding, batch_norm=batch_norm, dropout=dropout,
-    )
+    return UNet(num_classes=num_classes, **merge_options("unet_same", DEFAULTS["unet_same"], options))
 
 
-def unet_small(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    base_channels: int = 16,
-    depth: int = 3,
-    padding: str = "same",
-    batch_norm: bool = True,
-    dropout: float = 0.0,
-) -> UNet:
+def unet_small(*, num_classes: int, **options: object) -> UNet:
     """A narrow, shallow padded U-Net (16 base channels, 3 pools) for CPU suites."""
-    return UNet(
-        in_channels=in_channels, num_classes=num_classes, base_channels=base_channels, depth=depth,
-        padding=padding, batch_norm=batch_norm, dropout=dropout,
-    )
+    return UNet(num_classes=num_classes, **merge_options("unet_small", DEFAULTS["unet_small"], options))
 
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {"unet": unet, "unet_same": unet_same, "unet_small": unet_small}

@@ -1,12 +1,10 @@
 """torch.compile traces every semantic model, through the path the engine uses, as one graph (no graph breaks)."""
 
-import inspect
-
 import pytest
 import torch
 import torch._dynamo as dynamo
 
-from segbench.models import MODELS, build_model, model_task
+from segbench.models import MODELS, build_model, model_options, model_task
 from segbench.models.inference import forward_full
 
 SEMANTIC = sorted(name for name in MODELS if model_task(name) == "semantic")
@@ -14,7 +12,7 @@ SEMANTIC = sorted(name for name in MODELS if model_task(name) == "semantic")
 
 @pytest.mark.parametrize("name", SEMANTIC)
 def test_no_graph_breaks(name):
-    options = inspect.signature(MODELS[name]).parameters
+    options = model_options(name)
     kwargs = {"base_channels": 8} if "base_channels" in options else {"width": 0.25} if "width" in options else {}
     model = build_model(name, num_classes=3, **kwargs).eval()
     dynamo.reset()

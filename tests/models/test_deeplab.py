@@ -71,12 +71,12 @@ def test_image_pooling_trains_at_batch_size_one():
 def test_aux_head(name):
     case = name
     model = _build(case, num_classes=4, aux=True)
-    assert model.aux_weight == 0.4
     out = model.train()(torch.randn(2, 3, 35, 51))
     assert out["aux"].shape == out["out"].shape == (2, 4, 35, 51)
     with torch.no_grad():
         assert set(model.eval()(torch.randn(1, 3, 35, 51))) == {"out"}
-    assert _build(case, num_classes=4, aux=True, aux_weight=0.25).aux_weight == 0.25
+    with pytest.raises(SegbenchError, match="no option 'aux_weight'"):  # the run's config owns the weight
+        _build(case, num_classes=4, aux=True, aux_weight=0.25)
     assert _build(case, num_classes=4).aux is None
 
 

@@ -53,7 +53,7 @@ def test_grey_input_and_batch_one_train_step(name):
 def test_attributes(name):
     model = BUILDERS[name](num_classes=4, **TINY[name])
     assert (model.task, model.family, model.variant) == ("semantic", "fcn", "vgg16-w0.125")
-    assert model.output_stride == int(name[3:-1]) and model.aux_weight == 0.0
+    assert model.output_stride == int(name[3:-1])
 
 
 def test_fcn8s_parameter_count_is_the_papers():
@@ -100,8 +100,8 @@ def test_score_layers_start_at_zero():
 
 
 def test_fcn_resnet_aux_head():
-    model = BUILDERS["fcn_resnet50"](num_classes=4, aux=True, aux_weight=0.3, **TINY["fcn_resnet50"])
-    assert model.aux_weight == 0.3 and model.variant == "resnet50-os8-w0.125" and model.output_stride == 8
+    model = BUILDERS["fcn_resnet50"](num_classes=4, aux=True, **TINY["fcn_resnet50"])
+    assert model.variant == "resnet50-os8-w0.125" and model.output_stride == 8
     out = model.train()(torch.randn(1, 3, 41, 29))
     assert out["aux"].shape == out["out"].shape == (1, 4, 41, 29)
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """``python -m segbench push`` and ``pull``: the Hub subcommands, registered by cli.py.
 
-huggingface_hub is imported only when one of these commands runs, so ``--help`` stays fast.
+huggingface_hub is imported only when one of these commands runs, so ``--help`` stays fast: this module imports
+nothing from the rest of segbench.hub at the top.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import argparse
 import os
 from typing import Any
 
-from .errors import SegbenchError
+from ..errors import SegbenchError
 
 
 def register(subparsers: Any) -> None:
@@ -58,8 +59,10 @@ def _names(text: str | None) -> set[str]:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from . import hub, records
-    from .store import LocalStore
+    from .. import records
+    from ..store import LocalStore
+    from .names import ENV_RESULTS
+    from .push import push_records
 
     found, problems = records.load_records(args.leaderboard)
     for problem in problems:
@@ -71,11 +74,11 @@ def cmd_push(args: argparse.Namespace) -> int:
         raise SegbenchError(
             f"{args.leaderboard}: no records{what}; run 'python -m segbench run' first or check the filters"
         )
-    report = hub.push_records(
+    report = push_records(
         selected,
         store=LocalStore(args.store) if args.store else None,
         owner=args.owner,
-        results_repo=args.results_repo or os.environ.get(hub.ENV_RESULTS) or None,
+        results_repo=args.results_repo or os.environ.get(ENV_RESULTS) or None,
         repo_template=args.repo_template,
         private=True if args.private else None,
         endpoint=args.endpoint,
@@ -84,15 +87,16 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from . import hub
-    from .store import LocalStore
+    from ..store import LocalStore
+    from .names import DEFAULT_RESULTS_NAME, ENV_RESULTS
+    from .pull import pull
 
-    results_repo = args.repo or args.results_repo or os.environ.get(hub.ENV_RESULTS) or (
-        f"{args.owner}/{hub.DEFAULT_RESULTS_NAME}" if args.owner else None
+    results_repo = args.repo or args.results_repo or os.environ.get(ENV_RESULTS) or (
+        f"{args.owner}/{DEFAULT_RESULTS_NAME}" if args.owner else None
     )
     if not results_repo:
-        raise SegbenchError(f"pull: no results repo; pass --results-repo OWNER/NAME, --owner, or set {hub.ENV_RESULTS}")
-    report = hub.pull(
+        raise SegbenchError(f"pull: no results repo; pass --results-repo OWNER/NAME, --owner, or set {ENV_RESULTS}")
+    report = pull(
         results_repo=results_repo,
         leaderboard=args.leaderboard,
         store=LocalStore(args.store) if args.store else None,
@@ -104,9 +108,3 @@ def cmd_pull(args: argparse.Namespace) -> int:
     )
     return 0 if report.ok else 1
 
-
-def push_one(record: dict[str, Any], **kwargs: Any) -> Any:
-    """``run --push`` entry point; see segbench.hub.push_one (imported lazily). Returns its PushReport."""
-    from .hub import push_one as _push_one
-
-    return _push_one(record, **kwargs)
