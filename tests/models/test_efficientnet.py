@@ -64,6 +64,19 @@ def test_every_tensor_of_the_file_lands_unchanged(wheel_file, classifier_net):
     assert mapped == set(ours)  # a bijection: nothing of ours stays at its random init
 
 
+def test_logits_equal_the_reference_implementation(classifier_net):
+    """Golden values from ML Illustrated's efficientnet_lite_pytorch 0.1.0 (the lukemelas code the file was
+    converted for), built with image_size=(97, 131) so its static TF-SAME padding fits this odd size; the two
+    implementations agree to the last bit on CPU (checked at 224x224, 97x131, 240x320, 33x47)."""
+    x = torch.rand(1, 3, 97, 131, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        logits = classifier_net.classify(x)[0]
+    top = logits.topk(5)
+    assert top.indices.tolist() == [111, 549, 530, 21, 310]
+    expected = torch.tensor([4.3978, 4.3225, 4.1857, 3.5032, 3.1881, -1.4002, 0.4263])
+    torch.testing.assert_close(torch.cat([top.values, logits[[0, 999]]]), expected, atol=2e-4, rtol=0)
+
+
 def test_parameter_counts(classifier_net):
     assert sum(p.numel() for p in classifier_net.parameters()) == 4_652_008  # the published 4.65M
     assert sum(p.numel() for p in EfficientNetLite0().parameters()) == 2_958_848  # without head conv and fc
