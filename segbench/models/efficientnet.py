@@ -20,6 +20,12 @@ dilated stage keeping the previous rate (DeepLab v3 Sec. 3.1; timm and torchvisi
 gives each tap's actual stride. ``head=True`` keeps the 1x1 head conv (1280 channels, the "fc7" of this net);
 ``classifier=True`` adds it with pooling, dropout and the 1000-way ImageNet layer, used through ``classify`` (the
 ImageNet sanity check).
+
+Fine-tuning (what the Lite0 models recommend): give the encoder a smaller learning rate through the models'
+``param_groups()`` (e.g. 0.1x). BatchNorm: semantic models keep it trainable with PyTorch's momentum 0.1 (the
+checkpoint's TensorFlow momentum 0.01 would keep ImageNet statistics for hundreds of steps, longer than short
+runs); below ~4 images per device use ``pretrained.freeze_batchnorm(model.backbone)``, which Mask R-CNN does
+whenever its encoder is pretrained (1-2 images per batch, as torchvision's detection models).
 """
 
 from __future__ import annotations
