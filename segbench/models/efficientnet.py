@@ -143,11 +143,13 @@ class EfficientNetLite0(nn.Module):
     "head" (stride of stage7) available as a tap; ``classifier=True`` adds head and fc for ``classify``.
     Attributes: ``channels`` and ``strides`` (per output key), ``output_stride``, ``name``, ``first_conv``;
     ``input_mean``/``input_std`` (0..1 scale, per channel): the normalisation the loaded weights expect, None at
-    random init (then the dataset's own statistics are as good as any).
+    random init (then the dataset's own statistics are as good as any); ``pretrained``: the loaded weights'
+    ``{"source", "sha256"}`` or None.
     """
 
     input_mean: tuple[float, ...] | None = None
     input_std: tuple[float, ...] | None = None
+    pretrained: dict[str, str] | None = None  # {"source", "sha256"} of the loaded weights
 
     STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head")
     TAPS = ("stem", "stage2", "stage3", "stage5", "stage7")
@@ -316,4 +318,5 @@ def efficientnet_lite0(*, weights: str | None = None, **options: object) -> Effi
         load_lite0_weights(model)
         channels = model.stem.conv.in_channels
         model.input_mean, model.input_std = LITE_MEAN[:1] * channels, LITE_STD[:1] * channels
+        model.pretrained = lite0_weights_info()
     return model

@@ -277,8 +277,8 @@ def _lite0_fpn(*, in_channels: int, fpn_channels: int, backbone_weights: str | N
     fpn = BackboneWithFPN(
         body, taps, [body.channels[k] for k in taps], fpn_channels, extra_blocks=LastLevelMaxPool()
     )
-    # IntermediateLayerGetter keeps the stages, not the module: carry the normalisation the weights expect.
-    fpn.input_mean, fpn.input_std = body.input_mean, body.input_std
+    # IntermediateLayerGetter keeps the stages, not the module: carry the weights' normalisation and source.
+    fpn.input_mean, fpn.input_std, fpn.pretrained = body.input_mean, body.input_std, body.pretrained
     return fpn
 
 

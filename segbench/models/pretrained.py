@@ -20,7 +20,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from ..errors import SegbenchError
 
 __all__ = ["WheelWeights", "EFFICIENTNET_LITE0", "sha256_file", "read_state_dict", "split_param_groups",
-           "freeze_batchnorm", "input_normalisation"]
+           "freeze_batchnorm", "input_normalisation", "pretrained_weights"]
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,16 @@ def input_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[floa
         mean, std = getattr(module, "input_mean", None), getattr(module, "input_std", None)
         if mean is not None and std is not None:
             return tuple(mean), tuple(std)
+    return None
+
+
+def pretrained_weights(model: nn.Module) -> dict[str, str] | None:
+    """``{"source": ..., "sha256": ...}`` of the pretrained weights a part of ``model`` loaded (its ``pretrained``
+    attribute), for the result record; None when nothing was loaded."""
+    for module in model.modules():
+        info = getattr(module, "pretrained", None)
+        if isinstance(info, dict):
+            return dict(info)
     return None
 
 

@@ -12,7 +12,7 @@ from segbench.errors import SegbenchError
 from segbench.models import build_model
 from segbench.models.efficientnet import LITE_MEAN, LITE_STD
 from segbench.models.fcn import _crop, _upsample
-from segbench.models.pretrained import EFFICIENTNET_LITE0, input_normalisation
+from segbench.models.pretrained import EFFICIENTNET_LITE0, input_normalisation, pretrained_weights
 
 NAMES = ["unet_lite0", "fcn8s_lite0", "deeplabv3plus_lite0", "maskrcnn_lite0"]
 # Encoder parameters: Lite0 stem..stage7 (2,958,848); FCN-8s also keeps the 1280-channel head conv as its "fc7";
@@ -33,14 +33,16 @@ def _build(name: str, **options: object) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_imagenet_weights_reach_the_encoder_and_declare_their_normalisation(name, wheel_state):
+def test_imagenet_weights_reach_the_encoder_and_declare_normalisation_and_source(name, wheel_state):
     model = _build(name, backbone_weights="imagenet")
     state = model.state_dict()
     # _blocks.5 is the first block of stage4 (stages hold 1, 2, 2, 3, ... blocks).
     (key,) = [k for k in state if k.endswith("stage4.0.depthwise.conv.weight")]
     assert torch.equal(state[key], wheel_state["_blocks.5._depthwise_conv.weight"])
     assert input_normalisation(model) == (LITE_MEAN, LITE_STD)
-    assert input_normalisation(_build(name)) is None  # random init: the dataset's own statistics
+    assert pretrained_weights(model) == EFFICIENTNET_LITE0.info()  # source + sha256 for the record
+    scratch = _build(name)
+    assert input_normalisation(scratch) is None and pretrained_weights(scratch) is None
 
 
 @pytest.mark.parametrize("name", NAMES)
