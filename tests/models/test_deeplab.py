@@ -22,6 +22,7 @@ TINY = {
     "deeplabv3plus-os8": dict(width=0.125, output_stride=8),
     "deeplabv3plus-mobilenet-os32": dict(width=0.25, backbone="mobilenet_v3_large", output_stride=32),
     "deeplabv3plus_mobilenet": dict(width=0.25),
+    "deeplabv3plus_lite0": dict(),  # one width (EfficientNet-Lite0, 3M parameters)
 }
 
 

@@ -17,6 +17,7 @@ TINY = {
     "fcn8s_small": dict(),
     "fcn_resnet50": dict(width=0.125),
     "fcn_resnet101": dict(width=0.125),
+    "fcn8s_lite0": dict(),  # one width (EfficientNet-Lite0)
 }
 
 

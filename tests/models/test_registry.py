@@ -40,6 +40,12 @@ PARAMS = {
     "unet": 31_033_045,
     "unet_same": 31_038_933,
     "unet_small": 483_077,
+    # EfficientNet-Lite0 models, added after the refactor (counted on their first commit).
+    "deeplabv3plus_lite0": 6_963_189,
+    "deeplabv3plus_lite0+aux": 6_992_078,
+    "fcn8s_lite0": 3_415_255,
+    "maskrcnn_lite0": 22_076_045,
+    "unet_lite0": 5_205_669,
 }
 
 # sha256 (first 16 hex digits) of the ordered "key shape" lines of state_dict() at num_classes=21, default options
@@ -61,6 +67,10 @@ STATE_LAYOUT = {
     "unet": "c617314c47386f32",
     "unet_same": "97142b176ad724d7",
     "unet_small": "470d9fc4cac95a8f",
+    "deeplabv3plus_lite0": "69c692d1a9e5ea94",
+    "fcn8s_lite0": "8f7ea71b01b4d36d",
+    "maskrcnn_lite0": "df1e791a38704298",
+    "unet_lite0": "f7924f003959285d",
 }
 
 
