@@ -28,7 +28,7 @@ from .errors import SegbenchError
 from .losses import build_loss, median_frequency_weights
 from .models import build_model, model_task
 from .records import DEFAULT_ROOT, write_record
-from .speed import count_gflops, count_params, measure_latency
+from .speed import first_images, measure_efficiency
 from .store import LocalStore, read_meta
 
 
@@ -294,7 +294,10 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
         metrics = evaluate(model, data.val, info=info, device=device, amp=cfg.amp, channels_last=cfg.channels_last,
                            **_eval_kwargs(cfg, data, task, with_ap=True))
     size = eval_size_of(cfg, data)
-    efficiency = measure_efficiency(model, cfg, info, size, device)
+    images, inputs = first_images(data.val.dataset) if task == "instance" else (None, None)
+    efficiency = measure_efficiency(model, in_channels=info.in_channels, size=size, device=device,
+                                    runs=cfg.latency_runs, amp=cfg.amp, tile=cfg.eval_tile, images=images,
+                                    info=info, eval_size=cfg.eval_size, meta=meta, inputs=inputs)
     record = {
         "schema": 1, "id": run_id, "model": name, "family": model.family, "variant": model.variant, "task": task,
         "dataset": cfg.dataset, "split": cfg.eval_split, "num_classes": info.num_classes,
@@ -338,27 +341,6 @@ def _weights_entry(store: LocalStore, cfg: RunConfig, name: str, run_id: str) ->
     uri = store.uri(cfg.dataset, name, run_id)
     return {"sha256": sha256_file(store.run_dir(cfg.dataset, name, run_id) / WEIGHTS_FILE), "uri": uri,
             "config_uri": f"{uri}/model.json"}
-
-
-def measure_efficiency(model: torch.nn.Module, cfg: RunConfig, info: DatasetInfo, size: tuple[int, int],
-                       device: torch.device) -> dict[str, Any]:
-    from .analysis.receptive_field import receptive_field
-
-    c = info.in_channels
-    rf = None
-    if model.task == "semantic":
-        try:
-            found = receptive_field(model.cpu(), input_size=(c, *size))
-            rf = int(found["theoretical_receptive_field"] or found["receptive_field"])
-        finally:
-            model.to(device)
-    latency = measure_latency(model, in_channels=c, size=size, device=device, runs=cfg.latency_runs, amp=cfg.amp, tile=cfg.eval_tile)
-    return {
-        "params": count_params(model), "gflops": round(count_gflops(model, in_channels=c, size=size, device=device, tile=cfg.eval_tile), 4),
-        "flops_input": [c, *size], "receptive_field": rf, "output_stride": getattr(model, "output_stride", None),
-        "latency": {"device": device_name(device), "batch_size": 1, "image_size": list(size),
-                    "ms": round(latency["ms"], 3), "ms_std": round(latency["ms_std"], 3), "precision": latency["precision"]},
-    }
 
 
 # ---------------------------------------------------------------- suite
