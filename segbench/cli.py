@@ -223,10 +223,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             Path(args.json).write_text(text + "\n")
             print(f"written {args.json}")
         return 0
-    _print_table(rows, [("model", "model", ""), ("family", "family", ""), ("variant", "variant", ""),
-                        ("params_m", "params(M)", ".2f"), ("gflops", f"GFLOPs@{args.size}", ".1f"),
-                        ("output_stride", "OS", ""), ("receptive_field", "RF(px)", ""),
-                        ("rf_at_size", f"RF@{args.size}", ""), ("global_pooling", "global", "")])
+    from .analysis.report import COLUMNS
+
+    _print_table(rows, [(key, header.format(size=args.size), fmt) for key, header, fmt in COLUMNS])
     return 0
 
 

@@ -17,14 +17,15 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from .data.transforms import normalize
-from .device import cpu_bf16_supported, resolve_device
-from .engine import predict_logits
+from .device import autocast, cpu_bf16_supported, resolve_device
 from .errors import SegbenchError
 from .metrics import to_semantic
+from .models.inference import forward_full
 from .store import LocalStore, load_model
 
 MAX_PIXELS = 64_000_000  # refuse decompression bombs above ~8000 x 8000
@@ -98,43 +99,85 @@ class Prediction:
 
 
 class Predictor:
-    """A loaded model ready for single images (see module docstring)."""
+    """A loaded model ready for single images (see module docstring).
+
+    The path is three steps, also used one by one by ``speed.measure_latency`` so that its figures are this path:
+    ``prepare`` (host uint8 image -> normalised device tensor at the evaluation size), ``forward`` (the model alone)
+    and ``__call__`` (all of it, plus resize back / argmax or to_semantic, and the copy back to the host).
+    Precision: bf16 autocast on GPUs; on CPUs that run bf16 natively only for semantic models (Mask R-CNN's
+    detection ops stay fp32 there, as in evaluation); fp32 otherwise or with ``fast=False``.
+    """
 
     def __init__(self, weights: str | Path, *, store: LocalStore | None = None, device: str = "cpu",
                  fast: bool = True) -> None:
-        self.device = resolve_device(device)
-        self.model, self.meta = load_model(weights, store=store, map_location=str(self.device))
-        # bf16 + channels_last where the hardware runs bf16 natively (GPU, AVX512-BF16/AMX CPU); fp32 otherwise.
-        self.cpu_bf16 = fast and self.device.type == "cpu" and cpu_bf16_supported()
-        self.precision = "bf16" if fast and (self.device.type == "cuda" or self.cpu_bf16) else "fp32"
-        if self.precision == "bf16" and self.meta.get("task", "semantic") == "semantic":
+        device_ = resolve_device(device)
+        model, meta = load_model(weights, store=store, map_location=str(device_))
+        self._setup(model, meta, device_, fast)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, meta: dict[str, Any], *, device: torch.device | str = "cpu",
+                   fast: bool = True) -> Predictor:
+        """Wrap a model already in memory; ``meta`` holds what model.json holds (task, in_channels, mean, std,
+        num_classes, eval_size, eval_tile; instance models: semantic_classes, score_threshold, label_to_class, fill).
+        A semantic model run in bf16 is put in channels_last (in place)."""
+        predictor = cls.__new__(cls)
+        predictor._setup(model, meta, torch.device(device), fast)
+        return predictor
+
+    def _setup(self, model: torch.nn.Module, meta: dict[str, Any], device: torch.device, fast: bool) -> None:
+        self.device, self.meta = device, meta
+        self.model = model.to(device).eval()
+        self.task = meta.get("task", "semantic")
+        semantic = self.task == "semantic"
+        # bf16 where the hardware runs it natively (GPU, AVX512-BF16/AMX CPU); fp32 otherwise.
+        self.cpu_bf16 = fast and semantic and device.type == "cpu" and cpu_bf16_supported()
+        self.precision = "bf16" if fast and (device.type == "cuda" or self.cpu_bf16) else "fp32"
+        self.channels_last = self.precision == "bf16" and semantic
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.task = self.meta.get("task", "semantic")
-        self.in_channels = int(self.meta.get("in_channels", 3))
-        self.class_names = list(self.meta.get("class_names", []))
-        self.palette = [tuple(c) for c in self.meta.get("palette", [])]
-        self.num_classes = int(self.meta.get("semantic_classes", self.meta["num_classes"]))
-        l2c = self.meta.get("label_to_class")
+        self.in_channels = int(meta.get("in_channels", 3))
+        self.class_names = list(meta.get("class_names", []))
+        self.palette = [tuple(c) for c in meta.get("palette", [])]
+        self.num_classes = int(meta.get("semantic_classes", meta["num_classes"]))
+        l2c = meta.get("label_to_class")
         self.label_to_class = torch.tensor(l2c, dtype=torch.int64) if l2c is not None else None
+
+    def prepare(self, image: Tensor) -> Tensor:
+        """uint8 [C,H,W] host image -> float32 [1,in_channels,h,w] on the device, normalised with the training
+        mean/std; semantic models: resized to ``meta["eval_size"]`` when set (instance models resize inside)."""
+        image = adapt_channels(image, self.in_channels)
+        x = normalize(image[None].to(self.device), self.meta["mean"], self.meta["std"])
+        eval_size = self.meta.get("eval_size")
+        if self.task == "semantic" and eval_size is not None and tuple(x.shape[-2:]) != tuple(eval_size):
+            x = F.interpolate(x, size=tuple(eval_size), mode="bilinear", align_corners=False, antialias=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def forward(self, x: Tensor) -> Any:
+        """The model alone on a prepared input: semantic logits [1,K,h,w] (bf16 or fp32), or Mask R-CNN's
+        prediction dict for the one image (masks [N,1,H,W] probabilities at the image's size)."""
+        with autocast(self.device, self.precision == "bf16", cpu_bf16=self.cpu_bf16):
+            if self.task == "instance":
+                return self.model([x[0]])[0]
+            return forward_full(self.model, x, tile=self.meta.get("eval_tile"))["out"]
 
     @torch.inference_mode()
     def __call__(self, image: Tensor, *, with_probs: bool = False) -> Prediction:
         t0 = time.perf_counter()
-        image = adapt_channels(image, self.in_channels)
         h, w = image.shape[-2:]
-        x = normalize(image[None].to(self.device), self.meta["mean"], self.meta["std"])
+        out = self.forward(self.prepare(image))
         if self.task == "instance":
-            pred = self.model([x[0]])[0]
+            pred = {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
+            threshold = float(self.meta.get("score_threshold", 0.5))
             fill = self.meta.get("fill")
-            mask = to_semantic(pred, self.num_classes, h, w, score_threshold=float(self.meta.get("score_threshold", 0.5)),
+            mask = to_semantic(pred, self.num_classes, h, w, score_threshold=threshold,
                                label_to_class=self.label_to_class, fill=0 if fill is None else int(fill))
-            keep = pred["scores"] >= float(self.meta.get("score_threshold", 0.5))
+            keep = pred["scores"] >= threshold
             instances = {"boxes": pred["boxes"][keep].cpu(), "labels": pred["labels"][keep].cpu(),
                          "scores": pred["scores"][keep].cpu(), "masks": (pred["masks"][keep, 0] > 0.5).cpu()}
             return Prediction(mask.cpu(), None, instances, (time.perf_counter() - t0) * 1000)
-        logits = predict_logits(self.model, x, out_size=(h, w), eval_size=self.meta.get("eval_size"),
-                                tile=self.meta.get("eval_tile"), device=self.device, amp=self.precision == "bf16",
-                                cpu_bf16=self.cpu_bf16)
+        logits = out.float()
+        if tuple(logits.shape[-2:]) != (h, w):
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
         mask = logits.argmax(1)[0].cpu()
         probs = torch.softmax(logits, 1)[0].cpu() if with_probs else None
         return Prediction(mask, probs, None, (time.perf_counter() - t0) * 1000)

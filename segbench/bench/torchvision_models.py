@@ -2,9 +2,10 @@
 
 Both models: 21 classes, random weights, no auxiliary head, same input, same settings. On CUDA: bf16 autocast,
 channels_last, optional ``torch.compile``, and MFU = counted FLOPs / time / peak bf16 FLOPs of the card.
-FLOPs come from ``FlopCounterMode`` on a copy of the model on the meta device (no compute); a training step
-counts 3x the forward (backward = 2x). Note that torchvision's DeepLabHead has an extra 3x3x256 conv that the
-paper's head (and ours) does not, so its model does ~0.6M parameters and a few GFLOPs more work.
+GMACs come from ``speed.count_gmacs`` on a copy of the model on the meta device (no compute; torchvision's
+convention, the number its weight tables call GFLOPS); FLOPs = 2 x MACs, and a training step counts 3x the
+forward (backward = 2x). Note that torchvision's DeepLabHead has an extra 3x3x256 conv that the
+paper's head (and ours) does not, so its model does ~0.6M parameters and a few GMACs more work.
 
 DeepLab v3 is measured twice: ``ours`` as the paper builds it (multi-grid (1, 2, 4) in layer4, i.e. dilations
 4/8/16 at output stride 8) and ``ours_same_layout`` with torchvision's layer4 (dilation 4 in every block). The two
@@ -29,7 +30,7 @@ from torch import nn
 from ..errors import SegbenchError
 from ..models.deeplab import deeplabv3
 from ..models.fcn import fcn_resnet50
-from ..speed import count_gflops, count_params
+from ..speed import count_gmacs, count_params
 from .train_loop import PEAK_TFLOPS
 
 NUM_CLASSES = 21
@@ -76,7 +77,7 @@ def bench_vs_torchvision(
     """Inference and training images/s of ours vs torchvision's ``name`` ("fcn_resnet50" or "deeplabv3").
 
     Inputs: float32 [batch,3,size,size] noise, int64 targets in [0,21). ``bf16=None`` means on for CUDA.
-    Returns flat numbers: ``{tag}_{params,gflops,infer_images_per_s,train_images_per_s,infer_mfu,train_mfu}`` for
+    Returns flat numbers: ``{tag}_{params,gmacs,infer_images_per_s,train_images_per_s,infer_mfu,train_mfu}`` for
     each tag (``ours``, ``torchvision``, and ``ours_same_layout`` for deeplabv3; MFU None off a known GPU),
     ``infer_ratio``/``train_ratio`` = ours / torchvision and ``{tag}_{phase}_ratio`` for the other tags.
     """
@@ -102,9 +103,9 @@ def bench_vs_torchvision(
         torch.manual_seed(0)
         model = build()
         result[f"{tag}_params"] = count_params(model)
-        result[f"{tag}_gflops"] = count_gflops(
+        result[f"{tag}_gmacs"] = count_gmacs(
             copy.deepcopy(model).to("meta"), in_channels=3, size=(size, size), device="meta"
-        )
+        )["gmacs"]
         models[tag] = model.to(dev, memory_format=memory_format)
         runs[tag] = torch.compile(model) if compile else model
         optimizers[tag] = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -138,7 +139,7 @@ def bench_vs_torchvision(
                 seconds[tag].append(_step_seconds(lambda: step(tag), dev))
         for tag in models:
             per_s = batch / statistics.median(seconds[tag]) if tag in seconds else None
-            flops = result[f"{tag}_gflops"] * 1e9 * (3 if phase == "train" else 1)  # backward = 2x forward
+            flops = 2 * result[f"{tag}_gmacs"] * 1e9 * (3 if phase == "train" else 1)  # backward = 2x forward
             result[f"{tag}_{phase}_images_per_s"] = per_s
             result[f"{tag}_{phase}_mfu"] = flops * per_s / (peak * 1e12) if peak and per_s else None
     for phase in ("infer", "train"):

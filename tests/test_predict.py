@@ -1,0 +1,51 @@
+"""predict.Predictor: a model in memory predicts as the same weights loaded from disk; its three steps compose to
+the whole call; the precision it reports is the one it runs in."""
+
+from __future__ import annotations
+
+import torch
+
+from segbench.models import build_model
+from segbench.predict import Predictor
+from segbench.store import save_weights
+
+META = {"model": "unet_small", "model_args": {"in_channels": 1, "base_channels": 4, "depth": 2}, "num_classes": 3,
+        "in_channels": 1, "mean": [0.5], "std": [0.25], "palette": [[0, 0, 0]] * 3, "task": "semantic",
+        "eval_size": [16, 16]}
+
+
+def test_from_model_predicts_as_the_saved_weights(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("unet_small", num_classes=3, **META["model_args"]).eval()
+    save_weights(model, META, tmp_path)
+    image = torch.randint(0, 256, (1, 20, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    loaded = Predictor(tmp_path, fast=False)(image, with_probs=True)
+    memory = Predictor.from_model(model, META, fast=False)(image, with_probs=True)
+    assert loaded.mask.shape == (20, 28) and torch.equal(loaded.mask, memory.mask)
+    assert torch.allclose(loaded.probs, memory.probs)
+
+
+def test_steps_compose_to_the_call():
+    torch.manual_seed(0)
+    model = build_model("unet_small", num_classes=3, **META["model_args"])
+    predictor = Predictor.from_model(model, META, fast=False)
+    image = torch.randint(0, 256, (1, 20, 28), dtype=torch.uint8)
+    with torch.inference_mode():
+        x = predictor.prepare(image)
+        logits = predictor.forward(x)
+    assert x.shape == (1, 1, 16, 16) and x.dtype == torch.float32  # resized to the eval size, normalised
+    back = torch.nn.functional.interpolate(logits, size=(20, 28), mode="bilinear", align_corners=False)
+    assert torch.equal(back.argmax(1)[0], predictor(image).mask)
+
+
+def test_instance_models_report_the_precision_they_run_in():
+    """Mask R-CNN runs fp32 on a CPU even where the CPU has native bf16 (only semantic models use it there)."""
+    torch.manual_seed(0)
+    model = build_model("maskrcnn_small", num_classes=2, in_channels=1, min_size=32, max_size=32, proposals=10,
+                        detections_per_img=3, fpn_channels=16)
+    meta = {"task": "instance", "in_channels": 1, "mean": [0.5], "std": [0.25], "num_classes": 2}
+    predictor = Predictor.from_model(model, meta, fast=True)
+    assert predictor.precision == "fp32" and not predictor.channels_last
+    pred = predictor(torch.randint(0, 256, (1, 24, 40), dtype=torch.uint8))
+    assert pred.mask.shape == (24, 40) and pred.mask.dtype == torch.int64
+    assert pred.instances["masks"].shape[-2:] == (24, 40)
