@@ -104,10 +104,12 @@ class RunConfig:
 
     def _hash(self, *, with_seed: bool) -> str:
         ignored = {"num_workers", "latency_runs"}  # same weights, same scores
-        payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
+        # Keys at their default value are left out, so adding a config key (with a default that keeps today's
+        # behaviour) does not change the id of any existing run.
+        payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored and v != _default(k)}
         payload.update(device=self.hardware_class(), loader=self.resolved_loader())
         if not with_seed:
-            del payload["seed"]
+            payload.pop("seed", None)
         blob = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -116,6 +118,11 @@ class RunConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def _default(key: str) -> Any:
+    f = FIELDS[key]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
 _CHOICES = {
     "optimizer": ("adamw", "sgd"),
     "schedule": ("poly", "cosine", "constant"),
