@@ -120,19 +120,49 @@ def bench_postprocess(
     batch = batch or (16 if dev.type == "cuda" else 2)
     if detections < 1 or iters < 1 or batch < 1:
         raise SegbenchError("bench_postprocess: detections, iters and batch must be >= 1")
+    model, images, head = _calibrated_model(dev, size=size, batch=batch, detections=detections,
+                                            num_classes=num_classes, backbone=backbone, seed=seed)
+    result = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "size": size,
+              "batch": batch, "backbone": backbone, "iters": iters, "threads": torch.get_num_threads(),
+              **_agreement(model, images)}
+
+    def rates(times: dict[str, float]) -> dict[str, float]:
+        stock, ours = batch / times["stock"], batch / times["ours"]
+        return {"stock_images_per_s": stock, "ours_images_per_s": ours, "speedup": ours / stock}
+
+    def run(fast: bool, fn: Callable[[], object]) -> Callable[[], object]:
+        def call():
+            model.fast_paste = fast
+            return fn()
+
+        return call
+
+    # ---- post-processing only
+    post = lambda: _postprocess(model, head)  # noqa: E731
+    result["postprocess"] = rates(_median_times({"stock": run(False, post), "ours": run(True, post)}, iters, dev))
+    # ---- pasting only (probabilities, then thresholded)
+    for key, threshold in (("paste", None), ("paste_bool", 0.5)):
+        result[key] = rates(_median_times(_paste_calls(model, head, threshold), iters, dev))
+    # ---- whole inference
+    with torch.inference_mode():
+        result["inference"] = rates(
+            _median_times({"stock": run(False, lambda: model(images)), "ours": run(True, lambda: model(images))},
+                          iters, dev)  # fmt: skip
+        )
+    model.fast_paste = True
+    return result
+
+
+def _calibrated_model(dev: torch.device, *, size: int, batch: int, detections: int, num_classes: int,
+                      backbone: str, seed: int) -> tuple[torch.nn.Module, list[torch.Tensor], dict]:
+    """A random-weight Mask R-CNN that keeps ``detections`` per image with trained-like mask logits, its input
+    images and its head outputs."""
     torch.manual_seed(seed)
-    model = maskrcnn(
-        num_classes=num_classes,
-        backbone=backbone,
-        min_size=size,
-        max_size=size,
-        detections_per_img=detections,
-        score_threshold=0.0,
-    )
+    model = maskrcnn(num_classes=num_classes, backbone=backbone, min_size=size, max_size=size,
+                     detections_per_img=detections, score_threshold=0.0)
     model.eval().to(dev)
     gen = torch.Generator().manual_seed(seed)
     images = [torch.randn(3, size, size, generator=gen).to(dev) for _ in range(batch)]
-
     head = _head_outputs(model, images)
     counts = [len(b) for b in model.roi_heads.postprocess_detections(
         head["class_logits"], head["box_regression"], head["proposals"], head["image_sizes"])[0]]  # fmt: skip
@@ -143,50 +173,33 @@ def bench_postprocess(
     with torch.no_grad():
         logits = model.roi_heads.mask_predictor.mask_fcn_logits
         logits.weight.mul_(6.0 / head["mask_logits"].std().clamp(min=1e-12))
-    head = _head_outputs(model, images)
+    return model, images, _head_outputs(model, images)
 
-    def run(fast: bool, fn: Callable[[], object]) -> Callable[[], object]:
-        def call():
-            model.fast_paste = fast
-            return fn()
 
-        return call
-
-    # ---- agreement, on the full model outputs
+def _agreement(model: torch.nn.Module, images: list[torch.Tensor]) -> dict:
+    """Stock vs vectorised paste on the full model outputs: identical boxes/scores/labels, mask IoU."""
     with torch.inference_mode():
         model.fast_paste = False
         stock_out = model(images)
         model.fast_paste = True
         ours_out = model(images)
-    ious = torch.cat([_mask_iou(s["masks"], o["masks"]) for s, o in zip(stock_out, ours_out)])
-    result = {
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "size": size,
-        "batch": batch,
-        "backbone": backbone,
+    pairs = list(zip(stock_out, ours_out))
+    ious = torch.cat([_mask_iou(s["masks"], o["masks"]) for s, o in pairs])
+    return {
         "detections_per_image": statistics.mean(len(o["boxes"]) for o in ours_out),
         "nms_threshold": model.roi_heads.nms_thresh,
-        "iters": iters,
-        "threads": torch.get_num_threads(),
-        "boxes_identical": all(torch.equal(s["boxes"], o["boxes"]) for s, o in zip(stock_out, ours_out)),
-        "scores_identical": all(torch.equal(s["scores"], o["scores"]) for s, o in zip(stock_out, ours_out)),
-        "labels_identical": all(torch.equal(s["labels"], o["labels"]) for s, o in zip(stock_out, ours_out)),
+        "boxes_identical": all(torch.equal(s["boxes"], o["boxes"]) for s, o in pairs),
+        "scores_identical": all(torch.equal(s["scores"], o["scores"]) for s, o in pairs),
+        "labels_identical": all(torch.equal(s["labels"], o["labels"]) for s, o in pairs),
         "mask_iou_min": float(ious.min()) if len(ious) else 1.0,
         "mask_iou_mean": float(ious.mean()) if len(ious) else 1.0,
         "mask_max_abs_diff": max(float((s["masks"] - o["masks"]).abs().max()) if len(o["masks"]) else 0.0
-                                 for s, o in zip(stock_out, ours_out)),  # fmt: skip
+                                 for s, o in pairs),  # fmt: skip
     }
-    del stock_out, ours_out
 
-    def rates(times: dict[str, float]) -> dict[str, float]:
-        stock, ours = batch / times["stock"], batch / times["ours"]
-        return {"stock_images_per_s": stock, "ours_images_per_s": ours, "speedup": ours / stock}
 
-    # ---- post-processing only
-    post = lambda: _postprocess(model, head)  # noqa: E731
-    result["postprocess"] = rates(_median_times({"stock": run(False, post), "ours": run(True, post)}, iters, dev))
-
-    # ---- pasting only (probabilities, then thresholded), on the detections' 28x28 masks and rescaled boxes
+def _paste_calls(model: torch.nn.Module, head: dict, threshold: float | None) -> dict[str, Callable[[], object]]:
+    """Stock and vectorised pasting of the detections' 28x28 masks into the image (optionally thresholded)."""
     with torch.inference_mode():
         _, _, labels = model.roi_heads.postprocess_detections(
             head["class_logits"], head["box_regression"], head["proposals"], head["image_sizes"]
@@ -195,30 +208,16 @@ def bench_postprocess(
         boxes = [d["boxes"] for d in _postprocess(model, head)]
     h, w = head["original_sizes"][0]
 
-    def stock_paste(threshold: float | None):
+    def stock():
         with torch.inference_mode():
             out = [paste_masks_in_image(m, b, (h, w)) for m, b in zip(small, boxes)]
             return [o >= threshold for o in out] if threshold is not None else out
 
-    def ours_paste(threshold: float | None):
+    def ours():
         with torch.inference_mode():
             return paste_masks(torch.cat(small), torch.cat(boxes), h, w, threshold=threshold)
 
-    result["paste"] = rates(
-        _median_times({"stock": lambda: stock_paste(None), "ours": lambda: ours_paste(None)}, iters, dev)
-    )
-    result["paste_bool"] = rates(
-        _median_times({"stock": lambda: stock_paste(0.5), "ours": lambda: ours_paste(0.5)}, iters, dev)
-    )
-
-    # ---- whole inference
-    with torch.inference_mode():
-        result["inference"] = rates(
-            _median_times({"stock": run(False, lambda: model(images)), "ours": run(True, lambda: model(images))},
-                          iters, dev)  # fmt: skip
-        )
-    model.fast_paste = True
-    return result
+    return {"stock": stock, "ours": ours}
 
 
 if __name__ == "__main__":  # python -m segbench.bench.maskrcnn [cpu|cuda]

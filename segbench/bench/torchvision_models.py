@@ -98,17 +98,7 @@ def bench_vs_torchvision(
         "model": name, "device": device_name, "size": size, "batch": batch, "steps": steps, "bf16": bf16,
         "channels_last": cuda, "compile": compile,
     }
-    models, runs, optimizers = {}, {}, {}
-    for tag, build in _PAIRS[name].items():
-        torch.manual_seed(0)
-        model = build()
-        result[f"{tag}_params"] = count_params(model)
-        result[f"{tag}_gmacs"] = count_gmacs(
-            copy.deepcopy(model).to("meta"), in_channels=3, size=(size, size), device="meta"
-        )["gmacs"]
-        models[tag] = model.to(dev, memory_format=memory_format)
-        runs[tag] = torch.compile(model) if compile else model
-        optimizers[tag] = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    models, runs, optimizers = _prepare(name, dev, memory_format, size=size, compile=compile, result=result)
 
     @torch.no_grad()
     def infer(tag: str) -> None:
@@ -124,24 +114,52 @@ def bench_vs_torchvision(
         optimizers[tag].step()
 
     for phase, step in (("infer", infer), ("train", train)):
-        seconds: dict[str, list[float]] = {tag: [] for tag in models}
-        for tag, model in models.items():
-            model.train(phase == "train")
-            try:
-                for _ in range(warmup):
-                    step(tag)
-            except ValueError as exc:  # torchvision's image pooling cannot train at batch size 1
-                result[f"{tag}_{phase}_error"] = str(exc).splitlines()[0]
-                del seconds[tag]
-        # Alternate the models step by step so that load from other processes hits both alike.
-        for _ in range(steps):
-            for tag in seconds:
-                seconds[tag].append(_step_seconds(lambda: step(tag), dev))
-        for tag in models:
-            per_s = batch / statistics.median(seconds[tag]) if tag in seconds else None
-            flops = 2 * result[f"{tag}_gmacs"] * 1e9 * (3 if phase == "train" else 1)  # backward = 2x forward
-            result[f"{tag}_{phase}_images_per_s"] = per_s
-            result[f"{tag}_{phase}_mfu"] = flops * per_s / (peak * 1e12) if peak and per_s else None
+        _time_phase(phase, step, models, dev, batch=batch, steps=steps, warmup=warmup, peak=peak, result=result)
+    _ratios(models, result)
+    return result
+
+
+def _prepare(name: str, dev: torch.device, memory_format: torch.memory_format, *, size: int, compile: bool,
+             result: dict) -> tuple[dict, dict, dict]:
+    """Build each model of the pair (params and GMACs into ``result``), its runner and its optimiser."""
+    models, runs, optimizers = {}, {}, {}
+    for tag, build in _PAIRS[name].items():
+        torch.manual_seed(0)
+        model = build()
+        result[f"{tag}_params"] = count_params(model)
+        result[f"{tag}_gmacs"] = count_gmacs(
+            copy.deepcopy(model).to("meta"), in_channels=3, size=(size, size), device="meta"
+        )["gmacs"]
+        models[tag] = model.to(dev, memory_format=memory_format)
+        runs[tag] = torch.compile(model) if compile else model
+        optimizers[tag] = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    return models, runs, optimizers
+
+
+def _time_phase(phase: str, step: Callable[[str], None], models: dict, dev: torch.device, *, batch: int, steps: int,
+                warmup: int, peak: float | None, result: dict) -> None:
+    """images/s (and MFU on a known GPU) of every model for one phase, the models alternating step by step."""
+    seconds: dict[str, list[float]] = {tag: [] for tag in models}
+    for tag, model in models.items():
+        model.train(phase == "train")
+        try:
+            for _ in range(warmup):
+                step(tag)
+        except ValueError as exc:  # torchvision's image pooling cannot train at batch size 1
+            result[f"{tag}_{phase}_error"] = str(exc).splitlines()[0]
+            del seconds[tag]
+    # Alternate the models step by step so that load from other processes hits both alike.
+    for _ in range(steps):
+        for tag in seconds:
+            seconds[tag].append(_step_seconds(lambda: step(tag), dev))
+    for tag in models:
+        per_s = batch / statistics.median(seconds[tag]) if tag in seconds else None
+        flops = 2 * result[f"{tag}_gmacs"] * 1e9 * (3 if phase == "train" else 1)  # backward = 2x forward
+        result[f"{tag}_{phase}_images_per_s"] = per_s
+        result[f"{tag}_{phase}_mfu"] = flops * per_s / (peak * 1e12) if peak and per_s else None
+
+
+def _ratios(models: dict, result: dict) -> None:
     for phase in ("infer", "train"):
         theirs = result[f"torchvision_{phase}_images_per_s"]
         for tag in models:
@@ -150,7 +168,6 @@ def bench_vs_torchvision(
             ours = result[f"{tag}_{phase}_images_per_s"]
             key = f"{phase}_ratio" if tag == "ours" else f"{tag}_{phase}_ratio"
             result[key] = ours / theirs if ours and theirs else None
-    return result
 
 
 if __name__ == "__main__":
