@@ -25,11 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from .errors import SegbenchError
+from .models.blocks import center_crop, mirror_pad
 from .store import WEIGHTS_FILE, LocalStore, load_model, sha256_file
 
 ONNX_FILE = "model.onnx"
 MIN_EQUAL = 0.999
 PARITY_IMAGES = 4
+EXPORT_SIZE = 256  # traced at a multiple of every U-Net's 2**depth (and >= twice it): no padding branch in the graph
 
 
 def require_onnxruntime():
@@ -56,9 +58,14 @@ class _Logits(nn.Module):
 class OnnxModel(nn.Module):
     """An ONNX Runtime session behind the semantic-model interface: ``forward(x float32 [B,C,H,W]) -> {"out":
     float32 logits [B,K,H,W]}`` on the CPU. Carries the PyTorch model's ``valid_margin``/``size_multiple`` so
-    ``forward_full`` pads and tiles it the same way. Threads: PyTorch's count (one pool each would oversubscribe)."""
+    ``forward_full`` pads and tiles it the same way. Threads: PyTorch's count (one pool each would oversubscribe).
 
-    def __init__(self, path: str | Path, *, valid_margin: int = 0, size_multiple: int = 1) -> None:
+    ``pad_multiple``: the "same"-padded U-Net mirror-pads its input to a multiple of 2**depth with Python
+    arithmetic, which the tracer bakes in at the export size; so that padding (and the crop back) happens here,
+    outside the graph, exactly as ``UNet._fit_input`` does it, and the graph only ever sees padded sizes."""
+
+    def __init__(self, path: str | Path, *, valid_margin: int = 0, size_multiple: int = 1,
+                 pad_multiple: int = 1) -> None:
         super().__init__()
         ort = require_onnxruntime()
         options = ort.SessionOptions()
@@ -66,12 +73,26 @@ class OnnxModel(nn.Module):
         options.inter_op_num_threads = 1
         self.path = str(path)
         self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
-        self.valid_margin, self.size_multiple = valid_margin, size_multiple
+        self.valid_margin, self.size_multiple, self.pad_multiple = valid_margin, size_multiple, pad_multiple
         self.task = "semantic"
 
+    @classmethod
+    def like(cls, path: str | Path, model: nn.Module) -> OnnxModel:
+        """The session of ``path`` with the size rules of ``model`` (the PyTorch model it was exported from)."""
+        same = getattr(model, "padding", None) == "same"
+        return cls(path, valid_margin=getattr(model, "valid_margin", 0), size_multiple=getattr(model, "size_multiple", 1),
+                   pad_multiple=getattr(model, "size_multiple", 1) if same else 1)
+
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        height, width = x.shape[-2:]
+        step = self.pad_multiple
+        pad_h = max(-(-height // step) * step, 2 * step) - height if step > 1 else 0
+        pad_w = max(-(-width // step) * step, 2 * step) - width if step > 1 else 0
+        if pad_h or pad_w:
+            x = mirror_pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
         outs = [self.session.run(None, {"image": x[i:i + 1].float().contiguous().numpy()})[0] for i in range(len(x))]
-        return {"out": torch.cat([torch.from_numpy(o) for o in outs])}
+        logits = torch.cat([torch.from_numpy(o) for o in outs])
+        return {"out": center_crop(logits, height, width)}
 
 
 def load_onnx_model(weights: str | Path, *, store: LocalStore | None = None) -> tuple[OnnxModel, dict[str, Any]]:
@@ -83,8 +104,7 @@ def load_onnx_model(weights: str | Path, *, store: LocalStore | None = None) -> 
     path = default_onnx_path((store or LocalStore()).resolve(weights))
     if not path.is_file():
         export_onnx(weights, out=path, store=store, parity=False)
-    return OnnxModel(path, valid_margin=getattr(model, "valid_margin", 0),
-                     size_multiple=getattr(model, "size_multiple", 1)), meta
+    return OnnxModel.like(path, model), meta
 
 
 def default_onnx_path(weights_dir: Path) -> Path:
@@ -114,7 +134,7 @@ def export_onnx(weights: str | Path, *, out: str | Path | None = None, store: Lo
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-            torch.onnx.export(_Logits(model.float().eval()), (torch.zeros(1, in_channels, 64, 64),), tmp,
+            torch.onnx.export(_Logits(model.float().eval()), (torch.zeros(1, in_channels, EXPORT_SIZE, EXPORT_SIZE),), tmp,
                               input_names=["image"], output_names=["logits"], opset_version=opset,
                               dynamic_axes={"image": {2: "height", 3: "width"}, "logits": {2: "height", 3: "width"}},
                               dynamo=False)
@@ -139,8 +159,7 @@ def check_parity(model: nn.Module, meta: dict[str, Any], onnx_path: Path, images
     from .predict import Predictor
 
     eager = Predictor.from_model(model, meta, fast=False)
-    onnx = Predictor.from_model(OnnxModel(onnx_path, valid_margin=getattr(model, "valid_margin", 0),
-                                          size_multiple=getattr(model, "size_multiple", 1)), meta, fast=False)
+    onnx = Predictor.from_model(OnnxModel.like(onnx_path, model), meta, fast=False)
     equal = total = 0
     for image in images:
         a, b = eager(image).mask, onnx(image).mask
