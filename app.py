@@ -93,7 +93,7 @@ def _compare_layout(state: AppState) -> SimpleNamespace:
             with gr.Row():
                 ui.run = gr.Button("Compare", variant="primary", scale=3, elem_id="sb-compare")
                 ui.rescan = gr.Button("Rescan store", scale=1, size="sm")
-            rows = make_examples(state.workdir / "examples", domains)
+            rows = make_examples(state.workdir / "examples", domains, demo=state.demo)
             ui.examples = gr.Examples(rows, inputs=[ui.image, ui.gt, ui.domain], label="Examples (click one)",
                                       examples_per_page=8) if rows else None
         with gr.Column(scale=2):

@@ -1,24 +1,34 @@
 """Which models can run here, and their loaded predictors.
 
-A model can run when its weights are in the local store (``<store>/weights/<dataset>/<model>--<id>/``) or a record
-points at weights on the Hub (``hf://``). Entries are grouped by dataset (the Compare tab's "domain"), best record
-mIoU first; the default selection is the best model of each family. Predictors are loaded once and cached.
+A model can run when its weights are in the local store (``<store>/weights/<dataset>/<model>--<id>/``), a record
+points at weights on the Hub (``hf://``), or it is in the committed demo pack (``leaderboard/demo``, see
+``segbench.demo``). Demo models fill in only the datasets that have no local or Hub model, and none are used when a
+Hub models repo is configured (Hub mode takes precedence). Entries are grouped by dataset (the Compare tab's
+"domain"), best record mIoU first; the default selection is the best model of each family. Predictors are loaded
+lazily, once, and cached.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
+import os
+import shutil
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .. import viz
 from ..errors import SegbenchError
 from ..store import CONFIG_FILE, WEIGHTS_FILE, LocalStore
+
+if TYPE_CHECKING:
+    from ..demo import DemoPack
 from .config import FAMILIES, MAX_MODELS, AppConfig, dataset_rank, one_line
 
 @dataclass(frozen=True)
@@ -36,11 +46,14 @@ class ModelEntry:
     weights: str
     sha256: str | None = None
     split: str = "val"  # the split the record's mIoU is on
+    source: str = "store"  # "store" | "hub" | "demo" (the committed demo pack, fp16 weights)
+    license: str = ""  # demo models: the training data's licence (and the pretrained encoder's)
 
     def label(self, *, with_id: bool = False) -> str:
-        """'unet_small (unet) · val mIoU 81.2%', with the run id when two runs share a name."""
+        """'unet_small (unet) · val mIoU 81.2%', with the run id when two runs share a name; '· demo' for the pack."""
         score = f"{self.split} mIoU {100 * self.miou:.1f}%" if self.miou is not None else "no record"
-        return f"{self.name} ({self.family}) · {score}" + (f" · #{self.run_id[:6]}" if with_id else "")
+        return (f"{self.name} ({self.family}) · {score}" + (f" · #{self.run_id[:6]}" if with_id else "")
+                + (" · demo" if self.source == "demo" else ""))
 
 
 def model_choices(entries: list[ModelEntry]) -> list[tuple[str, str]]:
@@ -59,10 +72,11 @@ def family_of(model: str) -> str:
 
 
 def discover_models(store_root: str | Path, records: list[dict[str, Any]], *,
-                    hub_models: str | None = None) -> dict[str, list[ModelEntry]]:
+                    hub_models: str | None = None, demo: DemoPack | None = None) -> dict[str, list[ModelEntry]]:
     """dataset -> models that can run here: every weights folder in the store, plus records whose weights are on
     the Hub (an ``hf://`` URI, or a run in the ``hub_models`` repos, see hub.hub_weights_uri). A record pointing at
-    a store folder lends it its family, variant and mIoU. Best mIoU first."""
+    a store folder lends it its family, variant and mIoU. The verified ``demo`` pack's models are added for the
+    datasets that have none of those, unless ``hub_models`` is set. Best mIoU first."""
     store = LocalStore(store_root)
     by_dir = {}
     hub_entries = []
@@ -74,7 +88,8 @@ def discover_models(store_root: str | Path, records: list[dict[str, Any]], *,
             continue
         hub_uri = uri if uri.startswith("hf://") else _hub_uri(record, hub_models)
         if hub_uri:
-            hub_entries.append(_entry(record["dataset"], record["model"], record["id"], hub_uri, record, None))
+            entry = _entry(record["dataset"], record["model"], record["id"], hub_uri, record, None)
+            hub_entries.append(dataclasses.replace(entry, source="hub"))
     entries: dict[str, ModelEntry] = {}
     for meta_path in sorted((store.root / "weights").glob(f"*/*/{CONFIG_FILE}")):
         folder = meta_path.parent
@@ -87,6 +102,11 @@ def discover_models(store_root: str | Path, records: list[dict[str, Any]], *,
         entries[entry.key] = entry
     for entry in hub_entries:
         entries.setdefault(entry.key, entry)  # local weights win over downloading the same run
+    if demo is not None and not hub_models:
+        covered = {e.dataset for e in entries.values()}
+        for entry in demo_entries(demo):
+            if entry.dataset not in covered:  # a dataset with local weights shows those, never a mix
+                entries.setdefault(entry.key, entry)
     grouped: dict[str, list[ModelEntry]] = {}
     for entry in entries.values():
         grouped.setdefault(entry.dataset, []).append(entry)
@@ -94,6 +114,18 @@ def discover_models(store_root: str | Path, records: list[dict[str, Any]], *,
         dataset: sorted(group, key=lambda e: (-(e.miou if e.miou is not None else -1.0), e.name))
         for dataset, group in sorted(grouped.items(), key=lambda kv: dataset_rank(kv[0]))
     }
+
+
+def demo_entries(pack: DemoPack) -> list[ModelEntry]:
+    """The pack's verified models as entries (weights: their folder inside the pack)."""
+    entries = []
+    for m in pack.models:
+        licence = "; ".join(str(v) for v in (m.get("license") or {}).values())
+        entries.append(ModelEntry(
+            key=m["key"], dataset=m["dataset"], name=m["name"], run_id=m["run_id"], family=m["family"],
+            variant=str(m.get("variant", "")), task=m.get("task", "semantic"), miou=m.get("miou"),
+            weights=m["folder"], sha256=None, split=str(m.get("split", "val")), source="demo", license=licence))
+    return entries
 
 
 def _hub_uri(record: dict[str, Any], hub_models: str | None) -> str | None:
@@ -156,8 +188,12 @@ class PredictorCache:
     reload). Least recently used are dropped beyond ``capacity``. Loading is serialised by a lock: two users asking
     for the same model load it once."""
 
-    def __init__(self, *, capacity: int = 8, device: str = "cpu") -> None:
+    def __init__(self, *, capacity: int = 8, device: str = "cpu", backend: str | None = None) -> None:
+        """``backend``: "torch", "onnx" (ONNX Runtime for semantic models when onnxruntime is installed, else
+        torch) or None: ``$SEGBENCH_BACKEND``, default "torch" (ONNX Runtime measured slower on 2 CPU cores,
+        see segbench.bench.app)."""
         self.capacity, self.device = capacity, device
+        self.backend = backend or os.environ.get("SEGBENCH_BACKEND") or "torch"
         self._items: OrderedDict[tuple[str, float], Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -180,7 +216,7 @@ class PredictorCache:
                 return self._items[key]
             from ..predict import Predictor
 
-            predictor = Predictor(folder, device=self.device)
+            predictor = Predictor(folder, device=self.device, backend=self._backend(entry))
             # One tiny forward pass creates the kernels' caches, so the user's first comparison is warm too.
             predictor(torch.zeros(predictor.in_channels, 64, 64, dtype=torch.uint8))
             self._items[key] = predictor
@@ -190,6 +226,11 @@ class PredictorCache:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def _backend(self, entry: ModelEntry) -> str:
+        if self.backend != "onnx" or entry.task != "semantic" or self.device != "cpu":
+            return "torch"
+        return "onnx" if importlib.util.find_spec("onnxruntime") is not None else "torch"
 
     @staticmethod
     def _local_folder(entry: ModelEntry) -> Path:
@@ -222,15 +263,23 @@ def pick_models(models: dict[str, list[ModelEntry]], domain: str | None, keys: l
 # ================================================================ examples
 
 
-def make_examples(folder: str | Path, domains: list[str], *, per_dataset: int = 2, size: int = 160) -> list[list]:
-    """Example rows [image path, ground-truth path, domain] for the domains that have models: synthetic images
-    generated here, and a few validation images of real datasets found locally. Failures skip the dataset."""
+def make_examples(folder: str | Path, domains: list[str], *, per_dataset: int = 2, size: int = 160,
+                  demo: DemoPack | None = None) -> list[list]:
+    """Example rows [image path, ground-truth path, domain] for the domains that have models: the demo pack's
+    verified examples (copied into ``folder``, where Gradio may serve them), synthetic images generated here, and a
+    few validation images of real datasets found locally. Failures skip the dataset."""
     from ..data import build_dataset, default_root
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for dataset in domains:
+        packed = [e for e in (demo.examples if demo is not None else []) if e["dataset"] == dataset]
+        if packed:
+            for e in packed:
+                image, mask = shutil.copy(e["image"], folder), shutil.copy(e["mask"], folder)
+                rows.append([str(image), str(mask), dataset])
+            continue
         if dataset != "synthetic" and default_root(dataset) is None:
             continue
         try:

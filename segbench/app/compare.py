@@ -76,6 +76,7 @@ def compare(image: Tensor, entries: list[ModelEntry], cache: PredictorCache, *,
         raise SegbenchError(failures[0] if len(failures) == 1 else
                             "no selected model could be loaded: " + " | ".join(failures))
     notices += [f"Skipped: {f}" for f in failures]
+    notices += license_notices([entry for entry, _ in loaded])
     first = loaded[0][1]
     num_classes = first.num_classes
     class_names = list(first.class_names) or [str(i) for i in range(num_classes)]
@@ -106,6 +107,13 @@ def compare(image: Tensor, entries: list[ModelEntry], cache: PredictorCache, *,
         results.append(ModelResult(entry, prediction.mask, instances, prediction.latency_ms, metrics,
                                    predictor.meta.get("eval_size")))
     return Comparison(image, results, class_names, palette, ignore_index, gt, notices, time.perf_counter() - t0)
+
+
+def license_notices(entries: list[ModelEntry]) -> list[str]:
+    """One line per distinct licence of the demo-pack models among ``entries`` (their training data's terms and the
+    pretrained encoder's), so nobody reuses the weights or their outputs against those terms."""
+    licences = dict.fromkeys(e.license for e in entries if e.source == "demo" and e.license)
+    return [f"Demo weights (fp16, from the repository's demo pack): {text}." for text in licences]
 
 
 def _hwc(image: Tensor) -> np.ndarray:
@@ -184,6 +192,7 @@ def results_table(cmp: Comparison) -> pd.DataFrame:
             "Classes found": int(r.mask.unique().numel()),
             f"Record mIoU % ({r.entry.split})": _round_pct(r.entry.miou),
             "Family": r.entry.family, "Backbone": r.entry.variant,
+            "Weights": f"demo pack · {r.entry.license}" if r.entry.source == "demo" else r.entry.source,
         })
     return pd.DataFrame(rows)
 

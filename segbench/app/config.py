@@ -7,6 +7,7 @@ so a test builds one with ``AppState.load(cfg, workdir=...)`` and calls the hand
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from ..store import default_store
 
 if TYPE_CHECKING:
+    from ..demo import DemoPack
     from .catalog import ModelEntry, PredictorCache
     from .leaderboard import Leaderboard
 
@@ -26,47 +28,59 @@ MAX_MODELS = 4
 class AppConfig:
     """Where the app reads from. ``from_env`` maps SEGBENCH_LEADERBOARD (default ./leaderboard),
     SEGBENCH_STORE (default ~/.cache/segbench), SEGBENCH_HUB_RESULTS and SEGBENCH_HUB_MODELS (Hub repo ids, off
-    when unset)."""
+    when unset) and SEGBENCH_DEMO (the demo pack, default <leaderboard>/demo; "off" disables it)."""
 
     leaderboard: Path = Path("leaderboard")
     store: Path = field(default_factory=default_store)
     hub_results: str | None = None
     hub_models: str | None = None
+    demo: Path | None = None  # the demo pack folder (segbench.demo); None: no demo models
     max_side: int = 2048  # uploads with a longer side are downscaled to this for the comparison
     max_pixels: int = 64_000_000  # uploads above this are refused before decoding (decompression bombs)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> AppConfig:
         env = os.environ if environ is None else environ
+        leaderboard = Path(env.get("SEGBENCH_LEADERBOARD") or "leaderboard").expanduser()
+        demo = env.get("SEGBENCH_DEMO", "")
         return cls(
-            leaderboard=Path(env.get("SEGBENCH_LEADERBOARD") or "leaderboard").expanduser(),
+            leaderboard=leaderboard,
             store=Path(env["SEGBENCH_STORE"]).expanduser() if env.get("SEGBENCH_STORE") else default_store(),
             hub_results=env.get("SEGBENCH_HUB_RESULTS") or None,
             hub_models=env.get("SEGBENCH_HUB_MODELS") or None,
+            demo=None if demo.lower() in ("off", "0", "none") else Path(demo).expanduser() if demo else leaderboard / "demo",
         )
 
 
 @dataclass
 class AppState:
     """One app's data: the config, a work folder (examples, CSV files), the leaderboard, the models with weights
-    (dataset -> entries, replaced by a rescan) and the loaded predictors."""
+    (dataset -> entries, replaced by a rescan), the loaded predictors and the verified demo pack (None when the
+    config has none or a Hub models repo takes precedence)."""
 
     cfg: AppConfig
     workdir: Path
     board: Leaderboard
     models: dict[str, list[ModelEntry]]
     cache: PredictorCache
+    demo: DemoPack | None = None
 
     @classmethod
     def load(cls, cfg: AppConfig | None = None, *, workdir: str | Path) -> AppState:
-        """Read the records (local and Hub) and find the models with weights; nothing is loaded into memory yet."""
+        """Read the records (local and Hub), verify the demo pack (sha256 of every file) and find the models with
+        weights; nothing is loaded into memory yet. A demo file that fails verification is one line in the
+        leaderboard's problems (and on stderr) and its model is left out."""
         from .catalog import PredictorCache, discover_models
         from .leaderboard import load_leaderboard
 
         cfg = cfg or AppConfig.from_env()
         board = load_leaderboard(cfg)
-        models = discover_models(cfg.store, board.records, hub_models=cfg.hub_models)
-        return cls(cfg, Path(workdir), board, models, PredictorCache())
+        demo = _load_demo(cfg)
+        if demo is not None and demo.problems:
+            board.problems.extend(demo.problems)
+            print("\n".join(demo.problems), file=sys.stderr)
+        models = discover_models(cfg.store, board.records, hub_models=cfg.hub_models, demo=demo)
+        return cls(cfg, Path(workdir), board, models, PredictorCache(), demo)
 
     @property
     def domains(self) -> list[str]:
@@ -76,7 +90,16 @@ class AppState:
         """Find the models with weights again (the user trained or downloaded some while the app ran)."""
         from .catalog import discover_models
 
-        self.models = discover_models(self.cfg.store, self.board.records, hub_models=self.cfg.hub_models)
+        self.models = discover_models(self.cfg.store, self.board.records, hub_models=self.cfg.hub_models,
+                                      demo=self.demo)
+
+
+def _load_demo(cfg: AppConfig) -> DemoPack | None:
+    if cfg.demo is None or cfg.hub_models:
+        return None
+    from ..demo import load_pack
+
+    return load_pack(cfg.demo)
 
 
 def dataset_label(name: str) -> str:
