@@ -282,15 +282,6 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def cmd_data(args: argparse.Namespace) -> int:
-    from .data import DATASETS, default_root
-
-    for name in sorted(DATASETS):
-        root = default_root(name)
-        print(f"{name:14s} {root or '-'}")
-    return 0
-
-
 def _parse_kv(items: list[str] | None) -> list[tuple[str, Any]]:
     from .config import parse_override
 
@@ -408,8 +399,9 @@ def _add_report_commands(sub: Any) -> None:
     p.add_argument("--markdown", action="store_true", help="Markdown (as in the README)")
     p.set_defaults(func=cmd_leaderboard)
 
-    p = sub.add_parser("data", help="list datasets and where their files are found")
-    p.set_defaults(func=cmd_data)
+    from .data.cli import register as register_data  # data list | check | convert
+
+    register_data(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -223,4 +223,5 @@ def build(
 
 build.info = INFO  # type: ignore[attr-defined]  (static info: no files read)
 build.scan = scan  # type: ignore[attr-defined]  (the data doctor's listing)
+build.table = TABLE  # type: ignore[attr-defined]  (stored value -> class, for the data doctor)
 build.splits = lambda mode="fine", **_: SPLITS.get(mode, SPLITS["fine"])  # type: ignore[attr-defined]
