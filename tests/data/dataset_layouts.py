@@ -103,7 +103,7 @@ def make_ade20k(root: Path, *, n_train: int = 4, n_val: int = 2, seed: int = 0) 
             stem = f"ADE_{split[:5] if split == 'training' else 'val'}_{i:08d}"
             _image(rng).save(base / "images" / split / f"{stem}.jpg", quality=95)
             label = np.full((H, W), 1, np.uint8)  # wall
-            label[:4] = 0  # "other": ignored
+            label[:2] = 0  # "other": ignored
             for y0, y1, x0, x1 in _boxes(rng, 2):
                 label[y0:y1, x0:x1] = rng.integers(2, 151)
             label[-1, -1] = 150  # the last class appears
