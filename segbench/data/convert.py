@@ -106,25 +106,26 @@ def _cityscapes_name(path: Path, inverse: bool) -> str:
     return path.name[: -len(a)] + b if path.name.endswith(a) else path.name
 
 
-IMAGE_KINDS: dict[str, tuple[Callable[[Path, Path], None], Callable[[Path], str]]] = {
-    "voc-palette-to-index": (voc_palette_to_index, lambda p: p.name),
-    "index-to-voc-palette": (index_to_voc_palette, lambda p: p.name),
-    "cityscapes-trainids": (cityscapes_train_ids, lambda p: _cityscapes_name(p, False)),
-    "cityscapes-labelids": (cityscapes_label_ids, lambda p: _cityscapes_name(p, True)),
+# kind -> (converter, output name, the files it takes in a folder)
+IMAGE_KINDS: dict[str, tuple[Callable[[Path, Path], None], Callable[[Path], str], str]] = {
+    "voc-palette-to-index": (voc_palette_to_index, lambda p: p.name, "*.png"),
+    "index-to-voc-palette": (index_to_voc_palette, lambda p: p.name, "*.png"),
+    "cityscapes-trainids": (cityscapes_train_ids, lambda p: _cityscapes_name(p, False), "*_labelIds.png"),
+    "cityscapes-labelids": (cityscapes_label_ids, lambda p: _cityscapes_name(p, True), "*_labelTrainIds.png"),
 }
 
 
 def convert_images(kind: str, src: Path, dst: Path) -> int:
     """Convert one PNG (``dst`` a file, or a folder for the renamed file) or every PNG under a folder; the count."""
-    convert, rename = IMAGE_KINDS[kind]
+    convert, rename, pattern = IMAGE_KINDS[kind]
     if src.is_file():
         convert(src, dst / rename(src) if dst.is_dir() else dst)
         return 1
     if not src.is_dir():
         raise SegbenchError(f"{src}: no such file or folder; pass a PNG or a folder of PNGs")
-    files = sorted(p for p in src.rglob("*.png") if p.is_file())
+    files = sorted(p for p in src.rglob(pattern) if p.is_file())
     if not files:
-        raise SegbenchError(f"{src}: no PNG files below this folder")
+        raise SegbenchError(f"{src}: no {pattern} files below this folder")
     for path in files:
         convert(path, dst / path.relative_to(src).parent / rename(path))
     return len(files)
