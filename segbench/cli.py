@@ -96,7 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .runner import expand_seeds
 
-    configs = expand_seeds(load_suite(args.suite, args.overrides), args.seeds)
+    overrides = args.overrides + ([f"data_root={args.data_root}"] if args.data_root else [])
+    configs = expand_seeds(load_suite(args.suite, overrides), args.seeds)
     on_record = _pusher(args) if args.push else None
     records = run_suite(configs, store=_store(args), leaderboard=args.leaderboard, retrain=args.retrain,
                         progress=not args.no_progress, on_record=on_record)
@@ -317,6 +318,7 @@ def _add_training_commands(sub: Any) -> None:
                        description="Train (or reuse weights with the same config hash), evaluate and record every pair of a suite.")
     p.add_argument("suite", nargs="?", default="default", help="suite name in segbench/suites/ or a YAML path (default: default)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override a config key in every run, e.g. epochs=2")
+    p.add_argument("--data-root", help="dataset folder for every run (same as data_root=DIR)")
     common(p)
     p.add_argument("--retrain", action="store_true", help="train even when weights with the same config exist")
     p.add_argument("--seeds", type=int, default=1, metavar="N",
