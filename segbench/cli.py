@@ -96,7 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .runner import expand_seeds
 
-    configs = expand_seeds(load_suite(args.suite, args.overrides), args.seeds)
+    overrides = args.overrides + ([f"data_root={args.data_root}"] if args.data_root else [])
+    configs = expand_seeds(load_suite(args.suite, overrides), args.seeds)
     on_record = _pusher(args) if args.push else None
     records = run_suite(configs, store=_store(args), leaderboard=args.leaderboard, retrain=args.retrain,
                         progress=not args.no_progress, on_record=on_record)
@@ -282,15 +283,6 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def cmd_data(args: argparse.Namespace) -> int:
-    from .data import DATASETS, default_root
-
-    for name in sorted(DATASETS):
-        root = default_root(name)
-        print(f"{name:14s} {root or '-'}")
-    return 0
-
-
 def cmd_demo_pack(args: argparse.Namespace) -> int:
     from .demo import build_pack
 
@@ -343,6 +335,7 @@ def _add_training_commands(sub: Any) -> None:
                        description="Train (or reuse weights with the same config hash), evaluate and record every pair of a suite.")
     p.add_argument("suite", nargs="?", default="default", help="suite name in segbench/suites/ or a YAML path (default: default)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override a config key in every run, e.g. epochs=2")
+    p.add_argument("--data-root", help="dataset folder for every run (same as data_root=DIR)")
     common(p)
     p.add_argument("--retrain", action="store_true", help="train even when weights with the same config exist")
     p.add_argument("--seeds", type=int, default=1, metavar="N",
@@ -390,7 +383,7 @@ def _add_model_commands(sub: Any) -> None:
     common(p, leaderboard=False)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("models", help="list models: parameters, GFLOPs, output stride, receptive field")
+    p = sub.add_parser("models", help="list models: parameters, GMACs, output stride, receptive field")
     p.add_argument("name", nargs="?", help="one model (default: all)")
     p.add_argument("--size", type=int, default=512, help="input size for GFLOPs and receptive field (default 512)")
     p.add_argument("--num-classes", type=int, default=21)
@@ -425,8 +418,9 @@ def _add_report_commands(sub: Any) -> None:
     p.add_argument("--markdown", action="store_true", help="Markdown (as in the README)")
     p.set_defaults(func=cmd_leaderboard)
 
-    p = sub.add_parser("data", help="list datasets and where their files are found")
-    p.set_defaults(func=cmd_data)
+    from .data.cli import register as register_data  # data list | check | convert
+
+    register_data(sub)
 
 
 def _add_demo_commands(sub: Any) -> None:

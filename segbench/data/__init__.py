@@ -27,6 +27,7 @@ from .info import DatasetInfo  # noqa: E402  (re-exported: the dataset modules a
 from . import camvid, folder, isbi, synthetic  # noqa: E402
 
 from . import coco, via  # noqa: E402  (instance datasets)
+from . import ade20k, cityscapes, voc  # noqa: E402  (the on-disk benchmark layouts, as shipped)
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "synthetic": synthetic.build,
@@ -36,6 +37,9 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "balloon": via.build,
     "coco": coco.build_coco,
     "instance_png": coco.build_instance_png,
+    "voc": voc.build,
+    "cityscapes": cityscapes.build,
+    "ade20k": ade20k.build,
 }
 
 _REPO = Path(__file__).resolve().parents[2]
