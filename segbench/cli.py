@@ -385,7 +385,7 @@ def _add_model_commands(sub: Any) -> None:
 
     p = sub.add_parser("models", help="list models: parameters, GMACs, output stride, receptive field")
     p.add_argument("name", nargs="?", help="one model (default: all)")
-    p.add_argument("--size", type=int, default=512, help="input size for GFLOPs and receptive field (default 512)")
+    p.add_argument("--size", type=int, default=512, help="input size for GMACs and receptive field (default 512)")
     p.add_argument("--num-classes", type=int, default=21)
     p.add_argument("--in-channels", type=int, default=3)
     p.add_argument("--option", action="append", metavar="key=value", help="model option, repeatable (e.g. output_stride=8)")
