@@ -2,7 +2,9 @@
 
 A model can run when its weights are in the local store (``<store>/weights/<dataset>/<model>--<id>/``) or a record
 points at weights on the Hub (``hf://``). Entries are grouped by dataset (the Compare tab's "domain"), best record
-mIoU first; the default selection is the best model of each family. Predictors are loaded once and cached.
+mIoU first; the default selection is the best model of each family. Predictors are loaded once and cached; they run
+each model as its weights were evaluated, and whole-image models run uploads longer than ``SLIDE_ABOVE`` pixels in
+sliding windows (``predict.LARGE_WINDOW``) instead of one huge forward pass.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from .. import viz
 from ..errors import SegbenchError
 from ..store import CONFIG_FILE, WEIGHTS_FILE, LocalStore
 from .config import FAMILIES, MAX_MODELS, AppConfig, dataset_rank, one_line
+
+SLIDE_ABOVE = 2048  # longer side (px, at the model's input) above which whole-image models slide over the upload
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -156,8 +160,8 @@ class PredictorCache:
     reload). Least recently used are dropped beyond ``capacity``. Loading is serialised by a lock: two users asking
     for the same model load it once."""
 
-    def __init__(self, *, capacity: int = 8, device: str = "cpu") -> None:
-        self.capacity, self.device = capacity, device
+    def __init__(self, *, capacity: int = 8, device: str = "cpu", slide_above: int | None = SLIDE_ABOVE) -> None:
+        self.capacity, self.device, self.slide_above = capacity, device, slide_above
         self._items: OrderedDict[tuple[str, float], Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -180,7 +184,7 @@ class PredictorCache:
                 return self._items[key]
             from ..predict import Predictor
 
-            predictor = Predictor(folder, device=self.device)
+            predictor = Predictor(folder, device=self.device, slide_above=self.slide_above)
             # One tiny forward pass creates the kernels' caches, so the user's first comparison is warm too.
             predictor(torch.zeros(predictor.in_channels, 64, 64, dtype=torch.uint8))
             self._items[key] = predictor

@@ -261,3 +261,34 @@ def test_a_tiny_run_with_sliding_windows_records_the_evaluation(tmp_path, tiny_c
     assert Predictor(weights).evaluation == evaluation_from(expected)
     whole = make_config({**tiny_config, "device": "cpu"})
     assert whole.run_id() != cfg.run_id()  # the settings change the scores, so they are part of the id
+
+
+def test_the_app_runs_large_uploads_in_windows_at_full_size(tmp_path):
+    """An upload longer than catalog.SLIDE_ABOVE is not downscaled; a whole-image model slides over it, says so in
+    the notices and the results table, and returns the mask at the upload's size."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/app_fixtures.py
+    from app_fixtures import write_model_store
+
+    from segbench.app import catalog, compare, uploads
+
+    write_model_store(tmp_path / "store", tmp_path / "board", specs=[("unet_small", {"base_channels": 4, "depth": 2})])
+    models = catalog.discover_models(tmp_path / "store", [])
+    entry = models["synthetic"][0]
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 100, 3), dtype=np.uint8)).save(path)
+    image, notices = uploads.read_upload(path)
+    assert image.shape == (3, 24, 100) and notices == []
+    cache = catalog.PredictorCache(slide_above=64)
+    result = compare.compare(image, [entry], cache)
+    predictor = cache.get(entry)
+    assert predictor.evaluation_for((24, 100)).mode == "slide" and result.results[0].mask.shape == (24, 100)
+    assert any("sliding windows" in n for n in result.notices)
+    assert "sliding 1024x1024 windows" in compare.results_table(result).loc[0, "Runs at"]
+    small = compare.compare(image[:, :, :60], [entry], cache)
+    assert small.results[0].evaluation == "whole image" and not any("sliding" in n for n in small.notices)
