@@ -144,9 +144,9 @@ def compute_loss(model: nn.Module, inputs: StepInputs, loss_fn: Callable | None,
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, info: DatasetInfo, device: torch.device, amp: bool = True,
              channels_last: bool = True, eval_size: list[int] | None = None, tile: int | None = None,
-             evaluation: Evaluation | None = None, score_threshold: float = 0.5, label_to_class: Tensor | None = None, fill: int | None = None,
-             instance_evaluator: Any = None, per_image: bool = True, boundary: bool = True,
-             progress: bool = False) -> dict[str, Any]:
+             evaluation: Evaluation | None = None, score_threshold: float = 0.5,
+             label_to_class: Tensor | None = None, fill: int | None = None, instance_evaluator: Any = None,
+             per_image: bool = True, boundary: bool = True, progress: bool = False) -> dict[str, Any]:
     """Dataset-level metrics from one confusion matrix on the device (``ConfusionMatrix.compute``'s dict).
 
     ``per_image`` also keeps per-image intersection/union counts (for the bootstrap CI of mIoU) and

@@ -7,8 +7,9 @@ Each mode runs in its own child process (a process's peak resident set, /proc/se
 grows, so two modes in one process would hide the smaller one). A child builds the model (random weights), reads
 its resident set (``VmRSS``: Python, torch and the weights), then times ``models.inference.infer`` on one
 normalised float32 image [1,3,H,W] under ``inference_mode`` (fp32, eval mode) and reads ``VmHWM``. Reported:
-``baseline_mib`` (before inference), ``peak_mib`` and ``peak_over_baseline_mib`` (what inference added), seconds
-per image (median of ``runs``), and the agreement of the two modes' argmax maps. Linux only (/proc).
+``baseline_mib`` (before inference), ``peak_mib`` and ``peak_over_baseline_mib`` (what inference added), wall and
+process-CPU seconds per image (median of ``runs``; CPU time is the steadier figure on a shared machine), and the
+agreement of the two modes' argmax maps. Linux only (/proc).
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     evaluation = WHOLE if args.child == "whole" else evaluation_settings(mode="slide", crop=args.crop,
                                                                          stride=args.stride)
     baseline = _status_mib("VmRSS")
-    seconds = []
+    seconds, cpu_seconds = [], []
     with torch.inference_mode():
         for _ in range(args.runs):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             scores = infer(model, x, evaluation)
             seconds.append(time.perf_counter() - t0)
+            cpu_seconds.append(time.process_time() - c0)
             pred = scores.argmax(1).to(torch.uint8)
             del scores
     peak = _status_mib("VmHWM")
@@ -57,7 +59,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         torch.save(pred, args.save)
     return {"mode": args.child, "evaluation": evaluation.describe(), "baseline_mib": round(baseline, 1),
             "peak_mib": round(peak, 1), "peak_over_baseline_mib": round(peak - baseline, 1),
-            "seconds": round(statistics.median(seconds), 2), "threads": torch.get_num_threads()}
+            "seconds": round(statistics.median(seconds), 2), "cpu_seconds": round(statistics.median(cpu_seconds), 2),
+            "threads": torch.get_num_threads()}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     for row in result["modes"]:
         print(f"{row['mode']:>5}: {row['evaluation']:<45} peak RSS {row['peak_mib']:8.1f} MiB "
               f"(+{row['peak_over_baseline_mib']:.1f} over {row['baseline_mib']:.1f} before inference), "
-              f"{row['seconds']:.2f} s/image, {row['threads']} threads")
+              f"{row['seconds']:.2f} s/image wall, {row['cpu_seconds']:.2f} s CPU, {row['threads']} threads")
     print(f"argmax agreement whole vs slide: {100 * result['argmax_agreement']:.2f}% of pixels; {result['cpu']}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -169,7 +169,8 @@ def evaluation_settings(*, mode: str = "whole", crop: Any = None, stride: Any = 
     scales = [1.0] if scales is None else scales
     if (not isinstance(scales, (list, tuple))
             or any(isinstance(s, bool) or not isinstance(s, (int, float)) for s in scales)):
-        raise SegbenchError(f"eval_scales must be a non-empty list of numbers > 0 like [0.75, 1.0, 1.25], got {scales!r}")
+        raise SegbenchError(f"eval_scales must be a non-empty list of numbers > 0 like [0.75, 1.0, 1.25], "
+                            f"got {scales!r}")
     if not isinstance(flip, bool):
         raise SegbenchError(f"eval_flip must be true or false, got {flip!r}")
     return Evaluation(mode, _pair(crop, "eval_crop"), _pair(stride, "eval_stride"),

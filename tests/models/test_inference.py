@@ -5,9 +5,13 @@ whose record and weights state the evaluation settings."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from segbench.config import make_config
@@ -19,6 +23,8 @@ from segbench.models.inference import (WHOLE, Evaluation, evaluation_from, evalu
 from segbench.predict import LARGE_WINDOW, Predictor
 from segbench.runner import run_one
 from segbench.store import LocalStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/app_fixtures.py
 
 
 class PixelModel(nn.Module):
@@ -195,12 +201,15 @@ def test_predict_logits_resizes_to_the_label_size_with_windows():
 # ---------------------------------------------------------------- validation, one line each
 
 
+SLIDE = {"eval_mode": "slide"}
+
+
 @pytest.mark.parametrize("values, message", [
     ({"eval_mode": "tiles"}, "eval_mode='tiles' is not one of whole, slide"),
-    ({"eval_mode": "slide", "eval_crop": [0, 64], "eval_stride": [1, 1]}, "eval_crop must be [height, width] with both > 0"),
-    ({"eval_mode": "slide", "eval_crop": [64, 64], "eval_stride": [0, 32]}, "eval_stride must satisfy 0 < stride <= eval_crop"),
-    ({"eval_mode": "slide", "eval_crop": [64, 64], "eval_stride": [32, 65]}, "eval_stride must satisfy 0 < stride <= eval_crop"),
-    ({"eval_mode": "slide", "eval_crop": [64], "eval_stride": [32, 32]}, "eval_crop must be [height, width] (two integers)"),
+    ({**SLIDE, "eval_crop": [0, 64], "eval_stride": [1, 1]}, "eval_crop must be [height, width] with both > 0"),
+    ({**SLIDE, "eval_crop": [64, 64], "eval_stride": [0, 32]}, "eval_stride must satisfy 0 < stride <= eval_crop"),
+    ({**SLIDE, "eval_crop": [64, 64], "eval_stride": [32, 65]}, "eval_stride must satisfy 0 < stride <= eval_crop"),
+    ({**SLIDE, "eval_crop": [64], "eval_stride": [32, 32]}, "eval_crop must be [height, width] (two integers)"),
     ({"eval_mode": "slide"}, "eval_mode=slide needs eval_crop and eval_stride"),
     ({"eval_crop": [64, 64], "eval_stride": [32, 32]}, "eval_crop/eval_stride apply to sliding windows"),
     ({"eval_scales": [0.5, 0]}, "eval_scales must be a non-empty list of numbers > 0"),
@@ -266,16 +275,9 @@ def test_a_tiny_run_with_sliding_windows_records_the_evaluation(tmp_path, tiny_c
 def test_the_app_runs_large_uploads_in_windows_at_full_size(tmp_path):
     """An upload longer than catalog.SLIDE_ABOVE is not downscaled; a whole-image model slides over it, says so in
     the notices and the results table, and returns the mask at the upload's size."""
-    import sys
-    from pathlib import Path
-
-    import numpy as np
-    from PIL import Image
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/app_fixtures.py
     from app_fixtures import write_model_store
 
-    from segbench.app import catalog, compare, uploads
+    from segbench.app import catalog, compare, uploads  # the app's modules import Gradio: only this test needs them
 
     write_model_store(tmp_path / "store", tmp_path / "board", specs=[("unet_small", {"base_channels": 4, "depth": 2})])
     models = catalog.discover_models(tmp_path / "store", [])
