@@ -12,11 +12,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .errors import SegbenchError, nearest
+
+if TYPE_CHECKING:
+    from .models.inference import Evaluation
 
 
 @dataclass
@@ -38,6 +41,11 @@ class RunConfig:
     color_jitter: float = 0.0  # brightness/contrast/saturation strength, 0 = off
     eval_size: list[int] | None = None  # [H, W] resize for evaluation (None: native size)
     eval_tile: int | None = None  # overlap-tile output size for valid-padded U-Nets (None: one tile)
+    eval_mode: str = "whole"  # whole: one forward pass per image | slide: overlapping windows, logits averaged
+    eval_crop: list[int] | None = None  # slide: [H, W] window in pixels (after eval_size / scale)
+    eval_stride: list[int] | None = None  # slide: [H, W] step between windows, 0 < stride <= crop
+    eval_scales: list[float] | None = None  # test-time scales, e.g. [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] (None: [1.0])
+    eval_flip: bool = False  # test-time left-right flip (probabilities of all views averaged)
     num_workers: int = 0
     loader: str = "auto"  # training batches: host (DataLoader) | device (split held on the device) | auto (device on a GPU)
     limit_images: int | None = None  # use only the first N images of each split (smoke tests)
@@ -76,6 +84,14 @@ class RunConfig:
 
     def display_name(self) -> str:
         return self.name or self.model
+
+    def evaluation(self) -> Evaluation:
+        """How evaluation runs the model (whole / slide, TTA), validated; SegbenchError names the bad key.
+        (Imported here: config must load without torch.)"""
+        from .models.inference import evaluation_settings
+
+        return evaluation_settings(mode=self.eval_mode, crop=self.eval_crop, stride=self.eval_stride,
+                                   scales=self.eval_scales, flip=self.eval_flip)
 
     def hardware_class(self) -> str:
         """"cuda" or "cpu": the kind of device ``device`` resolves to on this machine (no device is opened)."""
@@ -130,6 +146,7 @@ _CHOICES = {
     "loader": ("auto", "host", "device"),
     "track": ("steps", "time"),
     "select_on": ("final", "holdout"),
+    "eval_mode": ("whole", "slide"),
 }
 
 
@@ -195,6 +212,21 @@ def check_config(cfg: RunConfig, source: str = "config") -> None:
     if cfg.scale_min <= 0 or cfg.scale_max < cfg.scale_min:
         raise SegbenchError(f"{source}: need 0 < scale_min <= scale_max, got {cfg.scale_min}, {cfg.scale_max}")
     check_budget(cfg, source)
+    check_evaluation(cfg, source)
+
+
+def check_evaluation(cfg: RunConfig, source: str) -> None:
+    """eval_mode / eval_crop / eval_stride / eval_scales / eval_flip: valid together (models.inference.Evaluation)."""
+    from .models import model_task
+    from .models.inference import WHOLE
+
+    try:
+        evaluation = cfg.evaluation()
+    except SegbenchError as exc:
+        raise SegbenchError(f"{source}: {exc}") from None
+    if evaluation != WHOLE and model_task(cfg.model) == "instance":
+        raise SegbenchError(f"{source}: eval_mode/eval_scales/eval_flip apply to semantic models; '{cfg.model}' is "
+                            "an instance model (remove them)")
 
 
 def check_budget(cfg: RunConfig, source: str) -> None:

@@ -33,7 +33,7 @@ from .data.transforms import normalize
 from .device import autocast
 from .errors import SegbenchError
 from .metrics import ConfusionMatrix, to_semantic
-from .models.inference import forward_full
+from .models.inference import WHOLE, Evaluation, forward_full, infer
 
 
 # ---------------------------------------------------------------- batches on the device
@@ -144,15 +144,16 @@ def compute_loss(model: nn.Module, inputs: StepInputs, loss_fn: Callable | None,
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, info: DatasetInfo, device: torch.device, amp: bool = True,
              channels_last: bool = True, eval_size: list[int] | None = None, tile: int | None = None,
-             score_threshold: float = 0.5, label_to_class: Tensor | None = None, fill: int | None = None,
-             instance_evaluator: Any = None, per_image: bool = True, boundary: bool = True,
-             progress: bool = False) -> dict[str, Any]:
+             evaluation: Evaluation | None = None, score_threshold: float = 0.5,
+             label_to_class: Tensor | None = None, fill: int | None = None, instance_evaluator: Any = None,
+             per_image: bool = True, boundary: bool = True, progress: bool = False) -> dict[str, Any]:
     """Dataset-level metrics from one confusion matrix on the device (``ConfusionMatrix.compute``'s dict).
 
     ``per_image`` also keeps per-image intersection/union counts (for the bootstrap CI of mIoU) and
     ``boundary`` accumulates Boundary IoU; both cost time, so the training loop's curve evaluations skip them.
 
-    Semantic models: logits at ``eval_size`` (if given) are resized back to the label's resolution, so
+    Semantic models: run as ``evaluation`` says (whole image by default; sliding window, multi-scale + flip:
+    ``models.inference.infer``) at ``eval_size`` (if given), logits resized back to the label's resolution, so
     scores are always at the native label size. Instance models: predictions become a class map with
     :func:`metrics.to_semantic` (highest-scoring mask wins, ``fill`` elsewhere) and, if an
     ``instance_evaluator`` is given, also feed COCO box/mask AP.
@@ -164,7 +165,8 @@ def evaluate(model: nn.Module, loader: Iterable, *, info: DatasetInfo, device: t
         step = partial(instance_eval_step, amp=amp, score_threshold=score_threshold, label_to_class=label_to_class,
                        fill=fill, evaluator=instance_evaluator)
     else:
-        step = partial(semantic_eval_step, amp=amp, channels_last=channels_last, eval_size=eval_size, tile=tile)
+        step = partial(semantic_eval_step, amp=amp, channels_last=channels_last, eval_size=eval_size, tile=tile,
+                       evaluation=evaluation)
     seen = 0
     for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
         seen += step(model, batch, cm, info=info, device=device, first_id=seen)
@@ -186,7 +188,7 @@ def confusion_matrix(info: DatasetInfo, device: torch.device, *, per_image: bool
 
 def semantic_eval_step(model: nn.Module, batch: Any, cm: ConfusionMatrix, *, info: DatasetInfo, device: torch.device,
                        first_id: int, amp: bool, channels_last: bool, eval_size: list[int] | None,
-                       tile: int | None) -> int:
+                       tile: int | None, evaluation: Evaluation | None = None) -> int:
     """Score one semantic batch into ``cm``; returns the number of images.
 
     ``batch`` is ``(uint8 [B,C,H,W], int64 [B,H,W])`` or, for images of different sizes, two lists of
@@ -201,7 +203,7 @@ def semantic_eval_step(model: nn.Module, batch: Any, cm: ConfusionMatrix, *, inf
         x = to_device_images(imgs, info, device, channels_last)
         target = msk.to(device, non_blocking=True)
         logits = predict_logits(model, x, out_size=tuple(target.shape[-2:]), eval_size=eval_size, tile=tile,
-                                device=device, amp=amp)
+                                evaluation=evaluation, device=device, amp=amp)
         cm.update(logits.argmax(1), target)
         count += imgs.shape[0]
     return count
@@ -227,9 +229,10 @@ def instance_eval_step(model: nn.Module, batch: Any, cm: ConfusionMatrix, *, inf
     return len(preds)
 
 def predict_logits(model: nn.Module, x: Tensor, *, out_size: tuple[int, int], eval_size: list[int] | None = None,
-                   tile: int | None = None, device: torch.device | None = None, amp: bool = True,
-                   cpu_bf16: bool = False) -> Tensor:
-    """float32 logits [B,K,out_H,out_W] for normalised input ``x`` [B,C,H,W]: resize to ``eval_size``, run, resize back.
+                   tile: int | None = None, evaluation: Evaluation | None = None, device: torch.device | None = None,
+                   amp: bool = True, cpu_bf16: bool = False) -> Tensor:
+    """float32 class scores [B,K,out_H,out_W] for normalised input ``x`` [B,C,H,W]: resize to ``eval_size``, run as
+    ``evaluation`` says (default whole image: the logits; with TTA: log mean probabilities), resize back.
 
     ``cpu_bf16`` lets the predict path use bf16 on CPUs that run it natively (see ``cpu_bf16_supported``).
     """
@@ -239,12 +242,7 @@ def predict_logits(model: nn.Module, x: Tensor, *, out_size: tuple[int, int], ev
     if x.ndim == 4 and (device.type == "cuda" or cpu_bf16):
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(device, amp, cpu_bf16=cpu_bf16):
-        logits = forward_full(model, x, tile=tile)["out"]
-    logits = logits.float()
-    if tuple(logits.shape[-2:]) != tuple(out_size):
-        logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
-    return logits
-
+        return infer(model, x, evaluation or WHOLE, out_size=out_size, tile=tile)
 
 
 # ---------------------------------------------------------------- training

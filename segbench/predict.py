@@ -2,12 +2,18 @@
 
 ``Predictor(weights)`` loads a model once (safetensors + model.json) and maps any image to a class map at
 the image's own size: channels are adapted to the model (grey <-> RGB, alpha dropped), the image is
-normalised on the device, resized to the model's evaluation size if it has one, and the logits are
-resized back. Instance models (Mask R-CNN) also return their instances.
+normalised on the device, resized to the model's evaluation size if it has one, run as the weights were
+evaluated (``meta["evaluation"]``: whole image or sliding window, with their test-time scales and flip; see
+``models.inference``), and the logits are resized back. Instance models (Mask R-CNN) also return their instances.
+
+Large images: with ``slide_above=N`` (the app uses 2048) a model evaluated whole-image runs inputs whose longer
+side exceeds N in sliding windows (``LARGE_WINDOW`` with ``LARGE_STRIDE``), so memory grows with the logit canvas
+only, not with the activations of one huge forward pass; nothing is downscaled.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 import warnings
@@ -25,12 +31,14 @@ from .data.transforms import normalize
 from .device import autocast, cpu_bf16_supported, resolve_device
 from .errors import SegbenchError
 from .metrics import to_semantic
-from .models.inference import forward_full
+from .models.inference import Evaluation, evaluation_from, infer
 from .store import LocalStore, load_model
 
 MAX_PIXELS = 64_000_000  # refuse decompression bombs above ~8000 x 8000
 BACKENDS = ("torch", "onnx")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
+# Windows for large images of whole-image models (slide_above): 1 MP each, a quarter overlapping on each side.
+LARGE_WINDOW, LARGE_STRIDE = (1024, 1024), (768, 768)
 
 
 def load_image(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS) -> Tensor:
@@ -111,7 +119,7 @@ class Predictor:
     """
 
     def __init__(self, weights: str | Path, *, store: LocalStore | None = None, device: str = "cpu",
-                 fast: bool = True, backend: str = "torch") -> None:
+                 fast: bool = True, backend: str = "torch", slide_above: int | None = None) -> None:
         """``backend``: "torch" (eager PyTorch) or "onnx" (ONNX Runtime on the CPU, semantic models only; the
         weights' ``model.onnx`` is exported on first use, see ``segbench.export``)."""
         if backend not in BACKENDS:
@@ -120,24 +128,27 @@ class Predictor:
             from .export import load_onnx_model
 
             model, meta = load_onnx_model(weights, store=store)
-            self._setup(model, meta, torch.device("cpu"), fast)
+            self._setup(model, meta, torch.device("cpu"), fast, slide_above)
             return
         device_ = resolve_device(device)
         model, meta = load_model(weights, store=store, map_location=str(device_))
-        self._setup(model, meta, device_, fast)
+        self._setup(model, meta, device_, fast, slide_above)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, meta: dict[str, Any], *, device: torch.device | str = "cpu",
-                   fast: bool = True) -> Predictor:
+                   fast: bool = True, slide_above: int | None = None) -> Predictor:
         """Wrap a model already in memory; ``meta`` holds what model.json holds (task, in_channels, mean, std,
-        num_classes, eval_size, eval_tile; instance models: semantic_classes, score_threshold, label_to_class, fill).
-        A semantic model run in bf16 is put in channels_last (in place)."""
+        num_classes, eval_size, eval_tile, evaluation; instance models: semantic_classes, score_threshold,
+        label_to_class, fill). A semantic model run in bf16 is put in channels_last (in place)."""
         predictor = cls.__new__(cls)
-        predictor._setup(model, meta, torch.device(device), fast)
+        predictor._setup(model, meta, torch.device(device), fast, slide_above)
         return predictor
 
-    def _setup(self, model: torch.nn.Module, meta: dict[str, Any], device: torch.device, fast: bool) -> None:
+    def _setup(self, model: torch.nn.Module, meta: dict[str, Any], device: torch.device, fast: bool,
+               slide_above: int | None) -> None:
         self.device, self.meta = device, meta
+        self.evaluation = evaluation_from(meta.get("evaluation"))  # whole for weights saved before it was recorded
+        self.slide_above = slide_above
         self.model = model.to(device).eval()
         self.task = meta.get("task", "semantic")
         # An ONNX Runtime session runs its own float32 graph: no autocast, no memory-format change.
@@ -168,19 +179,28 @@ class Predictor:
             x = F.interpolate(x, size=tuple(eval_size), mode="bilinear", align_corners=False, antialias=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def forward(self, x: Tensor) -> Any:
-        """The model alone on a prepared input: semantic logits [1,K,h,w] (bf16 or fp32), or Mask R-CNN's
-        prediction dict for the one image (masks [N,1,H,W] probabilities at the image's size)."""
+    def evaluation_for(self, size: tuple[int, int]) -> Evaluation:
+        """How a prepared input of ``size`` (H, W) runs: the weights' evaluation; for a whole-image model with
+        ``slide_above`` set and a longer side above it, ``LARGE_WINDOW`` windows (same scales and flip)."""
+        if self.evaluation.mode == "whole" and self.slide_above is not None and max(size) > self.slide_above:
+            return dataclasses.replace(self.evaluation, mode="slide", crop=LARGE_WINDOW, stride=LARGE_STRIDE)
+        return self.evaluation
+
+    def forward(self, x: Tensor, *, out_size: tuple[int, int] | None = None) -> Any:
+        """The model on a prepared input, as :meth:`evaluation_for` says: semantic float32 scores [1,K,H,W] at
+        ``out_size`` (default the input's size; logits, or log mean probabilities with test-time augmentation),
+        or Mask R-CNN's prediction dict for the one image (masks [N,1,H,W] probabilities at the image's size)."""
         with autocast(self.device, self.precision == "bf16", cpu_bf16=self.cpu_bf16):
             if self.task == "instance":
                 return self.model([x[0]])[0]
-            return forward_full(self.model, x, tile=self.meta.get("eval_tile"))["out"]
+            return infer(self.model, x, self.evaluation_for(tuple(x.shape[-2:])), out_size=out_size,
+                         tile=self.meta.get("eval_tile"))
 
     @torch.inference_mode()
     def __call__(self, image: Tensor, *, with_probs: bool = False) -> Prediction:
         t0 = time.perf_counter()
         h, w = image.shape[-2:]
-        out = self.forward(self.prepare(image))
+        out = self.forward(self.prepare(image), out_size=(h, w))
         if self.task == "instance":
             pred = {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
             threshold = float(self.meta.get("score_threshold", 0.5))

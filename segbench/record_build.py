@@ -1,6 +1,7 @@
 """Assemble a schema-2 result record (``records.py`` validates and writes it) and the weights' JSON meta.
 
-Every number carries how it was measured: metrics name their split, CI method and ``max_dets``; the training
+Every number carries how it was measured: metrics name their split, CI method and ``max_dets``, and
+``evaluation`` ({mode, crop, stride, scales, flip}) says how the model was run over each image; the training
 entry states its budget (epochs and optimizer steps), track and whether a wall-clock safety stop hit; the
 selection entry says which checkpoint is reported and on what it was chosen.
 """
@@ -73,6 +74,7 @@ def model_meta(cfg: RunConfig, info: DatasetInfo, *, model_args: dict[str, Any],
         "class_names": list(info.class_names), "semantic_classes": info.num_classes, "mean": list(info.mean),
         "std": list(info.std), "ignore_index": info.ignore_index, "dataset": cfg.dataset,
         "palette": [list(c) for c in info.palette], "eval_size": cfg.eval_size, "eval_tile": cfg.eval_tile,
+        "evaluation": cfg.evaluation().to_dict(),  # whole / slide + TTA: predict and the app run the same
         "amp": cfg.amp, "channels_last": cfg.channels_last, "task": task, "name": cfg.display_name(),
         "score_threshold": cfg.score_threshold, "max_dets": max_dets,
         "label_to_class": label_to_class.tolist() if label_to_class is not None else None,
@@ -111,7 +113,8 @@ def build_record(cfg: RunConfig, model: torch.nn.Module, info: DatasetInfo, *, t
         "schema": SCHEMA_VERSION, "id": cfg.run_id(), "group": cfg.group_id(), "hardware_class": cfg.hardware_class(),
         "model": cfg.display_name(), "family": model.family, "variant": model.variant, "task": task,
         "dataset": cfg.dataset, "split": cfg.eval_split, "num_classes": info.num_classes,
-        "class_names": list(info.class_names), "metrics": metrics, "test_metrics": test_metrics,
+        "class_names": list(info.class_names), "evaluation": cfg.evaluation().to_dict(),
+        "metrics": metrics, "test_metrics": test_metrics,
         "selection": selection, "efficiency": efficiency, "training": training, "config": cfg.to_dict(),
         "seed": cfg.seed, "versions": versions(), "git_commit": git_commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "weights": weights,

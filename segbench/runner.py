@@ -27,6 +27,7 @@ from .engine import evaluate, make_optimizer, make_scheduler, seed_everything, t
 from .errors import SegbenchError
 from .losses import build_loss, median_frequency_weights
 from .models import build_model, model_task
+from .models.inference import evaluation_from
 from .record_build import build_record, metrics_entry, model_meta, selection_entry, training_entry
 from .records import DEFAULT_ROOT, write_record
 from .run_data import Data, _with_fill, build_data, eval_loader, find_test_split
@@ -87,7 +88,7 @@ def score(model: torch.nn.Module, meta: dict[str, Any], loader: DataLoader, *, i
           device: torch.device, progress: bool = False) -> dict[str, Any]:
     """Metrics of ``model`` on ``loader`` with the evaluation settings stored in its ``meta`` (eval size and tile,
     precision; instance models: score threshold, label -> class map, fill class, COCO ``max_dets``)."""
-    kwargs: dict[str, Any] = {"eval_size": meta.get("eval_size"), "tile": meta.get("eval_tile")}
+    kwargs: dict[str, Any] = score_kwargs(meta)
     if meta.get("task") == "instance":
         from .instance_eval import InstanceEvaluator
 
@@ -155,7 +156,8 @@ def score_kwargs(meta: dict[str, Any]) -> dict[str, Any]:
         l2c = meta.get("label_to_class")
         return {"score_threshold": float(meta.get("score_threshold", 0.5)), "fill": meta.get("fill"),
                 "label_to_class": torch.tensor(l2c) if l2c is not None else None}
-    return {"eval_size": meta.get("eval_size"), "tile": meta.get("eval_tile")}
+    return {"eval_size": meta.get("eval_size"), "tile": meta.get("eval_tile"),
+            "evaluation": evaluation_from(meta.get("evaluation"))}
 
 
 def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFAULT_ROOT, retrain: bool = False,

@@ -159,11 +159,12 @@ def test_non_image_and_bomb_uploads_get_messages(served, tmp_path):
     assert preview is None and "too large" in status
 
 
-def test_large_upload_is_downscaled_with_a_notice(served, tmp_path):
+def test_large_upload_keeps_its_size(served, tmp_path):
+    """No downscaling (whole-image models slide over large uploads: tests/models/test_inference.py)."""
     _, client = served
     wide = _png(tmp_path / "wide.png", np.zeros((20, 2100), dtype=np.uint8))
     preview, status = client.predict(handle_file(str(wide)), api_name="/upload")
-    assert Image.open(preview).size == (2048, 20) and "downscaled" in status
+    assert Image.open(preview).size == (2100, 20) and "downscaled" not in status
 
 
 def test_uploads_stay_in_the_temporary_folder(served, fixture_dirs, tmp_path):

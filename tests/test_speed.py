@@ -145,9 +145,9 @@ def test_end_to_end_runs_the_predict_path_on_host_uint8_images(monkeypatch):
         calls.append((image.dtype, image.device.type, tuple(image.shape)))
         return original_call(self, image, **kwargs)
 
-    def spy_forward(self, x):
+    def spy_forward(self, x, **kwargs):
         forwards.append((x.dtype, tuple(x.shape)))
-        return original_forward(self, x)
+        return original_forward(self, x, **kwargs)
 
     monkeypatch.setattr(Predictor, "__call__", spy_call)
     monkeypatch.setattr(Predictor, "forward", spy_forward)

@@ -5,7 +5,8 @@ points at weights on the Hub (``hf://``), or it is in the committed demo pack (`
 ``segbench.demo``). Demo models fill in only the datasets that have no local or Hub model, and none are used when a
 Hub models repo is configured (Hub mode takes precedence). Entries are grouped by dataset (the Compare tab's
 "domain"), best record mIoU first; the default selection is the best model of each family. Predictors are loaded
-lazily, once, and cached.
+lazily, once, and cached; they run each model as its weights were evaluated, and whole-image models run uploads
+longer than ``SLIDE_ABOVE`` pixels in sliding windows (``predict.LARGE_WINDOW``) instead of one huge forward pass.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from ..store import CONFIG_FILE, WEIGHTS_FILE, LocalStore
 if TYPE_CHECKING:
     from ..demo import DemoPack
 from .config import FAMILIES, MAX_MODELS, AppConfig, dataset_rank, one_line
+
+SLIDE_ABOVE = 2048  # longer side (px, at the model's input) above which whole-image models slide over the upload
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -188,11 +191,12 @@ class PredictorCache:
     reload). Least recently used are dropped beyond ``capacity``. Loading is serialised by a lock: two users asking
     for the same model load it once."""
 
-    def __init__(self, *, capacity: int = 8, device: str = "cpu", backend: str | None = None) -> None:
+    def __init__(self, *, capacity: int = 8, device: str = "cpu", backend: str | None = None,
+                 slide_above: int | None = SLIDE_ABOVE) -> None:
         """``backend``: "torch", "onnx" (ONNX Runtime for semantic models when onnxruntime is installed, else
         torch) or None: ``$SEGBENCH_BACKEND``, default "torch" (ONNX Runtime measured slower on 2 CPU cores,
         see segbench.bench.app)."""
-        self.capacity, self.device = capacity, device
+        self.capacity, self.device, self.slide_above = capacity, device, slide_above
         self.backend = backend or os.environ.get("SEGBENCH_BACKEND") or "torch"
         self._items: OrderedDict[tuple[str, float], Any] = OrderedDict()
         self._lock = threading.Lock()
@@ -216,7 +220,8 @@ class PredictorCache:
                 return self._items[key]
             from ..predict import Predictor
 
-            predictor = Predictor(folder, device=self.device, backend=self._backend(entry))
+            predictor = Predictor(folder, device=self.device, backend=self._backend(entry),
+                                  slide_above=self.slide_above)
             # One tiny forward pass creates the kernels' caches, so the user's first comparison is warm too.
             predictor(torch.zeros(predictor.in_channels, 64, 64, dtype=torch.uint8))
             self._items[key] = predictor

@@ -35,6 +35,7 @@ class ModelResult:
     latency_ms: float
     metrics: dict[str, Any] | None  # ConfusionMatrix.compute() against the ground truth
     eval_size: list[int] | None  # [H, W] the model runs at (None: the image's own size)
+    evaluation: str = ""  # how it ran over the image (Evaluation.describe(): whole image, sliding windows, TTA)
 
 
 @dataclass
@@ -57,8 +58,9 @@ class Comparison:
 
 def compare(image: Tensor, entries: list[ModelEntry], cache: PredictorCache, *,
             ground_truth: tuple[str | Path, str] | None = None, notices: list[str] | None = None) -> Comparison:
-    """Run ``entries`` on ``image`` (uint8 [C,H,W]); each predictor resizes to its evaluation size and returns the
-    mask at the image's size. ``ground_truth`` = (path, display name) of an optional mask, scored per model with
+    """Run ``entries`` on ``image`` (uint8 [C,H,W]); each predictor resizes to its evaluation size, runs as its
+    weights were evaluated (large images of whole-image models in sliding windows, never downscaled) and returns
+    the mask at the image's size. ``ground_truth`` = (path, display name) of an optional mask, scored per model with
     ``ConfusionMatrix`` (PA, mPA, mIoU under the protocol's ignore/absent policy)."""
     t0 = time.perf_counter()
     if not entries:
@@ -87,7 +89,7 @@ def compare(image: Tensor, entries: list[ModelEntry], cache: PredictorCache, *,
         gt, gt_notices = read_ground_truth(ground_truth[0], name=ground_truth[1], size=tuple(image.shape[-2:]),
                                            num_classes=num_classes, ignore_index=ignore_index, palette=palette)
         notices += gt_notices
-    results = []
+    results, slid = [], []
     for entry, predictor in loaded:
         try:
             prediction = predictor(image)
@@ -104,8 +106,18 @@ def compare(image: Tensor, entries: list[ModelEntry], cache: PredictorCache, *,
             cm = ConfusionMatrix(predictor.num_classes, ignore_index=int(predictor.meta.get("ignore_index", 255)))
             cm.update(prediction.mask, gt)
             metrics = cm.compute()
-        results.append(ModelResult(entry, prediction.mask, instances, prediction.latency_ms, metrics,
-                                   predictor.meta.get("eval_size")))
+        eval_size = predictor.meta.get("eval_size")
+        how = ""
+        if predictor.task == "semantic":
+            evaluation = predictor.evaluation_for(tuple(eval_size or image.shape[-2:]))
+            how = evaluation.describe()
+            if evaluation != predictor.evaluation:
+                slid.append(entry.name)
+        results.append(ModelResult(entry, prediction.mask, instances, prediction.latency_ms, metrics, eval_size, how))
+    if slid:
+        h, w = image.shape[-2:]
+        notices.append(f"The image is {w}x{h}: {', '.join(slid)} ran over it in sliding windows at full resolution "
+                       "(one pass would need too much memory).")
     return Comparison(image, results, class_names, palette, ignore_index, gt, notices, time.perf_counter() - t0)
 
 
@@ -173,8 +185,9 @@ def legend(cmp: Comparison) -> str:
 
 # The latency the Compare tab measures: what a user waits for, so end to end (see predict.Predictor).
 HERE_LATENCY = "End-to-end here (ms)"
-HERE_LATENCY_SCOPE = ("resize to the model's evaluation size + normalise + forward + argmax/paste + resize back, on "
-                      "this machine, batch 1; decoding the upload excluded")
+HERE_LATENCY_SCOPE = ("resize to the model's evaluation size + normalise + forward (all windows and test-time views, "
+                      "as 'Runs at' says) + argmax/paste + resize back, on this machine, batch 1; decoding the upload "
+                      "excluded")
 
 
 def results_table(cmp: Comparison) -> pd.DataFrame:
@@ -188,7 +201,8 @@ def results_table(cmp: Comparison) -> pd.DataFrame:
             "mIoU %": _round_pct(m.get("miou")), "PA %": _round_pct(m.get("pixel_accuracy")),
             "mPA %": _round_pct(m.get("mean_pixel_accuracy")),
             HERE_LATENCY: round(r.latency_ms, 1),
-            "Runs at": "x".join(map(str, r.eval_size)) if r.eval_size else "image size",
+            "Runs at": ("x".join(map(str, r.eval_size)) if r.eval_size else "image size")
+                       + (f", {r.evaluation}" if r.evaluation and r.evaluation != "whole image" else ""),
             "Classes found": int(r.mask.unique().numel()),
             f"Record mIoU % ({r.entry.split})": _round_pct(r.entry.miou),
             "Family": r.entry.family, "Backbone": r.entry.variant,

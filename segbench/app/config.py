@@ -35,7 +35,7 @@ class AppConfig:
     hub_results: str | None = None
     hub_models: str | None = None
     demo: Path | None = None  # the demo pack folder (segbench.demo); None: no demo models
-    max_side: int = 2048  # uploads with a longer side are downscaled to this for the comparison
+    max_side: int | None = None  # downscale uploads with a longer side to this (None: full size; models slide)
     max_pixels: int = 64_000_000  # uploads above this are refused before decoding (decompression bombs)
 
     @classmethod

@@ -52,7 +52,8 @@ def check_image_header(path: str | Path, *, name: str, max_pixels: int) -> tuple
 
 def read_upload(path: str | Path, *, name: str | None = None, cfg: AppConfig | None = None) -> tuple[Tensor, list[str]]:
     """Decode an uploaded image to uint8 [C,H,W] (C 1 or 3: grey, RGB, RGBA, palette, 16-bit are all accepted).
-    Refuses non-images and bombs; downscales (antialiased) images whose long side exceeds ``cfg.max_side``.
+    Refuses non-images and bombs (``cfg.max_pixels``); downscales (antialiased) images whose long side exceeds
+    ``cfg.max_side`` when that is set (by default it is not: large images run in sliding windows).
     Returns (image, notices for the user)."""
     from torchvision.transforms.v2.functional import resize
 
@@ -67,7 +68,7 @@ def read_upload(path: str | Path, *, name: str | None = None, cfg: AppConfig | N
         raise SegbenchError(str(exc).replace(str(path), name)) from None
     notices = []
     h, w = image.shape[-2:]
-    if max(h, w) > cfg.max_side:
+    if cfg.max_side is not None and max(h, w) > cfg.max_side:
         scale = cfg.max_side / max(h, w)
         size = [max(1, round(h * scale)), max(1, round(w * scale))]
         image = resize(image, size, antialias=True)
