@@ -2,7 +2,8 @@
 
 A model can run when its weights are in the local store (``<store>/weights/<dataset>/<model>--<id>/``) or a record
 points at weights on the Hub (``hf://``). Entries are grouped by dataset (the Compare tab's "domain"), best record
-mIoU first; the default selection is the best model of each family. Predictors are loaded once and cached.
+mIoU first; the default selection is the best model of each family, a pretrained one (an ImageNet encoder) before
+any trained from scratch. Predictors are loaded once and cached.
 """
 
 from __future__ import annotations
@@ -36,11 +37,14 @@ class ModelEntry:
     weights: str
     sha256: str | None = None
     split: str = "val"  # the split the record's mIoU is on
+    pretrained: bool = False  # its encoder started from pretrained weights (record "pretrained", model_args)
 
     def label(self, *, with_id: bool = False) -> str:
-        """'unet_small (unet) · val mIoU 81.2%', with the run id when two runs share a name."""
+        """'unet_small (unet) · val mIoU 81.2%' ('(unet, pretrained)' for a pretrained encoder), with the run id
+        when two runs share a name."""
         score = f"{self.split} mIoU {100 * self.miou:.1f}%" if self.miou is not None else "no record"
-        return f"{self.name} ({self.family}) · {score}" + (f" · #{self.run_id[:6]}" if with_id else "")
+        family = f"{self.family}, pretrained" if self.pretrained else self.family
+        return f"{self.name} ({family}) · {score}" + (f" · #{self.run_id[:6]}" if with_id else "")
 
 
 def model_choices(entries: list[ModelEntry]) -> list[tuple[str, str]]:
@@ -110,13 +114,14 @@ def _entry(dataset: str, name: str, run_id: str, weights: str, record: dict | No
             key=f"{dataset}/{name}--{run_id}", dataset=dataset, name=name, run_id=run_id, family=record["family"],
             variant=str(record.get("variant", "")), task=record.get("task", "semantic"),
             miou=record["metrics"].get("miou"), weights=weights, sha256=record["weights"].get("sha256"),
-            split=str(record.get("split", "val")),
+            split=str(record.get("split", "val")), pretrained=bool(record.get("pretrained")),
         )
     meta = meta or {}
     builder = str(meta.get("model", name))
+    pretrained = (meta.get("model_args") or {}).get("backbone_weights") is not None
     return ModelEntry(key=f"{dataset}/{name}--{run_id}", dataset=dataset, name=name, run_id=run_id,
                       family=family_of(builder), variant=builder, task=str(meta.get("task", "semantic")), miou=None,
-                      weights=weights)
+                      weights=weights, pretrained=pretrained)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -128,9 +133,11 @@ def _read_json(path: Path) -> dict | None:
 
 
 def default_selection(entries: list[ModelEntry], limit: int = MAX_MODELS) -> list[str]:
-    """Keys of the best model (highest record mIoU) of each family, in FAMILIES order, at most ``limit``."""
+    """Keys of one model per family, in FAMILIES order, at most ``limit``: the family's best pretrained model
+    (highest record mIoU) if it has one, else its best model. On street scenes this puts the ImageNet-initialised
+    CamVid models in front of the small from-scratch ones: the models a user would deploy."""
     best: dict[str, ModelEntry] = {}
-    for entry in entries:  # entries come best first
+    for entry in sorted(entries, key=lambda e: not e.pretrained):  # stable: pretrained first, each best first
         best.setdefault(entry.family, entry)
     order = sorted(best, key=lambda f: (FAMILIES.index(f) if f in FAMILIES else len(FAMILIES), f))
     return [best[f].key for f in order][:limit]
