@@ -98,3 +98,16 @@ def test_label_efficiency_figure_and_handler(tmp_path):
     assert not fig.data and "isbi2012" in fig.layout.annotations[0].text
     fig = leaderboard.on_label_efficiency(state, [], ["fcn"], [], [], "", False, False, "end_to_end_ms", "camvid")
     assert not fig.data  # family filter: fcn has no curve
+
+
+def test_lite0_latency_bench_times_every_model_on_one_path():
+    from segbench.bench.lite0_latency import bench_lite0_latency, builders, markdown
+
+    assert {"unet_lite0", "fcn8s_lite0", "deeplabv3plus_lite0", "maskrcnn_lite0",
+            "torchvision lraspp_mobilenet_v3_large", "torchvision deeplabv3_mobilenet_v3_large"} <= set(builders(64))
+    result = bench_lite0_latency(size=48, rounds=2, warmup=0, precisions=("fp32",),
+                                 models=["fcn8s_lite0", "torchvision lraspp_mobilenet_v3_large"])
+    rows = {r["model"]: r for r in result["rows"]}
+    assert set(rows) == {"fcn8s_lite0", "torchvision lraspp_mobilenet_v3_large"} and result["image"] == [3, 48, 48]
+    assert all(r["end_to_end_ms"] > 0 and r["forward_ms"] > 0 and r["precision"] == "fp32" for r in rows.values())
+    assert rows["fcn8s_lite0"]["params"] > 0 and "| fcn8s_lite0 |" in markdown(result)
