@@ -200,3 +200,26 @@ def test_record_schema_checks_pretrained_and_labelled_images(over, message):
         validate_record(make_record(**over))
     validate_record(make_record(pretrained={"source": "pkg==1 (MIT): w.pth", "sha256": "a" * 64}))
     validate_record(make_record(pretrained=None))
+
+
+def test_label_efficiency_suite_shares_the_full_runs_and_nests_equal_step_subsets():
+    """The full-data runs of cpu-camvid-label-efficiency are cpu-camvid-pretrained's (same ids, reused weights); the
+    subsets of one model get the same number of optimizer steps (within an epoch)."""
+    from segbench.config import load_suite
+
+    pretrained = {c.display_name(): c.run_id() for c in load_suite("cpu-camvid-pretrained")}
+    study = load_suite("cpu-camvid-label-efficiency")
+    full = [c for c in study if c.train_fraction is None]
+    assert {c.display_name(): c.run_id() for c in full} == pretrained
+    for cfg in full:
+        subsets = [c for c in study if c.model == cfg.model and c.model_args == cfg.model_args and c.train_fraction]
+        assert sorted(c.train_fraction for c in subsets) == [0.125, 0.25, 0.5]
+        for c in subsets:
+            assert abs(c.epochs * _steps_per_epoch(c) - cfg.epochs * _steps_per_epoch(cfg)) <= _steps_per_epoch(c)
+            assert c.train_fraction_seed == 0 and c.seed == cfg.seed
+
+
+def _steps_per_epoch(cfg) -> int:
+    """CamVid's 367 training images (or the subset) in batches: the resident loader drops the last partial batch."""
+    images = round(367 * (cfg.train_fraction or 1))
+    return images // cfg.batch_size if cfg.loader == "device" else -(-images // cfg.batch_size)
