@@ -128,11 +128,14 @@ def leaderboard_tab(state: AppState) -> None:
     chart_inputs = [*filters, ui.latency, ui.heat_dataset]
     charts = [ui.plot_latency, ui.plot_params, ui.heat, ui.heat_dataset]
     on_charts = partial(leaderboard.on_charts, state)
+    on_labels = partial(leaderboard.on_label_efficiency, state)
     gr.on([c.change for c in table_inputs], partial(leaderboard.on_filter, state), table_inputs,
           [ui.table, ui.download, ui.count], api_name="filter", trigger_mode="always_last").then(
-        on_charts, chart_inputs, charts, api_name=False)
+        on_charts, chart_inputs, charts, api_name=False).then(on_labels, chart_inputs, ui.plot_labels, api_name=False)
     gr.on([ui.heat_dataset.input, ui.latency.input], on_charts, chart_inputs, charts, api_name="charts")
+    ui.heat_dataset.input(on_labels, chart_inputs, ui.plot_labels, api_name=False)
     tab.select(on_charts, chart_inputs, charts, api_name=False)  # drawn when the tab opens, not at start-up
+    tab.select(on_labels, chart_inputs, ui.plot_labels, api_name=False)
 
     def on_select(evt: gr.SelectData):  # Gradio passes the clicked row through a typed argument
         return leaderboard.on_select(state, evt.row_value)
@@ -176,6 +179,7 @@ def _leaderboard_layout(state: AppState) -> SimpleNamespace:
     datasets = board.choices("dataset")
     ui.heat_dataset = gr.Dropdown(datasets, value=datasets[0] if datasets else None, label="Per-class IoU heat map for")
     ui.heat = gr.Plot(label="Per-class IoU")
+    ui.plot_labels = gr.Plot(label="mIoU vs labelled images (pretrained vs scratch)")
     with gr.Accordion("Record details: select a row, or paste an id", open=True):
         ui.record_id = gr.Textbox(label="Record id", elem_id="sb-record-id")
         ui.details = gr.Markdown("Select a row to see its details.", elem_id="sb-details")

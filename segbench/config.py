@@ -49,6 +49,8 @@ class RunConfig:
     num_workers: int = 0
     loader: str = "auto"  # training batches: host (DataLoader) | device (split held on the device) | auto (device on a GPU)
     limit_images: int | None = None  # use only the first N images of each split (smoke tests)
+    train_fraction: float | None = None  # label-efficiency studies: train on this share of the train split (None: all)
+    train_fraction_seed: int = 0  # which images form that subset: fixed, not `seed`, so seeds vary training only
     # --- optimisation ---
     epochs: int = 10
     batch_size: int = 8
@@ -56,6 +58,7 @@ class RunConfig:
     lr: float = 1e-3  # peak learning rate, per batch (not scaled by batch size)
     momentum: float = 0.9  # sgd only
     weight_decay: float = 1e-4
+    encoder_lr_mult: float = 1.0  # encoder LR = lr x this, for models with param_groups() (pretrained encoder: 0.1)
     schedule: str = "poly"  # poly (power 0.9, DeepLab) | cosine | constant
     warmup_epochs: float = 0.0  # linear warm-up length in epochs
     grad_clip: float | None = None  # max gradient L2 norm, None = off
@@ -132,6 +135,9 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+# Keys added after records of schema 2 were first written: hashed only when set away from their default, so the
+# run ids (and the reuse of stored weights) of every earlier config stay what they were.
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
@@ -213,6 +219,7 @@ def check_config(cfg: RunConfig, source: str = "config") -> None:
         raise SegbenchError(f"{source}: need 0 < scale_min <= scale_max, got {cfg.scale_min}, {cfg.scale_max}")
     check_budget(cfg, source)
     check_evaluation(cfg, source)
+    check_subset_and_lr(cfg, source)
 
 
 def check_evaluation(cfg: RunConfig, source: str) -> None:
@@ -242,6 +249,19 @@ def check_budget(cfg: RunConfig, source: str) -> None:
         raise SegbenchError(f"{source}: holdout_fraction must be in (0, 1), got {cfg.holdout_fraction}")
     if cfg.holdout_images is not None and cfg.holdout_images < 1:
         raise SegbenchError(f"{source}: holdout_images must be at least 1, got {cfg.holdout_images}")
+
+
+def check_subset_and_lr(cfg: RunConfig, source: str) -> None:
+    """``train_fraction`` in (0, 1] and a positive ``encoder_lr_mult``. A fraction of 1 becomes null: the same run
+    as the whole split, so it gets the same id (and reuses its weights)."""
+    fraction = cfg.train_fraction
+    if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                 or not 0.0 < fraction <= 1.0):
+        raise SegbenchError(f"{source}: train_fraction must be in (0, 1] or null, got {fraction!r}; e.g. 0.125")
+    cfg.train_fraction = None if fraction is None or fraction == 1 else float(fraction)
+    mult = cfg.encoder_lr_mult
+    if not (isinstance(mult, (int, float)) and not isinstance(mult, bool) and 0.0 < mult < float("inf")):
+        raise SegbenchError(f"{source}: encoder_lr_mult must be a positive number, got {mult!r}; e.g. 0.1")
 
 
 def dataset_options(name: str) -> list[str]:

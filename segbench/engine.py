@@ -53,13 +53,31 @@ def seed_everything(seed: int) -> None:
 
 # ---------------------------------------------------------------- optimiser and schedule
 
-def make_optimizer(model: nn.Module, name: str, *, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    """SGD (the papers' choice) or AdamW; no weight decay on norms and biases."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def make_optimizer(model: nn.Module, name: str, *, lr: float, momentum: float, weight_decay: float,
+                   encoder_lr_mult: float = 1.0) -> torch.optim.Optimizer:
+    """SGD (the papers' choice) or AdamW; no weight decay on norms and biases.
+
+    ``encoder_lr_mult`` != 1 needs a model with ``param_groups()`` (``{"encoder": [...], "decoder": [...]}``): the
+    encoder then trains at ``lr * encoder_lr_mult`` (a pretrained encoder: e.g. 0.1), the rest at ``lr``, each part
+    split again into decayed weights and undecayed norms/biases. Groups are named ("encoder/decay", ...); the
+    schedule scales every group's LR by the same factor. At 1 the two groups are the whole model's.
+    """
+    if encoder_lr_mult == 1.0:
+        parts = {"all": [p for p in model.parameters() if p.requires_grad]}
+    elif callable(getattr(model, "param_groups", None)):
+        parts = model.param_groups()
+    else:
+        raise SegbenchError(f"encoder_lr_mult={encoder_lr_mult}: model {type(model).__name__} has no encoder/decoder "
+                            "split (param_groups); use encoder_lr_mult=1 or a model with a backbone (e.g. *_lite0)")
+    groups = []
+    for part, params in parts.items():
+        part_lr = lr * encoder_lr_mult if part == "encoder" else lr
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        groups += [{"params": decay, "weight_decay": weight_decay, "lr": part_lr, "name": f"{part}/decay"},
+                   {"params": no_decay, "weight_decay": 0.0, "lr": part_lr, "name": f"{part}/no_decay"}]
+    if encoder_lr_mult != 1.0:
+        groups = [g for g in groups if g["params"]]  # a part without biases (say) gives no empty group
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=False)
     if name == "adamw":

@@ -21,6 +21,7 @@ from . import __version__
 from .config import RunConfig
 from .data import DatasetInfo
 from .device import cpu_name, device_name
+from .models.pretrained import pretrained_weights
 from .record_schema import SCHEMA_VERSION
 
 
@@ -83,16 +84,44 @@ def model_meta(cfg: RunConfig, info: DatasetInfo, *, model_args: dict[str, Any],
     }
 
 
+def batchnorm_policy(model: torch.nn.Module) -> str:
+    """How the model's BatchNorm layers trained, for ``training.bn``: "trainable, momentum 0.1 (52 layers)",
+    "frozen (FrozenBatchNorm2d, 49 layers); trainable, momentum 0.1 (3 layers)", or "none"."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    frozen = sum(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
+    momenta: dict[str, int] = {}
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            key = "cumulative average" if m.momentum is None else f"momentum {m.momentum:g}"
+            key = key if m.track_running_stats else "batch statistics only"
+            momenta[key] = momenta.get(key, 0) + 1
+    parts = [f"frozen (FrozenBatchNorm2d, {frozen} layers)"] if frozen else []
+    parts += [f"trainable, {key} ({n} layers)" for key, n in sorted(momenta.items())]
+    return "; ".join(parts) or "none"
+
+
+def labelled_entry(cfg: RunConfig, data: Any) -> dict[str, Any]:
+    """``labelled_images`` (train images trained on plus any holdout slice: every label the run used) and
+    ``labelled_subset`` (``{"fraction", "seed"}`` of a ``train_fraction`` subset, else None)."""
+    subset = None
+    if cfg.train_fraction is not None:
+        subset = {"fraction": cfg.train_fraction, "seed": cfg.train_fraction_seed}
+    return {"labelled_images": len(data.train.dataset) + len(data.holdout), "labelled_subset": subset}
+
+
 def training_entry(cfg: RunConfig, result: Any, *, steps_per_epoch: int, device: torch.device,
-                   loader: str) -> dict[str, Any]:
-    """The record's ``training``: what was done against the budget, and whether a safety stop hit."""
+                   loader: str, model: torch.nn.Module, data: Any) -> dict[str, Any]:
+    """The record's ``training``: what was done against the budget, whether a safety stop hit, the labelled images
+    trained on, the BatchNorm policy and the encoder's LR multiplier."""
     seconds = float(result.seconds)
     return {
         "epochs": result.epochs_done, "steps": result.steps_done,
         "budget": {"epochs": cfg.epochs, "steps": steps_per_epoch * cfg.epochs}, "track": cfg.track,
         "max_train_seconds": cfg.max_train_seconds, "capped": bool(result.capped), "seconds": round(seconds, 2),
         "images_per_s": round(result.images / seconds, 2) if seconds > 0 else 0.0, "device": device_name(device),
-        "loader": loader, "world_size": 1, "history": result.history,
+        "loader": loader, "world_size": 1, **labelled_entry(cfg, data), "bn": batchnorm_policy(model),
+        "encoder_lr_mult": cfg.encoder_lr_mult, "history": result.history,
     }
 
 
@@ -118,6 +147,7 @@ def build_record(cfg: RunConfig, model: torch.nn.Module, info: DatasetInfo, *, t
         "selection": selection, "efficiency": efficiency, "training": training, "config": cfg.to_dict(),
         "seed": cfg.seed, "versions": versions(), "git_commit": git_commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "weights": weights,
+        "pretrained": pretrained_weights(model),
         "hardware": {"device": device_name(device), "cpu": cpu_name(), "cpu_count": torch.get_num_threads(),
                      "platform": platform.platform()},
     }

@@ -134,6 +134,18 @@ def validate_record(record: Any) -> None:
     for key in ("sha256", "uri"):
         if not isinstance(record["weights"].get(key), str):
             raise RecordError(f"missing field 'weights.{key}'")
+    _pretrained(record.get("pretrained"))
+
+
+def _pretrained(pretrained: Any) -> None:
+    """Optional ``pretrained``: null (random init) or ``{"source": str, "sha256": 64 hex}`` of the encoder's file."""
+    if pretrained is None:
+        return
+    if not isinstance(pretrained, dict) or not isinstance(pretrained.get("source"), str) or not pretrained["source"]:
+        raise RecordError("pretrained must be null or hold 'source' (where the weights come from) and 'sha256'")
+    sha = pretrained.get("sha256")
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise RecordError(f"pretrained.sha256 must be 64 lowercase hex digits, got {sha!r}")
 
 
 def _efficiency(efficiency: dict[str, Any]) -> None:
@@ -153,6 +165,14 @@ def _training(training: dict[str, Any]) -> None:
             raise RecordError(f"missing field 'training.{key}'")
     for key in ("seconds", "images_per_s", "epochs", "steps", "max_train_seconds"):
         _number(training.get(key), f"training.{key}", low=0, nullable=key != "seconds")
+    labelled = training.get("labelled_images")
+    if labelled is not None and (isinstance(labelled, bool) or not isinstance(labelled, int) or labelled < 1):
+        raise RecordError(f"training.labelled_images must be a positive integer or absent, got {labelled!r}")
+    subset = training.get("labelled_subset")
+    if subset is not None:
+        if not isinstance(subset, dict):
+            raise RecordError("training.labelled_subset must hold 'fraction' and 'seed' or be null")
+        _number(subset.get("fraction"), "training.labelled_subset.fraction", low=0.0, high=1.0, nullable=False)
     if not isinstance(training.get("capped"), bool):
         raise RecordError("training.capped must be true or false")
     if training.get("track") not in ("steps", "time"):

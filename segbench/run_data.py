@@ -5,7 +5,8 @@ instance loaders yield ``(list[uint8 [C,H,W]], list[target])`` whose targets als
 int64 [H,W] mask, so every family is scored with the same PA/mPA/mIoU. Ignore value: ``info.ignore_index``.
 
 Selection never looks at the reported split: with ``select_on=holdout`` a fixed, seeded slice of train
-(:func:`holdout_indices`) is removed from training and scored to pick the checkpoint.
+(:func:`holdout_indices`) is removed from training and scored to pick the checkpoint. Label-efficiency runs
+(``train_fraction``) train on a seeded subset of the rest (:func:`training_indices`), nested across fractions.
 """
 
 from __future__ import annotations
@@ -92,6 +93,24 @@ def holdout_indices(cfg: RunConfig, n: int) -> list[int]:
     return sorted(order[:k].tolist())
 
 
+def training_indices(cfg: RunConfig, n: int, holdout: list[int]) -> list[int] | None:
+    """The train indices trained on, sorted; None for the whole split (no holdout, no ``train_fraction``).
+
+    With ``train_fraction`` f: the first ``max(1, round(f * m))`` of one permutation (seeded by
+    ``train_fraction_seed``) of the ``m`` images not held out. The permutation depends on ``m`` and the seed only,
+    so smaller fractions are subsets of larger ones (1/8 of the images inside 1/4 inside 1/2), and ``seed`` changes
+    the training (initialisation, batches, augmentation) but never which images are labelled."""
+    if not holdout and cfg.train_fraction is None:
+        return None
+    held = set(holdout)
+    pool = [i for i in range(n) if i not in held]
+    if cfg.train_fraction is None:
+        return pool
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.train_fraction_seed))
+    k = max(1, round(cfg.train_fraction * len(pool)))
+    return sorted(pool[j] for j in order[:k].tolist())
+
+
 # ---------------------------------------------------------------- loaders of one config
 
 @dataclass
@@ -107,6 +126,7 @@ class Data:
     fill: int | None
     model_classes: int
     label_names: list[str] | None = None
+    train_indices: list[int] | None = None  # the train images trained on (None: the whole split)
 
 
 def split_builder(cfg: RunConfig) -> Callable[..., Dataset]:
@@ -138,36 +158,36 @@ def build_data(cfg: RunConfig, task: str, *, need_train: bool, device: torch.dev
     device = device or torch.device("cpu")
     val_sem = build(cfg.eval_split)
     info = val_sem.info
-    n_train = len(build(cfg.train_split)) if cfg.select_on == "holdout" else 0
+    subset = cfg.select_on == "holdout" or cfg.train_fraction is not None
+    n_train = len(build(cfg.train_split)) if subset else 0
     holdout = holdout_indices(cfg, n_train)
+    keep = training_indices(cfg, n_train, holdout)
     if task == "instance":
-        return _instance_data(cfg, build, val_sem, holdout, need_train=need_train)
+        return _instance_data(cfg, build, val_sem, holdout, keep, need_train=need_train)
     select = None
     if holdout:
         select = eval_loader(Indexed(build(cfg.train_split), holdout), task=task, batch_size=cfg.batch_size)
     train_loader: Any = None
     if need_train:
-        train_loader = _resident_loader(cfg, info, build, holdout, device, log)
+        train_loader = _resident_loader(cfg, info, build, keep, device, log)
         if train_loader is None:
-            train_ds = _without(build(cfg.train_split, transform=train_transform(cfg, info)), holdout)
+            train_ds = _only(build(cfg.train_split, transform=train_transform(cfg, info)), keep)
             if len(train_ds) == 0:
                 raise SegbenchError(f"dataset '{cfg.dataset}' split '{cfg.train_split}' is empty; check data_root")
             train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
                                       collate_fn=collate_semantic, generator=torch.Generator().manual_seed(cfg.seed),
                                       drop_last=len(train_ds) > cfg.batch_size)
     val = eval_loader(val_sem, task=task, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-    return Data(info, train_loader, val, select, holdout, None, None, info.num_classes)
+    return Data(info, train_loader, val, select, holdout, None, None, info.num_classes, train_indices=keep)
 
 
-def _without(dataset: Dataset, holdout: list[int]) -> Dataset:
-    if not holdout:
-        return dataset
-    held = set(holdout)
-    return Indexed(dataset, [i for i in range(len(dataset)) if i not in held])
+def _only(dataset: Dataset, keep: list[int] | None) -> Dataset:
+    """The samples ``keep`` of ``dataset`` (all of them for None)."""
+    return dataset if keep is None else Indexed(dataset, keep)
 
 
-def _instance_data(cfg: RunConfig, build: Callable[..., Dataset], val_sem: Dataset, holdout: list[int], *,
-                   need_train: bool) -> Data:
+def _instance_data(cfg: RunConfig, build: Callable[..., Dataset], val_sem: Dataset, holdout: list[int],
+                   keep: list[int] | None, *, need_train: bool) -> Data:
     """Instance views; the class of uncovered pixels (``fill``) comes from the train split, never the scored one."""
     info = val_sem.info
     train_inst = build(cfg.train_split, task="instance")
@@ -181,14 +201,14 @@ def _instance_data(cfg: RunConfig, build: Callable[..., Dataset], val_sem: Datas
                              instances=Indexed(_with_fill(train_inst, fill), holdout))
     train_loader = None
     if need_train:
-        train_ds = _without(build(cfg.train_split, task="instance", transform=train_transform(cfg, info)), holdout)
+        train_ds = _only(build(cfg.train_split, task="instance", transform=train_transform(cfg, info)), keep)
         train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
                                   collate_fn=collate_instance, generator=torch.Generator().manual_seed(cfg.seed))
     l2c = getattr(val_inst, "label_to_class", None)
     model_classes = int(getattr(val_inst, "num_labels", len(l2c) if l2c is not None else info.num_classes))
     names = getattr(val_inst, "label_names", None)
     return Data(info, train_loader, val, select, holdout, l2c, fill, model_classes,
-                list(names) if names is not None else None)
+                list(names) if names is not None else None, train_indices=keep)
 
 
 def _with_fill(view: Dataset, fill: int | None) -> Dataset:
@@ -202,7 +222,7 @@ def _with_fill(view: Dataset, fill: int | None) -> Dataset:
     return Indexed(fixed, view.indices) if isinstance(view, Indexed) else fixed
 
 
-def _resident_loader(cfg: RunConfig, info: DatasetInfo, build: Callable[..., Dataset], holdout: list[int],
+def _resident_loader(cfg: RunConfig, info: DatasetInfo, build: Callable[..., Dataset], keep: list[int] | None,
                      device: torch.device, log: Callable[[str], None]) -> ResidentLoader | None:
     """``loader=device`` (or ``auto`` on a GPU): the training split on the device, augmented there; else None."""
     if cfg.loader == "host" or (cfg.loader == "auto" and device.type != "cuda"):
@@ -211,7 +231,7 @@ def _resident_loader(cfg: RunConfig, info: DatasetInfo, build: Callable[..., Dat
         augment = DeviceAugment(cfg.crop_size, (cfg.scale_min, cfg.scale_max), hflip=cfg.hflip,
                                 color_jitter=cfg.color_jitter, ignore_index=info.ignore_index)
         t0 = time.perf_counter()
-        loader = ResidentLoader(_without(build(cfg.train_split), holdout), batch_size=cfg.batch_size, device=device,
+        loader = ResidentLoader(_only(build(cfg.train_split), keep), batch_size=cfg.batch_size, device=device,
                                 augment=augment, seed=cfg.seed, num_workers=cfg.num_workers,
                                 max_bytes=resident_budget(device))
     except NotResident as exc:

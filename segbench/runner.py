@@ -28,6 +28,7 @@ from .errors import SegbenchError
 from .losses import build_loss, median_frequency_weights
 from .models import build_model, model_task
 from .models.inference import evaluation_from
+from .models.pretrained import input_normalisation
 from .record_build import build_record, metrics_entry, model_meta, selection_entry, training_entry
 from .records import DEFAULT_ROOT, write_record
 from .run_data import Data, _with_fill, build_data, eval_loader, find_test_split
@@ -111,7 +112,7 @@ def evaluate_weights(weights: str, *, store: LocalStore, dataset: str | None = N
     name = dataset or meta.get("dataset")
     options = dict(dataset_args or {})
     semantic = build_dataset(name, split=split, root=data_root, **options)
-    info = semantic.info
+    info = with_stats(semantic.info, meta.get("mean"), meta.get("std"))  # what the weights were trained with
     expected = int(meta.get("semantic_classes", meta["num_classes"]))
     if info.num_classes != expected:
         raise SegbenchError(f"{weights}: weights predict {expected} classes but dataset '{name}' has "
@@ -133,7 +134,8 @@ def _train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: dict[str, A
         raise SegbenchError(f"--resume: no checkpoint of this config in {checkpoint_dir}; "
                             "run without --resume to train from scratch")
     steps = len(data.train) * cfg.epochs
-    optimizer = make_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               encoder_lr_mult=cfg.encoder_lr_mult)
     scheduler = make_scheduler(optimizer, cfg.schedule, total_steps=steps,
                                warmup_steps=int(cfg.warmup_epochs * len(data.train)))
     loss_fn = None
@@ -168,11 +170,17 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
     run_dir = store.run_dir(cfg.dataset, name, run_id)
     reuse = not retrain and store.has(cfg.dataset, name, run_id) and "selection" in read_meta(run_dir)
     data = build_data(cfg, task, need_train=not reuse, device=device, log=log)
-    info, model_args = data.info, {"in_channels": data.info.in_channels, **cfg.model_args}
+    model_args = {"in_channels": data.info.in_channels, **cfg.model_args}
     seed_everything(cfg.seed)
     model = build_model(cfg.model, num_classes=data.model_classes, **model_args)
     if model.task != task:
         raise SegbenchError(f"model '{cfg.model}' reports task '{model.task}'")
+    # The one place a pretrained encoder's input statistics replace the dataset's: training, selection, scoring,
+    # the latency measurement and the weights' meta (hence the predictor and `segbench eval`) all read data.info.
+    stats = input_normalisation(model)
+    if stats is not None:
+        data = dataclasses.replace(data, info=with_stats(data.info, *stats))
+    info = data.info
     meta = model_meta(cfg, info, model_args=model_args, model_classes=data.model_classes, task=task,
                       label_to_class=data.label_to_class, fill=data.fill, label_names=data.label_names,
                       max_dets=max_dets_for(model))
@@ -188,7 +196,8 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
         result = _train(cfg, model, data, meta, task=task, device=device, resume=resume, progress=progress, log=log,
                         checkpoint_dir=store.root / "checkpoints" / cfg.dataset / f"{name}--{run_id}")
         loader = "device" if isinstance(data.train, ResidentLoader) else "host"
-        meta["training"] = training_entry(cfg, result, steps_per_epoch=len(data.train), device=device, loader=loader)
+        meta["training"] = training_entry(cfg, result, steps_per_epoch=len(data.train), device=device, loader=loader,
+                                          model=model, data=data)
         meta["selection"] = selection_entry(cfg, result, data.holdout)
         weights = store.save(model.cpu(), meta, cfg.dataset, name, run_id)
     model.to(device)
@@ -241,6 +250,14 @@ def measure(model: torch.nn.Module, cfg: RunConfig, meta: dict[str, Any], data: 
     return measure_efficiency(model, in_channels=data.info.in_channels, size=size, device=device,
                               runs=cfg.latency_runs, amp=cfg.amp, tile=cfg.eval_tile, images=images, info=data.info,
                               eval_size=cfg.eval_size, meta=meta, inputs=inputs)
+
+
+def with_stats(info: DatasetInfo, mean: Any, std: Any) -> DatasetInfo:
+    """``info`` normalising with ``mean``/``std`` (per channel, 0..1 scale) instead of the dataset's; unchanged
+    when either is None."""
+    if mean is None or std is None:
+        return info
+    return dataclasses.replace(info, mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
 
 
 def _weights_entry(store: LocalStore, dataset: str, name: str, run_id: str) -> dict[str, str]:

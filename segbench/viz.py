@@ -266,3 +266,71 @@ def training_curve_figure(history: list[dict]):
     )
     return fig
 
+
+
+# Config keys that may differ between the points of one label-efficiency curve (the subset, and what follows from it).
+_CURVE_FREE_KEYS = ("train_fraction", "train_fraction_seed", "epochs", "name", "seed", "max_train_seconds",
+                    "latency_runs", "num_workers")
+_FAMILY_COLOURS = {"unet": "#1f77b4", "fcn": "#ff7f0e", "deeplab": "#2ca02c", "maskrcnn": "#d62728"}
+
+
+def label_efficiency_series(records: list[dict], dataset: str) -> list[dict]:
+    """Curves of mIoU against ``training.labelled_images`` on ``dataset``: one per training recipe (the config
+    apart from the subset, its epochs, name and seed), i.e. per model and pretrained/scratch; only recipes with
+    at least two distinct numbers of labelled images. Each: ``{"label", "family", "pretrained", "points":
+    [(images, mean mIoU, runs)]}``, points sorted by images, seeds averaged."""
+    import json
+
+    curves: dict[str, dict] = {}
+    for r in records:
+        labelled = (r.get("training") or {}).get("labelled_images")
+        miou = (r.get("metrics") or {}).get("miou")
+        if r.get("dataset") != dataset or not isinstance(labelled, int) or miou is None:
+            continue
+        config = {k: v for k, v in (r.get("config") or {}).items() if k not in _CURVE_FREE_KEYS}
+        key = json.dumps([config, r.get("hardware_class")], sort_keys=True, default=str)
+        curve = curves.setdefault(key, {"family": r.get("family", "?"), "pretrained": bool(r.get("pretrained")),
+                                        "model": config.get("model", r.get("model")), "by_images": {}})
+        curve["by_images"].setdefault(labelled, []).append(float(miou))
+    series = []
+    for curve in curves.values():
+        if len(curve["by_images"]) < 2:
+            continue
+        points = [(n, float(np.mean(v)), len(v)) for n, v in sorted(curve["by_images"].items())]
+        label = f"{curve['model']} ({'pretrained' if curve['pretrained'] else 'scratch'})"
+        series.append({"label": label, "family": curve["family"], "pretrained": curve["pretrained"], "points": points})
+    seen: dict[str, int] = {}
+    for s in sorted(series, key=lambda s: (s["label"], s["points"][-1][0])):
+        seen[s["label"]] = seen.get(s["label"], 0) + 1
+        if seen[s["label"]] > 1:  # same model, another recipe: keep both, told apart
+            s["label"] += f" #{seen[s['label']]}"
+    return sorted(series, key=lambda s: (s["family"], not s["pretrained"], s["label"]))
+
+
+def label_efficiency_figure(records: list[dict], dataset: str):
+    """mIoU (%) against the number of labelled training images (log2 axis) on ``dataset``: per family, pretrained
+    (solid) vs scratch (dashed), from records that state ``training.labelled_images`` (see
+    :func:`label_efficiency_series`)."""
+    import plotly.graph_objects as go
+
+    series = label_efficiency_series(records, dataset)
+    if not series:
+        return _empty_figure(f"no label-efficiency runs on '{dataset}' (suite cpu-camvid-label-efficiency)")
+    fig = go.Figure()
+    for s in series:
+        images, miou, runs = zip(*s["points"])
+        fig.add_trace(go.Scatter(
+            x=images, y=[100 * m for m in miou], mode="lines+markers", name=s["label"],
+            text=[f"{n} run{'s' * (n > 1)}" for n in runs],
+            line={"color": _FAMILY_COLOURS.get(s["family"], "#7f7f7f"), "dash": "solid" if s["pretrained"] else "dash"},
+            marker={"symbol": "circle" if s["pretrained"] else "circle-open", "size": 9},
+            hovertemplate="%{x} labelled images<br>mIoU %{y:.1f}% (%{text})<extra>" + s["label"] + "</extra>",
+        ))
+    fig.update_layout(
+        template="plotly_white", title=f"mIoU vs labelled images on {dataset}: pretrained (solid) vs scratch (dashed)",
+        height=420, xaxis_title="labelled training images (log scale)", yaxis_title="mIoU (%) on the reported split",
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+    )
+    ticks = sorted({n for s in series for n, _, _ in s["points"]})
+    fig.update_xaxes(type="log", tickvals=ticks)  # the subset sizes themselves: 1/8, 1/4, 1/2, all
+    return fig

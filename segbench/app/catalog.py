@@ -4,9 +4,9 @@ A model can run when its weights are in the local store (``<store>/weights/<data
 points at weights on the Hub (``hf://``), or it is in the committed demo pack (``leaderboard/demo``, see
 ``segbench.demo``). Demo models fill in only the datasets that have no local or Hub model, and none are used when a
 Hub models repo is configured (Hub mode takes precedence). Entries are grouped by dataset (the Compare tab's
-"domain"), best record mIoU first; the default selection is the best model of each family. Predictors are loaded
-lazily, once, and cached; they run each model as its weights were evaluated, and whole-image models run uploads
-longer than ``SLIDE_ABOVE`` pixels in sliding windows (``predict.LARGE_WINDOW``) instead of one huge forward pass.
+"domain"), best record mIoU first; the default selection is the best model of each family, a pretrained one (an
+ImageNet encoder) before any trained from scratch. Predictors are loaded lazily, once, and cached; they run each
+model as its weights were evaluated, and whole-image models run uploads longer than ``SLIDE_ABOVE`` pixels in sliding windows (``predict.LARGE_WINDOW``) instead of one huge forward pass.
 """
 
 from __future__ import annotations
@@ -51,11 +51,14 @@ class ModelEntry:
     split: str = "val"  # the split the record's mIoU is on
     source: str = "store"  # "store" | "hub" | "demo" (the committed demo pack, fp16 weights)
     license: str = ""  # demo models: the training data's licence (and the pretrained encoder's)
+    pretrained: bool = False  # its encoder started from pretrained weights (record "pretrained", model_args)
 
     def label(self, *, with_id: bool = False) -> str:
-        """'unet_small (unet) · val mIoU 81.2%', with the run id when two runs share a name; '· demo' for the pack."""
+        """'unet_small (unet) · val mIoU 81.2%' ('(unet, pretrained)' for a pretrained encoder), with the run id
+        when two runs share a name; '· demo' for the pack."""
         score = f"{self.split} mIoU {100 * self.miou:.1f}%" if self.miou is not None else "no record"
-        return (f"{self.name} ({self.family}) · {score}" + (f" · #{self.run_id[:6]}" if with_id else "")
+        family = f"{self.family}, pretrained" if self.pretrained else self.family
+        return (f"{self.name} ({family}) · {score}" + (f" · #{self.run_id[:6]}" if with_id else "")
                 + (" · demo" if self.source == "demo" else ""))
 
 
@@ -145,13 +148,14 @@ def _entry(dataset: str, name: str, run_id: str, weights: str, record: dict | No
             key=f"{dataset}/{name}--{run_id}", dataset=dataset, name=name, run_id=run_id, family=record["family"],
             variant=str(record.get("variant", "")), task=record.get("task", "semantic"),
             miou=record["metrics"].get("miou"), weights=weights, sha256=record["weights"].get("sha256"),
-            split=str(record.get("split", "val")),
+            split=str(record.get("split", "val")), pretrained=bool(record.get("pretrained")),
         )
     meta = meta or {}
     builder = str(meta.get("model", name))
+    pretrained = (meta.get("model_args") or {}).get("backbone_weights") is not None
     return ModelEntry(key=f"{dataset}/{name}--{run_id}", dataset=dataset, name=name, run_id=run_id,
                       family=family_of(builder), variant=builder, task=str(meta.get("task", "semantic")), miou=None,
-                      weights=weights)
+                      weights=weights, pretrained=pretrained)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -163,9 +167,11 @@ def _read_json(path: Path) -> dict | None:
 
 
 def default_selection(entries: list[ModelEntry], limit: int = MAX_MODELS) -> list[str]:
-    """Keys of the best model (highest record mIoU) of each family, in FAMILIES order, at most ``limit``."""
+    """Keys of one model per family, in FAMILIES order, at most ``limit``: the family's best pretrained model
+    (highest record mIoU) if it has one, else its best model. On street scenes this puts the ImageNet-initialised
+    CamVid models in front of the small from-scratch ones: the models a user would deploy."""
     best: dict[str, ModelEntry] = {}
-    for entry in entries:  # entries come best first
+    for entry in sorted(entries, key=lambda e: not e.pretrained):  # stable: pretrained first, each best first
         best.setdefault(entry.family, entry)
     order = sorted(best, key=lambda f: (FAMILIES.index(f) if f in FAMILIES else len(FAMILIES), f))
     return [best[f].key for f in order][:limit]

@@ -367,3 +367,18 @@ def on_select(state: AppState, row: list | None) -> tuple:
     """A table row was clicked (its values, id last): (record id, details, curve)."""
     record_id = str(row[-1]) if row else ""
     return (record_id, *on_details(state, record_id))
+
+
+def on_label_efficiency(state: AppState, datasets, families, hardware, devices, search, show_capped, by_seed, latency,
+                        heat_dataset):
+    """The 'mIoU vs labelled images' chart (pretrained vs scratch per family) of the filtered records on the heat
+    map's dataset (the first shown one when that is filtered out). Same inputs as :func:`on_charts`."""
+    from .. import viz
+
+    board = state.board
+    frame = board.shown(datasets=datasets, families=families, hardware=hardware, devices=devices, search=search,
+                        show_capped=bool(show_capped), by_seed=bool(by_seed))
+    shown = [d for d in board.choices("dataset") if d in set(frame["dataset"])]
+    dataset = heat_dataset if heat_dataset in shown or not shown else shown[0]
+    ids = {m for members in frame["_members"] for m in members}
+    return viz.label_efficiency_figure([r for r in board.records if r["id"] in ids], dataset or "")
