@@ -126,6 +126,8 @@ class RunConfig:
         # Keys at their default value are left out, so adding a config key (with a default that keeps today's
         # behaviour) does not change the id of any existing run.
         payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored and v != _default(k)}
+        if payload.get("train_fraction") == 1.0:  # all of train: the same run as no subset
+            del payload["train_fraction"]
         payload.update(device=self.hardware_class(), loader=self.resolved_loader())
         if not with_seed:
             payload.pop("seed", None)
