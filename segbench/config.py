@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from . import safe_yaml
-from .config_rules import RULES, check_value
-from .errors import SegbenchError, check_name, nearest, short_repr
+from .config_rules import check_value
+from .errors import SegbenchError, nearest, short_repr
 
 
 # One model/dataset option: a scalar or a flat list/mapping of scalars, at most 1024 (config_rules.check_options).
@@ -144,14 +144,14 @@ def make_config(data: dict[str, Any], source: str = "config", origins: dict[str,
     _check_keys(data, source)
     values = {k: check_value(k, v, origins.get(k, source)) for k, v in data.items()}
     cfg = RunConfig(**values)
-    check_names_and_paths(cfg, source, origins)
+    check_options_and_warmup(cfg, source, origins)
     check_config(cfg, source)
     return cfg
 
 
-def check_names_and_paths(cfg: RunConfig, source: str, origins: dict[str, str]) -> None:
-    """What the per-key rules cannot see: each model option against the builder's own (name and type), a folder
-    name given as a dataset option, and a warm-up within the budget. Pure: a config made on another machine (a
+def check_options_and_warmup(cfg: RunConfig, source: str, origins: dict[str, str]) -> None:
+    """What the per-key rules cannot see: each model option against the builder's own (name and type) and a
+    warm-up within the budget. Pure: a config made on another machine (a
     record's) still loads here; :func:`check_runnable` checks this machine."""
     from .models import check_model_args, get_builder, model_options
 
@@ -167,9 +167,6 @@ def check_names_and_paths(cfg: RunConfig, source: str, origins: dict[str, str]) 
         except SegbenchError as exc:
             raise SegbenchError(f"{where}: {exc}") from None
         _check_option_type(f"{where}: model '{cfg.model}' option {key}", value, defaults[key])
-    if cfg.dataset_args.get("name") is not None:
-        check_name(f"{origins.get('dataset_args.name') or origins.get('dataset_args', source)}: dataset_args.name",
-                   cfg.dataset_args["name"])
     if cfg.warmup_epochs > cfg.epochs:
         raise SegbenchError(f"{origins.get('warmup_epochs', source)}: warmup_epochs={cfg.warmup_epochs} is longer "
                             f"than the run (epochs={cfg.epochs}); valid: a number in [0, epochs]")
