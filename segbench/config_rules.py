@@ -117,8 +117,8 @@ del R
 
 
 def check_value(key: str, value: Any, source: str) -> Any:
-    """``value`` for config key ``key``, type-checked and range-checked (an int for a float key becomes a float);
-    otherwise a one-line SegbenchError naming ``source``, the key, the value and the valid range."""
+    """``value`` for config key ``key``, type-checked and range-checked (an int for a non-null float key becomes a
+    float); otherwise a one-line SegbenchError naming ``source``, the key, the value and the valid range."""
     rule = RULES[key]
     try:
         return _check(rule, value)
@@ -177,7 +177,10 @@ def _number(rule: Rule, value: Any) -> int | float:
     if rule.kind == "float":
         if not (_is_int(value) or isinstance(value, float)) or not math.isfinite(value):
             raise _Invalid()
-        value = float(value)
+        if not rule.null:
+            # Nullable keys keep an int as given, as they always have: the value is hashed into the run id, and
+            # `max_train_seconds: 600` must keep naming the same records and weights.
+            value = float(value)
     low_ok = rule.low is None or (value > rule.low if rule.open_low else value >= rule.low)
     high_ok = rule.high is None or (value < rule.high if rule.open_high else value <= rule.high)
     if not low_ok or not high_ok:
@@ -194,7 +197,7 @@ def _class_weights(value: Any) -> str | list[float]:
         raise _Invalid()
     if not any(value):
         raise _Invalid("all zero")
-    return [float(v) for v in value]
+    return value  # as given (ints stay ints): the list is hashed into the run id
 
 
 def _scalar(value: Any) -> bool:

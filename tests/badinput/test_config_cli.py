@@ -190,7 +190,7 @@ ARG_CASES = [
     Case("models --in-channels 0", ["models", "unet_small", "--in-channels", "0"], "argument --in-channels"),
     Case("eval --batch-size 0", ["eval", "w", "--batch-size", "0"], "argument --batch-size: '0' is invalid", W),
     Case("run --seeds 0", ["run", "default", "--seeds", "0"], "argument --seeds: '0' is invalid"),
-    Case("predict --alpha 2", ["predict", "w", "x.png", "--out", "o", "--alpha", "2"], "argument --alpha: '2' is invalid", W),
+    Case("predict --alpha 2", ["predict", "w", "x.png", "--out", "o", "--alpha", "2"], "argument --alpha: '2' is invalid", {"x.png": WEIGHTS, **W}),
     Case("speed --size 0", ["speed", "unet_small", "--baseline", "eager", "--size", "0"], "argument --size"),
     Case("unknown command", ["trian"], "invalid choice: 'trian'"),
     Case("train without a config", ["train"], "the following arguments are required: config"),
@@ -383,7 +383,7 @@ def test_valid_edge_values_are_accepted(workspace) -> None:
         "crop_size=1", "limit_images=1", "num_workers=0", "warmup_epochs=1", "class_weights=[0, 1.5, 2, 1, 1, 1]",
         "eval_size=[16, 24]", "name=my_model-v1.2", "model_args.depth=3", "momentum=0", "score_threshold=1",
         "seed=4294967295", "grad_clip=1e9", "color_jitter=1"])
-    assert cfg.class_weights == [0.0, 1.5, 2.0, 1.0, 1.0, 1.0] and cfg.eval_size == [16, 24]
+    assert cfg.class_weights == [0, 1.5, 2, 1, 1, 1] and cfg.eval_size == [16, 24]
     assert cfg.name == "my_model-v1.2" and cfg.model_args == {"base_channels": 4, "depth": 3}
 
 
@@ -394,3 +394,18 @@ def test_yaml_merge_keys_and_small_aliases_still_work(workspace) -> None:
                                       "  - {<<: *c, model: unet_small, epochs: 2}\n  - {model: fcn8s, model_args: {}}\n")
     runs = load_suite(str(workspace / "s.yaml"))
     assert [(r.model, r.epochs) for r in runs] == [("unet_small", 2), ("fcn8s", 1)]
+
+
+def test_committed_records_still_validate_with_the_same_values() -> None:
+    """No false refusal of a config already on the leaderboard, and values hashed into run ids keep their type
+    (``max_train_seconds: 600`` stays an int: a float would change the id of every such record)."""
+    import json
+
+    from segbench.config import make_config
+
+    files = sorted((Path(__file__).resolve().parents[2] / "leaderboard" / "records").glob("*/*.json"))
+    for path in files:
+        config = json.loads(path.read_text())["config"]
+        cfg = make_config(config, str(path))
+        assert cfg.max_train_seconds == config.get("max_train_seconds")
+        assert type(cfg.max_train_seconds) is type(config.get("max_train_seconds"))
