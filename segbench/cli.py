@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import SegbenchError
+from .cli_args import OneLineParser, check_input_folder, check_output, check_training_outputs, float_in, int_in
+from .errors import SegbenchError, check_name, one_line
 
 # PyTorch's OpenMP workers spin while waiting; on a shared 2-core machine a spinning worker holds the core the
 # other needs and parallel ops stall (8-10x slower inference measured on a busy 2-core box). Set before torch loads.
@@ -27,7 +28,10 @@ EPILOG = "Run 'python -m segbench COMMAND --help' for a command's options."
 def _store(args: argparse.Namespace):
     from .store import LocalStore
 
-    return LocalStore(args.store)
+    store = LocalStore(args.store)
+    if store.root.exists() and not store.root.is_dir():
+        raise SegbenchError(f"--store {store.root}: is a file, not a folder; give the weights folder")
+    return store
 
 
 def _print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> None:
@@ -91,15 +95,19 @@ def print_groups(records: list[dict[str, Any]]) -> None:
 # ---------------------------------------------------------------- commands
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_suite
+    from .config import check_runnable, load_suite
     from .runner import run_suite
 
     from .runner import expand_seeds
 
     overrides = args.overrides + ([f"data_root={args.data_root}"] if args.data_root else [])
     configs = expand_seeds(load_suite(args.suite, overrides), args.seeds)
+    store = _store(args)
+    for i, cfg in enumerate(configs, 1):
+        check_runnable(cfg, f"{args.suite} (run {i}: {cfg.display_name()} / {cfg.dataset})")
+    check_training_outputs((c.dataset for c in configs), store_root=store.root, leaderboard=args.leaderboard)
     on_record = _pusher(args) if args.push else None
-    records = run_suite(configs, store=_store(args), leaderboard=args.leaderboard, retrain=args.retrain,
+    records = run_suite(configs, store=store, leaderboard=args.leaderboard, retrain=args.retrain,
                         progress=not args.no_progress, on_record=on_record)
     print_leaderboard(records)
     if args.seeds > 1:
@@ -122,11 +130,14 @@ def _pusher(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from .config import check_runnable, load_config
     from .runner import run_one
 
     cfg = load_config(args.config, args.overrides)
-    record = run_one(cfg, store=_store(args), leaderboard=args.leaderboard, retrain=args.retrain or args.resume,
+    store = _store(args)
+    check_runnable(cfg, args.config)
+    check_training_outputs([cfg.dataset], store_root=store.root, leaderboard=args.leaderboard)
+    record = run_one(cfg, store=store, leaderboard=args.leaderboard, retrain=args.retrain or args.resume,
                      resume=args.resume, progress=not args.no_progress)
     print_leaderboard([record])
     return 0
@@ -135,6 +146,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .runner import evaluate_weights
 
+    check_name("--split", args.split)  # a folder name inside the dataset
+    check_input_folder(args.data_root, "--data-root")
+    if args.json:
+        check_output(args.json, "--json", folder=False)
     metrics, info, meta, n = evaluate_weights(
         args.weights, store=_store(args), dataset=args.dataset, split=args.split, data_root=args.data_root,
         dataset_args=dict(_parse_kv(args.dataset_arg)), batch_size=args.batch_size, device=args.device,
@@ -166,9 +181,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from . import viz
     from .predict import Predictor, describe, list_images, load_image
 
+    out = check_output(args.out, "--out", folder=True)
     predictor = Predictor(args.weights, store=_store(args), device=args.device)
     files = list_images(args.input)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{describe(predictor.meta)}: {len(files)} image(s) -> {out}")
     for path in files:
@@ -201,6 +216,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .analysis.report import model_report
 
     names = [args.name] if args.name else sorted(MODELS)
+    if args.json and args.json != "-":
+        check_output(args.json, "--json", folder=False)
+    if args.erf_out:
+        check_output(args.erf_out, "--erf-out", folder=False)
     if args.name and args.name not in MODELS:
         from .models import get_builder
 
@@ -233,6 +252,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_speed(args: argparse.Namespace) -> int:
     from .bench.run import run_speed
 
+    if args.json:
+        check_output(args.json, "--json", folder=False)
     result = run_speed(args.model, baseline=args.baseline, device=args.device, size=args.size, batch=args.batch,
                        steps=args.steps, compile=args.compile, weights=args.weights, image=args.image)
     text = json.dumps(result, indent=2, default=str)
@@ -308,7 +329,7 @@ def _parse_kv(items: list[str] | None) -> list[tuple[str, Any]]:
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segbench", description="Train, evaluate and compare classic segmentation models.",
+    parser = OneLineParser(prog="segbench", description="Train, evaluate and compare classic segmentation models.",
                                      epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"segbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -338,7 +359,7 @@ def _add_training_commands(sub: Any) -> None:
     p.add_argument("--data-root", help="dataset folder for every run (same as data_root=DIR)")
     common(p)
     p.add_argument("--retrain", action="store_true", help="train even when weights with the same config exist")
-    p.add_argument("--seeds", type=int, default=1, metavar="N",
+    p.add_argument("--seeds", type=int_in(1, 1000), default=1, metavar="N",
                    help="run each pair with seeds seed..seed+N-1 and print mean +- std of mIoU (default 1)")
     p.add_argument("--push", action="store_true", help="push each record and its weights to the Hugging Face Hub")
     p.add_argument("--owner", help="Hub user or organisation for --push (default: the token's user)")
@@ -361,7 +382,7 @@ def _add_training_commands(sub: Any) -> None:
     p.add_argument("--data-root", help="dataset folder (default: $SEGBENCH_DATA or ../shared/data/<name>)")
     p.add_argument("--split", default="val")
     p.add_argument("--dataset-arg", action="append", metavar="key=value", help="dataset option, repeatable")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int_in(1, 65536), default=4)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", metavar="PATH", help="write the metrics dict as JSON")
     p.add_argument("--no-progress", action="store_true")
@@ -378,20 +399,20 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("input", help="an image or a folder of images")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--probs", action="store_true", help="also write per-class probabilities as float16 .npy [K,H,W]")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    p.add_argument("--alpha", type=float_in(0.0, 1.0), default=0.5, help="overlay opacity (default 0.5)")
     p.add_argument("--device", default="auto")
     common(p, leaderboard=False)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("models", help="list models: parameters, GMACs, output stride, receptive field")
     p.add_argument("name", nargs="?", help="one model (default: all)")
-    p.add_argument("--size", type=int, default=512, help="input size for GMACs and receptive field (default 512)")
-    p.add_argument("--num-classes", type=int, default=21)
-    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--size", type=int_in(1, 16384), default=512, help="input size for GMACs and receptive field (default 512)")
+    p.add_argument("--num-classes", type=int_in(1, 100_000), default=21)
+    p.add_argument("--in-channels", type=int_in(1, 64), default=3)
     p.add_argument("--option", action="append", metavar="key=value", help="model option, repeatable (e.g. output_stride=8)")
     p.add_argument("--json", metavar="PATH", help="write the table as JSON ('-' for stdout)")
     p.add_argument("--erf", action="store_true", help="measure the effective receptive field and save a heat map")
-    p.add_argument("--erf-size", type=int, default=128, help="input size for --erf (default 128)")
+    p.add_argument("--erf-size", type=int_in(8, 4096), default=128, help="input size for --erf (default 128)")
     p.add_argument("--erf-out", default=None, help="heat-map PNG path (default erf_<model>.png)")
     p.set_defaults(func=cmd_models)
 
@@ -399,9 +420,9 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("model", nargs="?", help="model name (not needed for --baseline torchmetrics)")
     p.add_argument("--baseline", required=True, choices=["torchmetrics", "torchvision", "eager", "plain-loop"])
     p.add_argument("--device", default="auto")
-    p.add_argument("--size", type=int, default=512)
-    p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--size", type=int_in(1, 16384), default=512)
+    p.add_argument("--batch", type=int_in(1, 65536), default=None)
+    p.add_argument("--steps", type=int_in(1, 1_000_000), default=None)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--weights", help="--baseline eager: trained weights (folder or local: URI) instead of random ones")
     p.add_argument("--image", help="--baseline eager: a real image instead of smoothed noise")
@@ -449,14 +470,15 @@ def _add_demo_commands(sub: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except SegbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # one line even when a DataLoader worker pasted its traceback into the message
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

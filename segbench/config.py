@@ -1,5 +1,9 @@
 """Flat run configs: a dataclass of explicit fields, read from YAML plus ``key=value`` overrides.
 
+Every value is checked before any work starts: its type and range (one row per key in
+:data:`segbench.config_rules.RULES`), names used as folder names, paths, model options. YAML is read with a
+bounded loader (:mod:`segbench.safe_yaml`: no alias bombs, ``1e-4`` is a float).
+
 One config = one (model, dataset) pair. A suite YAML holds ``runs:`` (a list of such configs) and may hold
 ``common:`` (fields shared by every run; a run's own keys win). Unknown keys are errors with the nearest
 valid key suggested. ``model_args`` / ``dataset_args`` are checked against the builder's own options.
@@ -14,9 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
+from . import safe_yaml
+from .config_rules import check_value
+from .errors import SegbenchError, nearest, short_repr
 
-from .errors import SegbenchError, nearest
+
+# One model/dataset option: a scalar or a flat list/mapping of scalars, at most 1024 (config_rules.check_options).
+Scalar = str | int | float | bool | None
+Option = Scalar | list[Scalar] | dict[Scalar, Scalar]
 
 if TYPE_CHECKING:
     from .models.inference import Evaluation
@@ -26,9 +35,9 @@ if TYPE_CHECKING:
 class RunConfig:
     # --- what ---
     model: str = "unet_small"  # a name from `segbench models`
-    model_args: dict[str, Any] = field(default_factory=dict)  # builder options, e.g. {base_channels: 16}
+    model_args: dict[str, Option] = field(default_factory=dict)  # builder options, e.g. {base_channels: 16}
     dataset: str = "synthetic"  # synthetic | isbi2012 | camvid | folder | balloon | coco | ...
-    dataset_args: dict[str, Any] = field(default_factory=dict)  # dataset constructor options
+    dataset_args: dict[str, Option] = field(default_factory=dict)  # dataset constructor options
     data_root: str | None = None  # folder of a real dataset (default: $SEGBENCH_DATA or ../shared/data/<name>)
     train_split: str = "train"
     eval_split: str = "val"
@@ -63,7 +72,7 @@ class RunConfig:
     warmup_epochs: float = 0.0  # linear warm-up length in epochs
     grad_clip: float | None = None  # max gradient L2 norm, None = off
     loss: str = "ce"  # ce | dice | ce+dice (semantic models)
-    class_weights: Any = None  # None | "auto" (median frequency) | list of K floats
+    class_weights: str | list[float] | None = None  # None | "auto" (median frequency) | list of K floats
     border_weight: bool = False  # U-Net paper eq. 2 weight map (touching objects)
     w0: float = 10.0  # border weight amplitude (paper: 10)
     sigma: float = 5.0  # border weight width in pixels (paper: about 5)
@@ -138,65 +147,90 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-# Keys added after records of schema 2 were first written: hashed only when set away from their default, so the
-# run ids (and the reuse of stored weights) of every earlier config stay what they were.
-
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 
 def _default(key: str) -> Any:
     f = FIELDS[key]
     return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-_CHOICES = {
-    "optimizer": ("adamw", "sgd"),
-    "schedule": ("poly", "cosine", "constant"),
-    "loss": ("ce", "dice", "ce+dice"),
-    "loader": ("auto", "host", "device"),
-    "track": ("steps", "time"),
-    "select_on": ("final", "holdout"),
-    "eval_mode": ("whole", "slide"),
-}
 
 
 def _check_keys(data: dict[str, Any], source: str) -> None:
     for key in data:
+        if not isinstance(key, str):
+            raise SegbenchError(f"{source}: config key {short_repr(key)} is not a name; keys are words like epochs")
         if key not in FIELDS:
             raise SegbenchError(f"{source}: unknown config key '{key}'{nearest(key, FIELDS)}")
 
 
-def _coerce(key: str, value: Any, source: str) -> Any:
-    """Light type checks so a typo like epochs=ten fails here, not mid-training."""
-    f = FIELDS[key]
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise SegbenchError(f"{source}: {key}={value!r} is not one of {', '.join(_CHOICES[key])}")
-    if value is None:
-        return None
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise SegbenchError(f"{source}: {key} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SegbenchError(f"{source}: {key} must be an integer, got {value!r}")
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SegbenchError(f"{source}: {key} must be a number, got {value!r}")
-        return float(value)
-    if isinstance(default, dict) and not isinstance(value, dict):
-        raise SegbenchError(f"{source}: {key} must be a mapping like {{a: 1}}, got {value!r}")
-    if key in ("epochs", "batch_size") and value < 1:
-        raise SegbenchError(f"{source}: {key} must be at least 1, got {value}")
-    return value
-
-
-def make_config(data: dict[str, Any], source: str = "config") -> RunConfig:
-    """A RunConfig from a mapping; unknown keys and wrong types raise SegbenchError naming ``source``."""
+def make_config(data: dict[str, Any], source: str = "config", origins: dict[str, str] | None = None) -> RunConfig:
+    """A RunConfig from a mapping; unknown keys, wrong types and out-of-range values raise a one-line
+    SegbenchError naming ``source`` (or, for a key set by an override, that override: see ``origins``)."""
+    origins = origins or {}
+    if not isinstance(data, dict):
+        raise SegbenchError(f"{source}: expected a mapping of config keys, got {short_repr(data)}")
     _check_keys(data, source)
-    values = {k: _coerce(k, v, source) for k, v in data.items()}
+    values = {k: check_value(k, v, origins.get(k, source)) for k, v in data.items()}
     cfg = RunConfig(**values)
+    check_options_and_warmup(cfg, source, origins)
     check_config(cfg, source)
     return cfg
+
+
+def check_options_and_warmup(cfg: RunConfig, source: str, origins: dict[str, str]) -> None:
+    """What the per-key rules cannot see: each model option against the builder's own (name and type) and a
+    warm-up within the budget. Pure: a config made on another machine (a
+    record's) still loads here; :func:`check_runnable` checks this machine."""
+    from .models import check_model_args, get_builder, model_options
+
+    try:
+        get_builder(cfg.model)
+    except SegbenchError as exc:
+        raise SegbenchError(f"{origins.get('model', source)}: {exc}") from None
+    defaults = model_options(cfg.model)
+    for key, value in cfg.model_args.items():
+        where = origins.get(f"model_args.{key}") or origins.get("model_args", source)
+        try:
+            check_model_args(cfg.model, {key: value})
+        except SegbenchError as exc:
+            raise SegbenchError(f"{where}: {exc}") from None
+        _check_option_type(f"{where}: model '{cfg.model}' option {key}", value, defaults[key])
+    if cfg.warmup_epochs > cfg.epochs:
+        raise SegbenchError(f"{origins.get('warmup_epochs', source)}: warmup_epochs={cfg.warmup_epochs} is longer "
+                            f"than the run (epochs={cfg.epochs}); valid: a number in [0, epochs]")
+
+
+def check_runnable(cfg: RunConfig, source: str) -> None:
+    """What only this machine can answer, checked by the CLI for every run before the first one trains: an existing
+    ``data_root`` folder and a visible CUDA device when one is asked for."""
+    from .device import resolve_device
+
+    if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
+        what = "is a file, not a folder" if Path(cfg.data_root).expanduser().exists() else "does not exist"
+        raise SegbenchError(f"{source}: data_root={cfg.data_root!r} {what}; "
+                            "give the dataset's folder (or leave it out to use $SEGBENCH_DATA)")
+    try:
+        resolve_device(cfg.device)
+    except SegbenchError as exc:
+        raise SegbenchError(f"{source}: {exc}") from None
+
+
+def _check_option_type(what: str, value: Any, default: Any) -> None:
+    """An option whose default is a bool, an int or a float takes that type (an int where a float is expected)."""
+    if value is None or default is None:
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    else:
+        return
+    if not ok:
+        raise SegbenchError(f"{what}={short_repr(value)} is invalid; valid: {kind} (default {default!r})")
 
 
 def check_config(cfg: RunConfig, source: str = "config") -> None:
@@ -279,45 +313,49 @@ def dataset_options(name: str) -> list[str]:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` (value parsed as YAML: 3, 0.1, true, [1, 2]); ``model_args.depth=3`` sets one option."""
+    """``key=value`` (value parsed as YAML: 3, 0.1, 1e-4, true, [1, 2]); ``model_args.depth=3`` sets one option."""
     if "=" not in text:
         raise SegbenchError(f"override '{text}' must look like key=value, e.g. epochs=5 or model_args.base_channels=8")
     key, value = text.split("=", 1)
     try:
-        parsed = yaml.safe_load(value) if value != "" else None
-    except yaml.YAMLError:
-        parsed = value
+        parsed = safe_yaml.load(value, f"override '{text}'") if value.strip() != "" else None
+    except safe_yaml.YamlSyntaxError:
+        parsed = value  # not YAML at all: the text itself (e.g. name=a:b is then refused as a name)
     return key.strip(), parsed
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: list[str], origins: dict[str, str] | None = None) -> dict[str, Any]:
+    """``data`` with each ``key=value`` of ``overrides`` applied. Each value is checked here, so an error names the
+    override rather than the YAML file; ``origins`` (if given) records which override set which key."""
     data = dict(data)
+    origins = {} if origins is None else origins
     for text in overrides:
         key, value = parse_override(text)
+        source = f"override '{text}'"
         if "." in key:
             head, sub = key.split(".", 1)
             if head not in ("model_args", "dataset_args"):
-                raise SegbenchError(f"override '{text}': only model_args.X and dataset_args.X take a dot")
-            data[head] = {**(data.get(head) or {}), sub: value}
+                raise SegbenchError(f"{source}: only model_args.X and dataset_args.X take a dot")
+            current = data.get(head) or {}
+            if not isinstance(current, dict):
+                raise SegbenchError(f"{source}: {head} in the config is {short_repr(current)}, not a mapping; fix it there")
+            data[head] = check_value(head, {**current, sub: value}, source)
+            origins[key] = source
         else:
             if key not in FIELDS:
-                raise SegbenchError(f"override '{text}': unknown config key '{key}'{nearest(key, FIELDS)}")
-            data[key] = value
+                raise SegbenchError(f"{source}: unknown config key '{key}'{nearest(key, FIELDS)}")
+            data[key] = check_value(key, value, source)
+            origins[key] = source
     return data
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise SegbenchError(f"{path}: config file not found; give a YAML path or a suite name from segbench/suites/")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SegbenchError(f"{path}: invalid YAML{where}; fix the syntax") from None
+    """The top-level mapping of a YAML config or suite file (bounded: see :mod:`segbench.safe_yaml`)."""
+    data = safe_yaml.load(safe_yaml.read_text(path), str(path))
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise SegbenchError(f"{path}: expected a mapping of config keys at the top level")
+        raise SegbenchError(f"{path}: expected a mapping of config keys at the top level, got {short_repr(data)}")
     return data
 
 
@@ -340,19 +378,26 @@ def load_suite(name_or_path: str, overrides: list[str] | None = None) -> list[Ru
     """The runs of a suite, each with ``common`` fields and then ``overrides`` applied."""
     path = suite_path(name_or_path)
     data = read_yaml(path)
-    unknown = set(data) - {"runs", "common", "description"}
-    if unknown:
-        key = sorted(unknown)[0]
-        raise SegbenchError(f"{path}: unknown suite key '{key}'{nearest(key, ['runs', 'common', 'description'])}")
+    allowed = ["runs", "common", "description"]
+    for key in data:
+        if key not in allowed:
+            raise SegbenchError(f"{path}: unknown suite key {short_repr(key)}{nearest(str(key), allowed)}; "
+                                f"a suite has {', '.join(allowed)}")
     runs = data.get("runs")
     if not isinstance(runs, list) or not runs:
-        raise SegbenchError(f"{path}: a suite needs a non-empty 'runs:' list")
+        raise SegbenchError(f"{path}: a suite needs a non-empty 'runs:' list of mappings, e.g. runs: [{{model: fcn8s}}]")
     common = data.get("common") or {}
+    if not isinstance(common, dict):
+        raise SegbenchError(f"{path}: 'common:' must be a mapping of config keys, got {short_repr(common)}")
     configs = []
     for i, run in enumerate(runs):
-        merged = {**common, **(run or {})}
-        merged = apply_overrides(merged, overrides or [])
-        configs.append(make_config(merged, f"{path} (run {i + 1})"))
+        source = f"{path} (run {i + 1})"
+        if not isinstance(run, dict):
+            raise SegbenchError(f"{source}: each entry of 'runs:' must be a mapping of config keys like "
+                                f"{{model: fcn8s}}, got {short_repr(run)}")
+        origins: dict[str, str] = {}
+        merged = apply_overrides({**common, **run}, overrides or [], origins)
+        configs.append(make_config(merged, source, origins))
     return configs
 
 
@@ -361,5 +406,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     data = read_yaml(path)
     if "runs" in data:
         raise SegbenchError(f"{path}: this is a suite (it has 'runs:'); run it with 'python -m segbench run {path}'")
-    data = apply_overrides(data, overrides or [])
-    return make_config(data, str(path))
+    origins: dict[str, str] = {}
+    data = apply_overrides(data, overrides or [], origins)
+    return make_config(data, str(path), origins)

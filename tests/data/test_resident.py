@@ -140,4 +140,4 @@ def test_device_loader_errors_are_one_line(tmp_path, tiny_config, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "loader=device" in err and "\n" not in err
     assert main(["train", str(cfg), "loader=gpu", "--leaderboard", str(tmp_path / "b")]) == 2
-    assert "loader='gpu' is not one of auto, host, device" in capsys.readouterr().err
+    assert "loader='gpu' is invalid; valid: one of auto, host, device" in capsys.readouterr().err
