@@ -205,17 +205,17 @@ SLIDE = {"eval_mode": "slide"}
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"eval_mode": "tiles"}, "eval_mode='tiles' is not one of whole, slide"),
-    ({**SLIDE, "eval_crop": [0, 64], "eval_stride": [1, 1]}, "eval_crop must be [height, width] with both > 0"),
-    ({**SLIDE, "eval_crop": [64, 64], "eval_stride": [0, 32]}, "eval_stride must satisfy 0 < stride <= eval_crop"),
+    ({"eval_mode": "tiles"}, "eval_mode='tiles' is invalid; valid: one of whole, slide"),
+    ({**SLIDE, "eval_crop": [0, 64], "eval_stride": [1, 1]}, "eval_crop=[0, 64] is invalid; valid: [H, W]"),
+    ({**SLIDE, "eval_crop": [64, 64], "eval_stride": [0, 32]}, "eval_stride=[0, 32] is invalid; valid: [H, W]"),
     ({**SLIDE, "eval_crop": [64, 64], "eval_stride": [32, 65]}, "eval_stride must satisfy 0 < stride <= eval_crop"),
-    ({**SLIDE, "eval_crop": [64], "eval_stride": [32, 32]}, "eval_crop must be [height, width] (two integers)"),
+    ({**SLIDE, "eval_crop": [64], "eval_stride": [32, 32]}, "eval_crop=[64] is invalid; valid: [H, W]"),
     ({"eval_mode": "slide"}, "eval_mode=slide needs eval_crop and eval_stride"),
     ({"eval_crop": [64, 64], "eval_stride": [32, 32]}, "eval_crop/eval_stride apply to sliding windows"),
-    ({"eval_scales": [0.5, 0]}, "eval_scales must be a non-empty list of numbers > 0"),
-    ({"eval_scales": [-1.0]}, "eval_scales must be a non-empty list of numbers > 0"),
-    ({"eval_scales": []}, "eval_scales must be a non-empty list of numbers > 0"),
-    ({"eval_flip": "yes"}, "eval_flip must be true or false"),
+    ({"eval_scales": [0.5, 0]}, "eval_scales=[0.5, 0] is invalid; valid: a list of 1-16 numbers in (0, 16]"),
+    ({"eval_scales": [-1.0]}, "eval_scales=[-1.0] is invalid; valid: a list of 1-16 numbers"),
+    ({"eval_scales": []}, "eval_scales=[] is invalid; valid: a list of 1-16 numbers"),
+    ({"eval_flip": "yes"}, "eval_flip='yes' is invalid; valid: true or false"),
     ({"model": "maskrcnn_small", "eval_flip": True}, "apply to semantic models"),
 ])
 def test_bad_evaluation_settings_are_one_line(values, message):
