@@ -251,6 +251,7 @@ def path_lock(target: Path, *, timeout: float | None = 600.0, log: Callable[[str
         time.sleep(0.05)
     try:
         since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)  # a holder killed earlier left its line
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode(), 0)
         yield
     finally:
