@@ -21,6 +21,7 @@ the same EXIF orientation as their image apply, so image and labels stay aligned
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -153,6 +154,18 @@ def _exif_orientation(img: Image.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
+@functools.cache
+def _pil_orients_tiff() -> bool:
+    """Whether this Pillow applies a TIFF's orientation itself (newer ones do, in ``size`` and on load): then the
+    file is decoded as shown already and must not be turned again."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.new("L", (2, 1)).save(buffer, format="TIFF", exif=exif.tobytes())
+    with Image.open(buffer) as img:
+        return img.size == (1, 2)
+
+
 def _empty_png(data: bytes) -> bool:
     """True for a PNG whose IHDR says 0 pixels wide or high (PIL refuses to open it, libpng prints noise)."""
     return data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and (
@@ -191,7 +204,8 @@ def _head(path: str | Path) -> bytes:
 
 def _check_header(img: Image.Image, label: str, limit: int | None) -> ImageHeader:
     width, height = img.size
-    header = ImageHeader(width, height, _exif_orientation(img), img.format or "", img.mode)
+    applied = img.format == "TIFF" and _pil_orients_tiff()
+    header = ImageHeader(width, height, 1 if applied else _exif_orientation(img), img.format or "", img.mode)
     if width == 0 or height == 0:
         raise SegbenchError(f"{label}: image is empty ({width}x{height} pixels); re-export it or remove it")
     limit = max_pixels() if limit is None else limit
