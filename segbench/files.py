@@ -142,9 +142,12 @@ def make_temp_dir(final: Path) -> Path:
 
 
 def fsync_tree(folder: Path) -> None:
-    """fsync every file in ``folder`` (one level) and the folder itself."""
+    """Give every file in ``folder`` (one level) the umask's mode (safetensors writes 0600 whatever the umask),
+    fsync it, then fsync the folder."""
+    mode = file_mode()
     for item in folder.iterdir():
         if item.is_file():
+            os.chmod(item, mode)
             with open(item, "rb") as f:
                 os.fsync(f.fileno())
     fsync_dir(folder)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -99,7 +100,7 @@ def install_dir(final: Path, write: Callable[[Path], None], *, expected_sha256: 
     with path_lock(final, log=log):
         tmp = make_temp_dir(final)
         try:
-            with write_errors(tmp):
+            with write_errors(final):
                 write(tmp)
             sha = sha256_file(tmp / WEIGHTS_FILE)
             if expected_sha256 is not None and sha != expected_sha256:
@@ -117,7 +118,14 @@ def save_weights(model: nn.Module, meta: dict[str, Any], directory: str | Path) 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model": str(meta.get("model"))})
+    try:
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model": str(meta.get("model"))})
+    except SafetensorError as exc:  # its I/O errors are not OSErrors: give a full disk its errno back
+        found = re.search(r"os error (\d+)", str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(directory / WEIGHTS_FILE)) from None
     (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return directory / WEIGHTS_FILE
 
