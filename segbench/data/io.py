@@ -293,7 +293,10 @@ def _decode(data: np.ndarray, header: ImageHeader, label: str) -> Tensor:
     """File bytes -> uint8/uint16 [C,H,W] as stored (C 1..4)."""
     if header.format in _TORCHVISION_FORMATS:
         try:
-            return decode_image(torch.from_numpy(data), mode=ImageReadMode.UNCHANGED)
+            # palette and 1-bit files: torchvision's UNCHANGED would give palette indices / 0..1 values
+            mode = ImageReadMode.RGB if header.mode in ("P", "PA") else (
+                ImageReadMode.GRAY if header.mode == "1" else ImageReadMode.UNCHANGED)
+            return decode_image(torch.from_numpy(data), mode=mode)
         except (RuntimeError, ValueError, OSError) as exc:
             raise _decode_error(label, exc) from None
     try:
