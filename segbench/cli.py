@@ -176,39 +176,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from . import viz
-    from .predict import Predictor, describe, list_images, load_image
+    from .predict import Predictor, list_images, predict_files
 
     out = check_output(args.out, "--out", folder=True)
     predictor = Predictor(args.weights, store=_store(args), device=args.device)
-    files = list_images(args.input)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"{describe(predictor.meta)}: {len(files)} image(s) -> {out}")
-    for path in files:
-        image = load_image(path)
-        pred = predictor(image, with_probs=args.probs)
-        viz.palette_png(pred.mask, predictor.palette).save(out / f"{path.stem}_mask.png")
-        if predictor.task == "instance":
-            from .instance_viz import draw_instances, instance_id_map
-            from .instance_eval import coco_results_json
-
-            names = predictor.meta.get("label_names") or ["background", *predictor.class_names]
-            shown = draw_instances(viz.to_rgb(image), pred.instances, names, predictor.palette)
-            viz.to_pil(shown).save(out / f"{path.stem}_overlay.png")
-            ids = instance_id_map(pred.instances, 0.0)
-            from PIL import Image
-
-            Image.fromarray(ids.numpy().astype(np.uint16)).save(out / f"{path.stem}_instances.png")
-            results = coco_results_json([pred.instances], [0])
-            (out / f"{path.stem}_coco.json").write_text(json.dumps(results) + "\n")
-        else:
-            viz.to_pil(viz.overlay(image, pred.mask, predictor.palette, alpha=args.alpha)).save(out / f"{path.stem}_overlay.png")
-        if args.probs and pred.probs is not None:
-            np.save(out / f"{path.stem}_probs.npy", pred.probs.numpy().astype(np.float16))
-        print(f"  {path.name}: {pred.latency_ms:.1f} ms")
-    return 0
+    failed = predict_files(predictor, list_images(args.input), Path(out), probs=args.probs, alpha=args.alpha)
+    return 2 if failed else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:

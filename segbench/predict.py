@@ -14,89 +14,40 @@ only, not with the activations of one huge forward pass; nothing is downscaled.
 from __future__ import annotations
 
 import dataclasses
-import io
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from .data.io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, to_channels
 from .data.transforms import normalize
 from .device import autocast, cpu_bf16_supported, resolve_device
 from .errors import SegbenchError
+from .files import atomic_write, atomic_write_text, write_errors
 from .metrics import to_semantic
 from .models.inference import Evaluation, evaluation_from, infer
 from .store import LocalStore, load_model
 
-MAX_PIXELS = 64_000_000  # refuse decompression bombs above ~8000 x 8000
+MAX_PIXELS = DEFAULT_MAX_PIXELS  # refuse decompression bombs above ~8000 x 8000 (data.io reads the header first)
 BACKENDS = ("torch", "onnx")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
 # Windows for large images of whole-image models (slide_above): 1 MP each, a quarter overlapping on each side.
 LARGE_WINDOW, LARGE_STRIDE = (1024, 1024), (768, 768)
 
 
-def load_image(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS) -> Tensor:
-    """Decode an image file (or its bytes) to uint8 [C,H,W] with C in {1, 3}.
-
-    Grey, RGB, RGBA (alpha dropped), palette, 16-bit (scaled to 8 bits) and TIFF are accepted. A corrupt,
-    non-image or over-large file raises SegbenchError naming it.
-    """
-    label = "upload" if isinstance(source, bytes) else str(source)
-    if not isinstance(source, bytes) and not Path(source).is_file():
-        raise SegbenchError(f"{label}: file not found; check the path")
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-                if img.width * img.height > max_pixels:
-                    raise SegbenchError(f"{label}: {img.width}x{img.height} is too large (limit {max_pixels} pixels); downscale it first")
-                img.load()
-                return _pil_to_tensor(img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise SegbenchError(f"{label}: image is too large (decompression bomb guard, limit {max_pixels} pixels); downscale it first") from None
-    except UnidentifiedImageError:
-        raise SegbenchError(f"{label}: not an image file PIL can read (PNG, JPEG, TIFF, BMP, WebP); check the file") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise SegbenchError(f"{label}: unreadable or truncated image ({exc}); re-export the file") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
-
-
-def _pil_to_tensor(img: Image.Image) -> Tensor:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.array(img, dtype=np.float64)
-        hi = array.max() if array.max() > 255 else 255.0
-        array = np.clip(array / max(hi, 1e-9) * 255.0, 0, 255).round().astype(np.uint8)[..., None]
-    elif img.mode in ("L", "1"):
-        array = np.array(img.convert("L"))[..., None]
-    elif img.mode == "LA":
-        array = np.array(img.convert("L"))[..., None]
-    else:
-        array = np.array(img.convert("RGB"))
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
+def load_image(source: str | Path | bytes, *, max_pixels: int | None = None) -> Tensor:
+    """Decode an image file (or its bytes) to uint8 [C,H,W] with C in {1, 3}: ``data.io.read_image``, the reader
+    datasets and the app use too (EXIF orientation applied, 16-bit scaled by its bit depth, alpha dropped, size
+    checked from the header before decoding). A missing, corrupt, empty or over-large file raises SegbenchError."""
+    return read_image(source, limit=max_pixels)
 
 
 def adapt_channels(image: Tensor, in_channels: int) -> Tensor:
-    """uint8 [C,H,W] -> uint8 [in_channels,H,W]: grey repeated to RGB, RGB to grey by ITU-R 601 luma."""
-    c = image.shape[0]
-    if c == 4:
-        image, c = image[:3], 3
-    if c == in_channels:
-        return image
-    if in_channels == 3 and c == 1:
-        return image.expand(3, -1, -1).contiguous()
-    if in_channels == 1 and c == 3:
-        weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-        return (image.float() * weights).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    raise SegbenchError(f"image has {c} channels but the model expects {in_channels}")
+    """uint8 [C,H,W] -> uint8 [in_channels,H,W]: alpha dropped, grey repeated to RGB, RGB to grey by ITU-R 601 luma."""
+    return to_channels(image[:3] if image.shape[0] == 4 else image, in_channels)
 
 
 @dataclass
@@ -220,16 +171,97 @@ class Predictor:
 
 
 def list_images(path: str | Path) -> list[Path]:
-    """The image files of a folder (sorted) or the single file given."""
+    """The image files of a folder (sorted; hidden files such as macOS ``._x.png`` skipped) or the single file given."""
     path = Path(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise SegbenchError(f"{path}: no such file or folder; give an image or a folder of images")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in path.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise SegbenchError(f"{path}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
+
+
+def output_names(files: list[Path]) -> dict[Path, str]:
+    """The prefix of each input's outputs (``<prefix>_mask.png`` ...): its stem, or its whole file name when
+    another input shares the stem (``x.png`` and ``x.jpg`` -> ``x.png_mask.png``, ``x.jpg_mask.png``), so no
+    result overwrites another. Compared case-insensitively (macOS and Windows file systems). A clash that
+    remains (``x.png`` beside ``x.png.jpg``) is refused with one line naming the files."""
+    stems: dict[str, int] = {}
+    for f in files:
+        stems[f.stem.casefold()] = stems.get(f.stem.casefold(), 0) + 1
+    names = {f: f.name if stems[f.stem.casefold()] > 1 else f.stem for f in files}
+    seen: dict[str, Path] = {}
+    for f, name in names.items():
+        if name.casefold() in seen:
+            raise SegbenchError(f"{f}: its results would overwrite those of {seen[name.casefold()].name} (both named "
+                                f"'{name}_mask.png'); rename one of them")
+        seen[name.casefold()] = f
+    return names
+
+
+def predict_files(predictor: Predictor, files: list[Path], out: Path, *, probs: bool = False, alpha: float = 0.5,
+                  log=print, err=None) -> int:
+    """Predict every file into ``out`` (mask, overlay; instance models also ids and COCO JSON; ``probs``: float16
+    probabilities). An image that cannot be read or run is reported in one line on ``err`` and skipped; a full
+    disk or an unwritable ``out`` stops with SegbenchError. Every output is written atomically. Returns the
+    number of images that failed."""
+    import sys
+
+    err = err or (lambda line: print(line, file=sys.stderr))
+    names = output_names(files)
+    with write_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+    log(f"{describe(predictor.meta)}: {len(files)} image(s) -> {out}")
+    failed = 0
+    for path in files:
+        try:
+            image = load_image(path)
+            pred = predictor(image, with_probs=probs)
+        except SegbenchError as exc:
+            failed += 1
+            err(f"error: {exc}")
+            continue
+        _write_outputs(predictor, image, pred, out, names[path], alpha=alpha)
+        log(f"  {path.name}: {pred.latency_ms:.1f} ms")
+    if failed:
+        err(f"error: {failed} of {len(files)} image(s) failed (listed above); the others' results are in {out}")
+    return failed
+
+
+def _save_png(image, path: Path) -> None:
+    atomic_write(path, lambda f: image.save(f, format="PNG"))
+
+
+def _write_outputs(predictor: Predictor, image: Tensor, pred: Prediction, out: Path, name: str, *,
+                   alpha: float) -> None:
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from . import viz
+
+    _save_png(viz.palette_png(pred.mask, predictor.palette), out / f"{name}_mask.png")
+    if predictor.task == "instance":
+        from .instance_eval import coco_results_json
+        from .instance_viz import draw_instances, instance_id_map
+
+        labels = predictor.meta.get("label_names") or ["background", *predictor.class_names]
+        shown = draw_instances(viz.to_rgb(image), pred.instances, labels, predictor.palette)
+        _save_png(viz.to_pil(shown), out / f"{name}_overlay.png")
+        ids = instance_id_map(pred.instances, 0.0)
+        _save_png(Image.fromarray(ids.numpy().astype(np.uint16)), out / f"{name}_instances.png")
+        results = coco_results_json([pred.instances], [0])
+        atomic_write_text(out / f"{name}_coco.json", json.dumps(results) + "\n")
+    else:
+        shown = viz.overlay(image, pred.mask, predictor.palette, alpha=alpha)
+        _save_png(viz.to_pil(shown), out / f"{name}_overlay.png")
+    if pred.probs is not None:
+        probs = pred.probs.numpy().astype(np.float16)
+        atomic_write(out / f"{name}_probs.npy", lambda f: np.save(f, probs))
 
 
 def describe(meta: dict[str, Any]) -> str:

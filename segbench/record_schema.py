@@ -1,7 +1,8 @@
 """The result record's schema (version 2): validation and the migration of schema-1 records.
 
-Validation checks what a reader relies on: the fields exist with the right types, every number is finite,
-fractions lie in [0, 1], counts and times are non-negative, a confidence interval is ordered. It raises
+Validation checks what a reader relies on: the fields exist with the right types, every number a reader shows
+or plots is finite, fractions lie in [0, 1], counts, sizes, times and rates are non-negative (sizes positive),
+a confidence interval is ordered, and every training-history entry is finite and non-negative. It raises
 :class:`RecordError` naming the first problem, so a loader can report the file in one line and skip it.
 
 Schema-1 records (before GMACs, selection and safety caps were recorded) are migrated on read
@@ -79,6 +80,13 @@ def _metrics(metrics: dict[str, Any], where: str) -> None:
         if ci[0] > ci[1]:
             raise RecordError(f"{where}.miou_ci low {ci[0]} is above high {ci[1]}")
     _per_image(metrics.get("per_image"), f"{where}.per_image")
+    _fraction(metrics.get("boundary_dilation_ratio"), f"{where}.boundary_dilation_ratio")
+    _fraction(metrics.get("score_threshold"), f"{where}.score_threshold")
+    coco = metrics.get("coco")
+    if coco is not None and not isinstance(coco, dict):
+        raise RecordError(f"{where}.coco must map COCO metric names to fractions or be null")
+    for name, value in (coco or {}).items():
+        _fraction(value, f"{where}.coco.{name}")
     max_dets = metrics.get("max_dets")
     if max_dets is not None and (not isinstance(max_dets, list) or not max_dets
                                  or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in max_dets)):
@@ -128,6 +136,7 @@ def validate_record(record: Any) -> None:
     if not isinstance(selection.get("checkpoint"), str):
         raise RecordError("missing field 'selection.checkpoint'")
     _number(selection.get("holdout_images"), "selection.holdout_images", low=1)
+    _number(selection.get("holdout_seed"), "selection.holdout_seed")
     _number(selection.get("selected_epoch"), "selection.selected_epoch", low=0)
     _efficiency(record["efficiency"])
     _training(record["training"])
@@ -148,15 +157,27 @@ def _pretrained(pretrained: Any) -> None:
         raise RecordError(f"pretrained.sha256 must be 64 lowercase hex digits, got {sha!r}")
 
 
+def _sizes(value: Any, where: str) -> None:
+    """A list of positive integers ([C, H, W], [H, W]) or null."""
+    if value is not None and (not isinstance(value, list) or not value or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)):
+        raise RecordError(f"{where} must be a list of positive integers or null, got {value!r}")
+
+
 def _efficiency(efficiency: dict[str, Any]) -> None:
     _number(efficiency.get("params"), "efficiency.params", low=0, nullable=False)
     for key in ("gmacs", "gmacs_aux"):
         _number(efficiency.get(key), f"efficiency.{key}", low=0)
+    for key in ("receptive_field", "output_stride"):
+        _number(efficiency.get(key), f"efficiency.{key}", low=1)
+    _sizes(efficiency.get("macs_input"), "efficiency.macs_input")
     latency = efficiency.get("latency")
     if not isinstance(latency, dict) or not isinstance(latency.get("device"), str):
         raise RecordError("efficiency.latency must hold 'device' and the timings")
     for key in ("forward_ms", "forward_ms_std", "end_to_end_ms", "end_to_end_ms_std", "mean_detections"):
         _number(latency.get(key), f"efficiency.latency.{key}", low=0)
+    _number(latency.get("batch_size"), "efficiency.latency.batch_size", low=1)
+    _sizes(latency.get("image_size"), "efficiency.latency.image_size")
 
 
 def _training(training: dict[str, Any]) -> None:
@@ -177,6 +198,21 @@ def _training(training: dict[str, Any]) -> None:
         raise RecordError("training.capped must be true or false")
     if training.get("track") not in ("steps", "time"):
         raise RecordError(f"training.track must be 'steps' or 'time', got {training.get('track')!r}")
+    budget = training.get("budget")
+    if budget is not None and not isinstance(budget, dict):
+        raise RecordError("training.budget must be {epochs, steps} or null")
+    for key, value in (budget or {}).items():
+        _number(value, f"training.budget.{key}", low=0)
+    history = training.get("history")
+    if history is not None and not isinstance(history, list):
+        raise RecordError("training.history must be a list of per-epoch entries")
+    for i, entry in enumerate(history or []):
+        if not isinstance(entry, dict):
+            raise RecordError(f"training.history[{i}] must be an object")
+        # every logged value is a loss, learning rate, rate, time, count or score: finite and >= 0
+        for key, value in entry.items():
+            if not isinstance(value, str):
+                _number(value, f"training.history[{i}].{key}", low=0)
 
 
 # ---------------------------------------------------------------- schema 1 -> 2

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from .files import atomic_write_text
 from .record_schema import SCHEMA_VERSION, RecordError, upgrade, validate_record
 
 __all__ = ["SCHEMA_VERSION", "RecordError", "validate_record", "write_record", "read_record", "load_records",
@@ -50,24 +49,9 @@ def record_path(root: str | Path, record: dict[str, Any]) -> Path:
     return Path(root) / "records" / record["dataset"] / f"{record['model']}--{record['id']}.json"
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_record(record: dict[str, Any], root: str | Path = DEFAULT_ROOT) -> Path:
-    """Validate and write ``record`` atomically (a schema-1 record is migrated first); returns its path."""
+    """Validate and write ``record`` atomically (temporary file, fsync, rename; the user's umask), a schema-1 record
+    migrated first; returns its path. A full disk or an unwritable folder is one SegbenchError line."""
     record = upgrade(_clean(record))
     validate_record(record)
     path = record_path(root, record)

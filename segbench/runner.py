@@ -32,7 +32,6 @@ from .models.pretrained import input_normalisation
 from .record_build import build_record, metrics_entry, model_meta, selection_entry, training_entry
 from .records import DEFAULT_ROOT, write_record
 from .run_data import Data, _with_fill, build_data, eval_loader, find_test_split
-from .run_data import WithSemantic, collate_eval  # noqa: F401  (re-exported: callers import them from here)
 from .store import LocalStore, read_meta
 
 LATENCY_IMAGES = 8  # instance models: latency and GMACs on the first N val images (their cost depends on content)

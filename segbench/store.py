@@ -5,6 +5,10 @@ holding everything needed to rebuild the model without the original YAML (name, 
 normalisation, palette). Records point at weights with a store-relative URI ``local:<dataset>/<model>--<id>``
 so a leaderboard stays valid when the store moves; Hub weights use ``hf://<repo_id>``.
 Loading never unpickles: safetensors only.
+
+Writes are crash- and concurrency-safe (:mod:`segbench.files`): the new folder is written and fsynced beside the
+old one, then swapped in under a per-run lock (``.<model>--<id>.lock``), so an interrupt or a second writer of the
+same run leaves the old or the new complete folder, never none; files get the user's umask.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import SegbenchError
+from .files import make_temp_dir, path_lock, recover_dir, replace_dir, write_errors
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
@@ -60,30 +66,51 @@ class LocalStore:
         """A weights directory from a ``local:`` URI, a directory, or a ``model.safetensors`` path."""
         text = str(uri_or_path)
         if text.startswith("local:"):
-            return self.root / "weights" / text[len("local:"):]
-        path = Path(text).expanduser()
-        return path.parent if path.suffix == ".safetensors" else path
+            path = self.root / "weights" / text[len("local:"):]
+        else:
+            path = Path(text).expanduser()
+            path = path.parent if path.suffix == ".safetensors" else path
+        recover_dir(path)  # a writer killed between its two renames left the old folder aside
+        return path
 
     def has(self, dataset: str, model: str, run_id: str) -> bool:
         d = self.run_dir(dataset, model, run_id)
+        recover_dir(d)
         return (d / WEIGHTS_FILE).is_file() and (d / CONFIG_FILE).is_file()
 
-    def save(self, model: nn.Module, meta: dict[str, Any], dataset: str, name: str, run_id: str) -> dict[str, str]:
-        """Write weights + config atomically (a temporary directory, then a rename); returns the record's
-        ``weights`` entry {sha256, uri, config_uri}."""
+    def save(self, model: nn.Module, meta: dict[str, Any], dataset: str, name: str, run_id: str, *,
+             log: Callable[[str], None] = print) -> dict[str, str]:
+        """Write weights + config crash- and concurrency-safely (module docstring); returns the record's
+        ``weights`` entry {sha256, uri, config_uri}. A second writer of the same run waits (and says for whom)."""
         final = self.run_dir(dataset, name, run_id)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
-        try:
+
+        def write(tmp: Path) -> None:
             save_weights(model, meta, tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+
+        sha = install_dir(final, write, log=log)
+        uri = self.uri(dataset, name, run_id)
+        return {"sha256": sha, "uri": uri, "config_uri": f"{uri}/{CONFIG_FILE}"}
+
+
+def install_dir(final: Path, write: Callable[[Path], None], *, expected_sha256: str | None = None,
+                log: Callable[[str], None] = print) -> str:
+    """Fill a fresh hidden folder with ``write(folder)`` (it must leave model.safetensors + model.json there),
+    check the weights' sha256 against ``expected_sha256`` when given, and swap it in as ``final`` under the run's
+    lock. Returns the sha256 of the installed weights. Also the Hub pull's install step."""
+    with path_lock(final, log=log):
+        tmp = make_temp_dir(final)
+        try:
+            with write_errors(final):
+                write(tmp)
+            sha = sha256_file(tmp / WEIGHTS_FILE)
+            if expected_sha256 is not None and sha != expected_sha256:
+                raise SegbenchError(f"{final}: copied weights changed on disk (sha256 {sha[:12]}…, expected "
+                                    f"{expected_sha256[:12]}…); pull again")
+            replace_dir(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        uri = self.uri(dataset, name, run_id)
-        return {"sha256": sha256_file(final / WEIGHTS_FILE), "uri": uri, "config_uri": f"{uri}/{CONFIG_FILE}"}
+    return sha
 
 
 def save_weights(model: nn.Module, meta: dict[str, Any], directory: str | Path) -> Path:
@@ -91,7 +118,14 @@ def save_weights(model: nn.Module, meta: dict[str, Any], directory: str | Path) 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model": str(meta.get("model"))})
+    try:
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model": str(meta.get("model"))})
+    except SafetensorError as exc:  # its I/O errors are not OSErrors: give a full disk its errno back
+        found = re.search(r"os error (\d+)", str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(directory / WEIGHTS_FILE)) from None
     (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return directory / WEIGHTS_FILE
 

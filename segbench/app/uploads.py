@@ -7,17 +7,16 @@ refusal is one SegbenchError naming the file (the name the user gave it, never t
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from ..data.io import mask_pixels, read_header, read_image
 from ..errors import SegbenchError
-from .config import AppConfig, one_line
+from .config import AppConfig
 
 
 def upload_path(payload: Any) -> tuple[str, str] | None:
@@ -32,40 +31,25 @@ def upload_path(payload: Any) -> tuple[str, str] | None:
 
 
 def check_image_header(path: str | Path, *, name: str, max_pixels: int) -> tuple[int, int]:
-    """Open the file's header only (nothing decoded): its (width, height). A non-image or an image above
-    ``max_pixels`` (a decompression bomb) raises SegbenchError naming ``name``."""
+    """Open the file's header only (nothing decoded): its (width, height) as shown (EXIF orientation applied).
+    A non-image, an empty image or one above ``max_pixels`` (a decompression bomb) raises SegbenchError naming
+    ``name``."""
     if not Path(path).is_file():
         raise SegbenchError(f"{name}: the file is gone (uploads are deleted after a while); upload it again")
-    try:
-        with Image.open(path) as img:  # PIL's own bomb guard may fire first (> ~179 MP)
-            width, height = img.size
-    except Image.DecompressionBombError:
-        raise SegbenchError(f"{name}: the image is far too large (over 179 megapixels); downscale it to at most "
-                            f"{int(math.sqrt(max_pixels))}x{int(math.sqrt(max_pixels))} and upload again") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise SegbenchError(f"{name}: not an image this app can read; upload a PNG, JPEG, TIFF, BMP or WebP file") from None
-    if width * height > max_pixels:
-        raise SegbenchError(f"{name}: {width}x{height} pixels ({width * height / 1e6:.0f} MP) is too large "
-                            f"(limit {max_pixels / 1e6:.0f} MP); downscale it and upload again")
-    return width, height
+    return read_header(path, name=name, limit=max_pixels).size
 
 
 def read_upload(path: str | Path, *, name: str | None = None, cfg: AppConfig | None = None) -> tuple[Tensor, list[str]]:
-    """Decode an uploaded image to uint8 [C,H,W] (C 1 or 3: grey, RGB, RGBA, palette, 16-bit are all accepted).
-    Refuses non-images and bombs (``cfg.max_pixels``); downscales (antialiased) images whose long side exceeds
-    ``cfg.max_side`` when that is set (by default it is not: large images run in sliding windows).
-    Returns (image, notices for the user)."""
+    """Decode an uploaded image to uint8 [C,H,W] with the reader datasets and ``predict`` use (data.io.read_image:
+    grey, RGB, RGBA, palette, 16-bit, EXIF orientation). Refuses non-images and bombs (``cfg.max_pixels``);
+    downscales (antialiased) images whose long side exceeds ``cfg.max_side`` when that is set (by default it is not:
+    large images run in sliding windows). Returns (image, notices for the user)."""
     from torchvision.transforms.v2.functional import resize
-
-    from ..predict import load_image
 
     cfg = cfg or AppConfig()
     name = name or Path(path).name
     check_image_header(path, name=name, max_pixels=cfg.max_pixels)
-    try:
-        image = load_image(path, max_pixels=cfg.max_pixels)
-    except SegbenchError as exc:
-        raise SegbenchError(str(exc).replace(str(path), name)) from None
+    image = read_image(path, name=name, limit=cfg.max_pixels)
     notices = []
     h, w = image.shape[-2:]
     if cfg.max_side is not None and max(h, w) > cfg.max_side:
@@ -85,16 +69,11 @@ def read_ground_truth(path: str | Path, *, name: str, size: tuple[int, int], num
     an error, black is the ignore value unless black is a class). A mask larger than the image with the same aspect
     (the image was downscaled) is resized with nearest neighbour."""
     check_image_header(path, name=name, max_pixels=AppConfig().max_pixels)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            array = np.asarray(img.convert("RGB") if mode in ("RGB", "RGBA", "CMYK", "YCbCr") else img)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise SegbenchError(f"{name}: unreadable mask ({one_line(exc)}); re-save it as PNG") from None
+    # label values as stored, EXIF orientation applied as to the image (data.io, as datasets read masks)
+    array, mode = mask_pixels(path, name=name, limit=AppConfig().max_pixels)
     notices = []
     if array.ndim == 3:
-        if mode == "LA":
+        if mode in ("LA", "La", "PA"):
             array = array[..., 0]
         else:
             array = _colours_to_classes(array, palette, ignore_index, name)

@@ -34,14 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from faster_coco_eval.core import mask as mask_utils
-from PIL import Image
 from torch import Tensor
 
 from ..errors import SegbenchError
 from . import DatasetInfo
 from .folder import default_palette
 from .instances import InstanceDataset, Problems, check_task, empty_target
-from .io import check_same_size, pair_by_stem, read_image, read_mask, require_dir
+from .io import check_same_size, image_size, pair_by_stem, read_image, read_mask, require_dir
 from .transforms import boxes_from_masks
 
 __all__ = ["CocoInstances", "InstancePNG", "build_coco", "build_instance_png"]
@@ -146,8 +145,7 @@ class CocoInstances(InstanceDataset):
                 continue
             h, w = img.get("height"), img.get("width")
             if not h or not w:
-                with Image.open(path) as pil:  # header only
-                    w, h = pil.size
+                w, h = image_size(path)  # header only, as shown (EXIF orientation applied)
             images[img["id"]] = {"id": img["id"], "path": path, "height": int(h), "width": int(w), "objects": []}
         if missing:
             if not images:

@@ -30,13 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from ..errors import SegbenchError
 from . import DatasetInfo
 from .instances import InstanceDataset, Problems, check_task, empty_target
-from .io import read_image, require_dir
+from .io import image_size, read_image, require_dir
 from .transforms import boxes_from_masks
 
 __all__ = ["BalloonVIA", "parse_via", "rasterize_polygon", "build", "INFO"]
@@ -155,8 +154,7 @@ def parse_via(json_path: str | Path, image_dir: str | Path | None = None) -> lis
         if not path.is_file():
             missing.append(entry["filename"])
             continue
-        with Image.open(path) as img:  # header only: the size, for validating coordinates
-            width, height = img.size
+        width, height = image_size(path)  # header only (as shown, EXIF orientation applied): for the coordinates
         regions = entry.get("regions") or []
         regions = list(regions.values()) if isinstance(regions, dict) else list(regions)
         polygons = []

@@ -4,9 +4,7 @@ cache, so a repo read once keeps working offline."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +14,7 @@ from huggingface_hub import snapshot_download
 
 from .. import records as rec
 from ..errors import SegbenchError
-from ..store import CONFIG_FILE, WEIGHTS_FILE, LocalStore, sha256_file
+from ..store import CONFIG_FILE, WEIGHTS_FILE, LocalStore, install_dir, sha256_file
 from .http import short_error
 from .names import RECORDS_GLOB, check_part, endpoint_url, hub_weights_uri, parse_hf_uri, validate_repo
 
@@ -98,20 +96,14 @@ def fetch_weights(
 
 
 def _install_weights(folder: Path, target: Path, expected_sha256: str) -> None:
-    """Copy verified weights into the store layout atomically (temporary folder, then a rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    """Copy verified weights into the store layout crash- and concurrency-safely (store.install_dir: a complete
+    hidden folder, sha256 checked, swapped in under the run's lock; never deletes the old folder first)."""
+
+    def copy(tmp: Path) -> None:
         for name in (WEIGHTS_FILE, CONFIG_FILE):
             shutil.copyfile(folder / name, tmp / name)  # follows the cache's symlinks
-        if sha256_file(tmp / WEIGHTS_FILE) != expected_sha256:
-            raise SegbenchError(f"{target}: copied weights changed on disk; pull again")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    install_dir(target, copy, expected_sha256=expected_sha256)
 
 
 # ---------------------------------------------------------------------------------------------------------------
