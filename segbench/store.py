@@ -66,7 +66,12 @@ class LocalStore:
         """A weights directory from a ``local:`` URI, a directory, or a ``model.safetensors`` path."""
         text = str(uri_or_path)
         if text.startswith("local:"):
-            path = self.root / "weights" / text[len("local:"):]
+            weights = (self.root / "weights").resolve()
+            path = weights / text[len("local:"):]
+            # A record's URI names a run inside the store; '..' or an absolute part must not reach outside it.
+            if not path.resolve().is_relative_to(weights) or path.resolve() == weights:
+                raise SegbenchError(f"{text}: a local: weights URI must name a run inside the store "
+                                    f"({weights}), like local:<dataset>/<model>--<id>")
         else:
             path = Path(text).expanduser()
             path = path.parent if path.suffix == ".safetensors" else path

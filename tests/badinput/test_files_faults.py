@@ -375,3 +375,11 @@ def test_read_only_disk_is_one_line_naming_the_folder(tmp_path):
         assert "\n" not in str(info.value) and str(mount) in str(info.value)
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("uri", ["local:../../etc", "local:../weights2/x--1", "local:/etc/passwd", "local:"])
+def test_local_uri_cannot_leave_the_store(tmp_path, uri):
+    from segbench.store import LocalStore
+
+    with pytest.raises(SegbenchError, match="must name a run inside the store"):
+        LocalStore(tmp_path / "store").resolve(uri)
