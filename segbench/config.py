@@ -72,6 +72,7 @@ class RunConfig:
     amp: bool = True  # bf16 autocast on CUDA (losses and metrics stay fp32)
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the model
+    sync_bn: bool | None = None  # under torchrun on GPUs: SyncBatchNorm (None: on when the per-GPU batch is below 8)
     latency_runs: int = 10  # timed forward passes for the latency column
 
     def display_name(self) -> str:
@@ -123,6 +124,7 @@ _CHOICES = {
     "loader": ("auto", "host", "device"),
     "track": ("steps", "time"),
     "select_on": ("final", "holdout"),
+    "sync_bn": (None, True, False),
 }
 
 
@@ -137,7 +139,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     f = FIELDS[key]
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
     if key in _CHOICES and value not in _CHOICES[key]:
-        raise SegbenchError(f"{source}: {key}={value!r} is not one of {', '.join(_CHOICES[key])}")
+        raise SegbenchError(f"{source}: {key}={value!r} is not one of {', '.join(map(str, _CHOICES[key]))}")
     if value is None:
         return None
     if isinstance(default, bool):
