@@ -157,7 +157,8 @@ def evaluate(model: nn.Module, loader: Iterable, *, info: DatasetInfo, device: t
     Semantic models: logits at ``eval_size`` (if given) are resized back to the label's resolution, so
     scores are always at the native label size. Instance models: predictions become a class map with
     :func:`metrics.to_semantic` (highest-scoring mask wins, ``fill`` elsewhere) and, if an
-    ``instance_evaluator`` is given, also feed COCO box/mask AP.
+    ``instance_evaluator`` is given, also feed COCO box/mask AP. A DDP-sharded ``loader`` (``data.sharding``)
+    scores this rank's slice; the counts of all ranks are then combined, so every rank returns the whole set's.
     """
     model.eval()
     cm = confusion_matrix(info, device, per_image=per_image, boundary=boundary)

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from . import distributed
 from .config import RunConfig
 from .data import DatasetInfo, build_dataset
-from . import distributed
 from .data.resident import DeviceAugment, NotResident, ResidentLoader, resident_budget
 from .data.sharding import EvalShard, ShardedBatches
 from .data.transforms import TrainTransform, collate_instance, collate_semantic

@@ -3,7 +3,6 @@ shards, a rank that dies, and resuming. Multi-process tests launch real processe
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -21,7 +20,6 @@ from torch.utils.data import DataLoader
 
 from segbench import distributed
 from segbench.cli import main
-from segbench.config import make_config
 from segbench.data.resident import DeviceAugment, ResidentLoader
 from segbench.data.sharding import EvalShard, ShardedBatches
 from segbench.data.synthetic import SyntheticShapes
@@ -301,3 +299,19 @@ def test_a_killed_rank_ends_the_other_with_one_line_and_resume_completes(tmp_pat
     assert "resumed from" in done.stdout
     (record,), _ = load_records(tmp_path / "lb")
     assert record["training"]["epochs"] == 30 and record["training"]["world_size"] == 2
+
+
+def test_slurm_array_script_runs_its_shard(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    common = {k: v for k, v in TRAIN.items() if k != "model"} | {"epochs": 1, "eval_every": 1,
+                                                                 "dataset_args": {"size": 32, "num_images": 8}}
+    suite.write_text(yaml.safe_dump({"common": common, "runs": [{"model": "unet_small", "name": "first"},
+                                                                 {"model": "unet_small", "name": "second"}]}))
+    script = REPO / "segbench" / "scripts" / "slurm_suite.sh"
+    slurm = env(SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_COUNT="2", SUITE=str(suite),
+                LEADERBOARD=str(tmp_path / "lb"), SEGBENCH_STORE=str(tmp_path / "s"))
+    done = subprocess.run(["bash", str(script)], cwd=tmp_path, env=slurm, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "shard 1/2" in done.stdout
+    records, _ = load_records(tmp_path / "lb")
+    assert [r["model"] for r in records] == ["second"]
