@@ -95,10 +95,9 @@ def print_groups(records: list[dict[str, Any]]) -> None:
 # ---------------------------------------------------------------- commands
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from . import distributed
     from .config import check_runnable, load_suite
-    from .runner import run_suite
-
-    from .runner import expand_seeds
+    from .runner import expand_seeds, parse_shard, run_suite, shard
 
     overrides = args.overrides + ([f"data_root={args.data_root}"] if args.data_root else [])
     configs = expand_seeds(load_suite(args.suite, overrides), args.seeds)
@@ -106,9 +105,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     for i, cfg in enumerate(configs, 1):
         check_runnable(cfg, f"{args.suite} (run {i}: {cfg.display_name()} / {cfg.dataset})")
     check_training_outputs((c.dataset for c in configs), store_root=store.root, leaderboard=args.leaderboard)
+    if args.shard:
+        index, count = parse_shard(args.shard)
+        print(f"shard {index}/{count}: {len(shard(configs, index, count))} of the suite's {len(configs)} pairs "
+              f"(positions {index}, {index + count}, ...)")
+        configs = shard(configs, index, count)
     on_record = _pusher(args) if args.push else None
-    records = run_suite(configs, store=store, leaderboard=args.leaderboard, retrain=args.retrain,
-                        progress=not args.no_progress, on_record=on_record)
+    with distributed.session(cuda=_uses_cuda(configs), timeout_minutes=args.dist_timeout):
+        records = run_suite(configs, store=store, leaderboard=args.leaderboard, retrain=args.retrain,
+                            progress=not args.no_progress, on_record=on_record)
+        if not distributed.is_main_process():
+            return 0
     print_leaderboard(records)
     if args.seeds > 1:
         print_groups(records)
@@ -130,6 +137,7 @@ def _pusher(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .config import check_runnable, load_config
     from .runner import run_one
 
@@ -137,10 +145,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     store = _store(args)
     check_runnable(cfg, args.config)
     check_training_outputs([cfg.dataset], store_root=store.root, leaderboard=args.leaderboard)
-    record = run_one(cfg, store=store, leaderboard=args.leaderboard, retrain=args.retrain or args.resume,
-                     resume=args.resume, progress=not args.no_progress)
-    print_leaderboard([record])
+    with distributed.session(cuda=_uses_cuda([cfg]), timeout_minutes=args.dist_timeout):
+        record = run_one(cfg, store=store, leaderboard=args.leaderboard, retrain=args.retrain or args.resume,
+                         resume=args.resume, progress=not args.no_progress)
+    if record is not None:  # rank 0 (or the only process)
+        print_leaderboard([record])
     return 0
+
+
+def _uses_cuda(configs: list[Any]) -> bool:
+    """A torchrun process group on GPUs (NCCL) when the configs train on CUDA, else on CPUs (gloo)."""
+    return any(cfg.hardware_class() == "cuda" for cfg in configs)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -246,11 +261,29 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(f"skipped: {problem}", file=sys.stderr)
     if args.dataset:
         records = [r for r in records if r["dataset"] == args.dataset]
+    status = None
+    if args.suite:
+        from .config import load_suite
+        from .runner import expand_seeds, suite_status
+
+        status = suite_status(expand_seeds(load_suite(args.suite, args.overrides), args.seeds), records)
+        ids = {i for row in status for i in row["ids"]}
+        records = [r for r in records if r["id"] in ids]
     if args.markdown:
         print(markdown_table(records))
     else:
         print_leaderboard(records)
+    if status is not None:
+        print_suite_status(args.suite, status)
     return 0
+
+
+def print_suite_status(suite: str, status: list[dict[str, Any]]) -> None:
+    """Which pairs of a suite have a record (and on which hardware class) and which are still missing."""
+    missing = [row for row in status if not row["done"]]
+    print(f"\nsuite {suite}: {len(status) - len(missing)} of {len(status)} pair(s) recorded, {len(missing)} missing")
+    for row in missing:
+        print(f"  missing: position {row['position']}: {row['model']} on {row['dataset']} (seed {row['seed']})")
 
 
 def markdown_table(records: list[dict[str, Any]]) -> str:
@@ -322,6 +355,12 @@ def _common(p: argparse.ArgumentParser, leaderboard: bool = True) -> None:
         p.add_argument("--leaderboard", default="leaderboard", help="where result records go (default: leaderboard)")
 
 
+def _dist_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dist-timeout", type=float, default=None, metavar="MIN",
+                   help="under torchrun: minutes a rank waits for the others (rendezvous, collectives) before "
+                        "giving up with one error line (default 30)")
+
+
 def _add_training_commands(sub: Any) -> None:
     """run, train, eval."""
     common = _common
@@ -338,6 +377,9 @@ def _add_training_commands(sub: Any) -> None:
     p.add_argument("--owner", help="Hub user or organisation for --push (default: the token's user)")
     p.add_argument("--results-repo", help="Hub dataset repo for scores (default: $SEGBENCH_HUB_RESULTS or OWNER/segbench-results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--shard", metavar="I/N", help="run only every N-th pair from position I (0-based, after --seeds): "
+                   "N machines or job-array tasks split a suite, e.g. --shard 0/2 and --shard 1/2")
+    _dist_timeout(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train", help="train and evaluate one config file", description="Train one (model, dataset) config and write its record.")
@@ -347,6 +389,7 @@ def _add_training_commands(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this config")
     p.add_argument("--retrain", action="store_true", help="train even when weights with the same config exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _dist_timeout(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate weights on a dataset (per-class table)")
@@ -410,6 +453,9 @@ def _add_report_commands(sub: Any) -> None:
     p.add_argument("--leaderboard", default="leaderboard", help="records folder (default: leaderboard)")
     p.add_argument("--dataset", help="only this dataset")
     p.add_argument("--markdown", action="store_true", help="Markdown (as in the README)")
+    p.add_argument("--suite", help="only this suite's records, and list its pairs that have none yet")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="with --suite: the overrides the suite ran with")
+    p.add_argument("--seeds", type=int, default=1, metavar="N", help="with --suite: the --seeds it ran with")
     p.set_defaults(func=cmd_leaderboard)
 
     from .data.cli import register as register_data  # data list | check | convert

@@ -92,6 +92,7 @@ class RunConfig:
     amp: bool = True  # bf16 autocast on CUDA (losses and metrics stay fp32)
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the model
+    sync_bn: bool | None = None  # under torchrun on GPUs: SyncBatchNorm (None: on when the per-GPU batch is below 8)
     latency_runs: int = 10  # timed forward passes for the latency column
 
     def display_name(self) -> str:

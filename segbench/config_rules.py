@@ -120,6 +120,8 @@ RULES: dict[str, Rule] = {
     "eval_stride": R("size", null=True),
     "eval_scales": R("scales", 0, 16, open_low=True, null=True),
     "eval_flip": R("bool"),
+    # --- distributed (torchrun): SyncBatchNorm; null = on for GPUs with a per-GPU batch below 8
+    "sync_bn": R("bool", null=True),
 }
 del R
 

@@ -26,9 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoints import (CHECKPOINT_FORMAT, read_resume_state, restore_rng_state, rng_state,
                           save_checkpoint)
 from .data import DatasetInfo
+from .data.sharding import first_index, is_sharded
 from .data.transforms import normalize
 from .device import autocast
 from .errors import SegbenchError
@@ -174,7 +176,8 @@ def evaluate(model: nn.Module, loader: Iterable, *, info: DatasetInfo, device: t
     ``models.inference.infer``) at ``eval_size`` (if given), logits resized back to the label's resolution, so
     scores are always at the native label size. Instance models: predictions become a class map with
     :func:`metrics.to_semantic` (highest-scoring mask wins, ``fill`` elsewhere) and, if an
-    ``instance_evaluator`` is given, also feed COCO box/mask AP.
+    ``instance_evaluator`` is given, also feed COCO box/mask AP. A DDP-sharded ``loader`` (``data.sharding``)
+    scores this rank's slice; the counts of all ranks are then combined, so every rank returns the whole set's.
     """
     model.eval()
     cm = confusion_matrix(info, device, per_image=per_image, boundary=boundary)
@@ -185,9 +188,13 @@ def evaluate(model: nn.Module, loader: Iterable, *, info: DatasetInfo, device: t
     else:
         step = partial(semantic_eval_step, amp=amp, channels_last=channels_last, eval_size=eval_size, tile=tile,
                        evaluation=evaluation)
-    seen = 0
+    seen = first_index(loader)  # image ids of a DDP shard continue the previous ranks' ones
     for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
         seen += step(model, batch, cm, info=info, device=device, first_id=seen)
+    if is_sharded(loader):  # each rank scored its slice: sum the counts (per-image ones come back in dataset order)
+        cm.all_reduce()
+        if instance_evaluator is not None:
+            distributed.gather_instance_evaluator(instance_evaluator)
     metrics = cm.compute()
     if instance_evaluator is not None:
         metrics.update(instance_evaluator.compute())
@@ -335,7 +342,7 @@ class Best:
 def seed_epoch(seed: int, epoch: int, loader: Any) -> None:
     """Reseed Python's and torch's RNGs and the loader's generator from (seed, epoch): epoch e draws the same
     batches and augmentations whether the run was resumed or not, and whatever was evaluated in between."""
-    seed_everything(seed * 100_003 + epoch)
+    seed_everything(seed * 100_003 + epoch + 1_000_003 * distributed.rank())  # ranks augment differently
     if getattr(loader, "generator", None) is not None:
         loader.generator.manual_seed(seed * 100_003 + epoch)
 
@@ -371,11 +378,14 @@ def train_one_epoch(model: nn.Module, loader: Any, *, info: DatasetInfo, loss_fn
         steps += 1
         loss_sum += loss.detach().float()
         elapsed = clock() - t0
+        if max_seconds is not None:  # under DDP every rank must stop on the same step, with the same schedule
+            elapsed = distributed.from_main(elapsed)
         if time_budget:
             scheduler.time_fraction = (seconds_before + elapsed) / max_seconds
         if steps % 10 == 1 or steps == len(loader):  # reading the loss syncs the device: not every step
-            check_finite(float(loss_sum) / steps, desc)
-            bar.set_postfix(loss=f"{float(loss_sum) / steps:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
+            running = float(distributed.reduce_sum(loss_sum)) / (steps * distributed.world_size())
+            check_finite(running, desc)  # the mean over ranks: every rank stops together
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
                             img_s=f"{seen / max(elapsed, 1e-9):.1f}")
         if max_seconds is not None and seconds_before + elapsed >= max_seconds:
             stopped = True
@@ -383,7 +393,8 @@ def train_one_epoch(model: nn.Module, loader: Any, *, info: DatasetInfo, loss_fn
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = clock() - t0
-    mean_loss = float(loss_sum) / max(steps, 1)
+    mean_loss = float(distributed.reduce_sum(loss_sum)) / (max(steps, 1) * distributed.world_size())
+    seen = int(distributed.reduce_sum(torch.tensor(seen, device=device)))  # the images of all ranks
     check_finite(mean_loss, desc)
     return EpochStats(loss=mean_loss, images=seen, steps=steps, seconds=seconds, stopped=stopped)
 
@@ -400,7 +411,7 @@ def train(model: nn.Module, *, train_loader: Any, select_loader: Iterable | None
           compile: bool = False, aux_weight: float = 0.4, max_seconds: float | None = None,
           time_budget: bool = False, checkpoint_dir: Path | None = None, resume: bool = False, seed: int = 0,
           eval_kwargs: dict[str, Any] | None = None, weight_map_fn: Callable | None = None,
-          progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
+          sync_bn: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
     """Train ``model`` for ``epochs`` epochs (the budget) and leave the selected weights in it.
 
     Selection: without ``select_loader`` the final weights are the result; with it, the weights of the epoch
@@ -411,19 +422,24 @@ def train(model: nn.Module, *, train_loader: Any, select_loader: Iterable | None
     ``checkpoint_dir/last.pt`` is written after every epoch; ``resume=True`` continues from it exactly (model,
     optimiser, schedule, counters, RNG states, selection state) or, for a finished run, returns its result
     without training. Resuming without a checkpoint raises ``NoCheckpoint`` (a ``SegbenchError``).
+
+    Under torchrun (a process group is up) the model trains in DDP (``sync_bn``: with SyncBatchNorm, turned back
+    into BatchNorm at the end); loaders give each rank its part of every batch, evaluation loaders its slice of the
+    set, and only rank 0 writes checkpoints. ``TrainResult`` counts the images and loss of all ranks.
     """
     if time_budget and not max_seconds:
         raise SegbenchError("time_budget=True needs max_seconds (the time budget); set max_train_seconds")
     model.to(device)
     if channels_last and device.type == "cuda" and getattr(model, "task", "semantic") == "semantic":
         model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if compile else model
     generator = getattr(train_loader, "generator", None)
     result, best, finished = TrainResult(), Best(), False
-    if resume:
-        state = read_resume_state(checkpoint_dir, epochs=epochs)
+    if resume:  # rank 0 reads the checkpoint and hands it to the others (their nodes need not have it)
+        state = distributed.on_main(lambda: read_resume_state(checkpoint_dir, epochs=epochs))
         result, best, finished = restore_training_state(state, model, optimizer, scheduler, generator)
         log(f"resumed from {checkpoint_dir} after epoch {result.epochs_done}" + (", finished" if finished else ""))
+    step_model = distributed.wrap_model(model, device=device, sync_bn=sync_bn)
+    step_model = torch.compile(step_model) if compile else step_model
     score = partial(evaluate, info=info, device=device, amp=amp, channels_last=channels_last,
                     **{"per_image": False, "boundary": False, **(eval_kwargs or {})})  # a curve needs only mIoU
 
@@ -446,13 +462,15 @@ def train(model: nn.Module, *, train_loader: Any, select_loader: Iterable | None
             if monitor_loader is not None:
                 metrics = score(model, monitor_loader)
                 entry.update(val_miou=metrics["miou"], val_pixel_accuracy=metrics["pixel_accuracy"])
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and distributed.is_main_process():
             save_checkpoint(Path(checkpoint_dir) / "last.pt", training_state(
                 model, optimizer, scheduler, generator, result, best, epochs=epochs, finished=finished))
         log(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if isinstance(v, float)))
         if result.capped:
             log(f"stopped after {result.seconds:.1f} s by max_train_seconds ({result.steps_done} steps)")
             break
+    if sync_bn:
+        distributed.unwrap_sync_bn(model)
     return select_weights(model, result, best, holdout=select_loader is not None)
 
 

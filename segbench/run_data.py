@@ -19,9 +19,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from . import distributed
 from .config import RunConfig
 from .data import DatasetInfo, build_dataset
 from .data.resident import DeviceAugment, NotResident, ResidentLoader, resident_budget
+from .data.sharding import EvalShard, ShardedBatches
 from .data.transforms import TrainTransform, collate_instance, collate_semantic
 from .device import device_name
 from .errors import SegbenchError
@@ -142,11 +144,26 @@ def split_builder(cfg: RunConfig) -> Callable[..., Dataset]:
 
 def eval_loader(dataset: Dataset, *, task: str, batch_size: int, num_workers: int = 0,
                 instances: Dataset | None = None) -> DataLoader:
-    """The evaluation loader of a split (the same for ``run`` and ``eval``): no shuffling, no augmentation."""
+    """The evaluation loader of a split (the same for ``run`` and ``eval``): no shuffling, no augmentation.
+    Under DDP each rank scores its contiguous slice (``data.sharding.EvalShard``); the engine reduces the counts."""
     if task == "instance":
-        return DataLoader(WithSemantic(instances, dataset), batch_size=batch_size, shuffle=False,
-                          num_workers=num_workers, collate_fn=collate_instance)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_eval)
+        dataset = WithSemantic(instances, dataset)
+    shard = EvalShard(len(dataset), rank=distributed.rank(), world_size=distributed.world_size())
+    return DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=num_workers,
+                      collate_fn=collate_instance if task == "instance" else collate_eval)
+
+
+def train_batches(dataset: Dataset, cfg: RunConfig, collate: Callable, *, drop_last: bool) -> DataLoader:
+    """The shuffled training loader of ``cfg.batch_size`` (the global batch); under DDP, this rank's part of each
+    batch (``data.sharding.ShardedBatches``, the same images per step as one process)."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if distributed.world_size() == 1:
+        return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                          collate_fn=collate, generator=generator, drop_last=drop_last)
+    batches = ShardedBatches(len(dataset), batch_size=cfg.batch_size, rank=distributed.rank(),
+                             world_size=distributed.world_size(), generator=generator, drop_last=drop_last)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=cfg.num_workers, collate_fn=collate,
+                      generator=generator)
 
 
 def build_data(cfg: RunConfig, task: str, *, need_train: bool, device: torch.device | None = None,
@@ -174,9 +191,7 @@ def build_data(cfg: RunConfig, task: str, *, need_train: bool, device: torch.dev
             train_ds = _only(build(cfg.train_split, transform=train_transform(cfg, info)), keep)
             if len(train_ds) == 0:
                 raise SegbenchError(f"dataset '{cfg.dataset}' split '{cfg.train_split}' is empty; check data_root")
-            train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                                      collate_fn=collate_semantic, generator=torch.Generator().manual_seed(cfg.seed),
-                                      drop_last=len(train_ds) > cfg.batch_size)
+            train_loader = train_batches(train_ds, cfg, collate_semantic, drop_last=len(train_ds) > cfg.batch_size)
     val = eval_loader(val_sem, task=task, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     return Data(info, train_loader, val, select, holdout, None, None, info.num_classes, train_indices=keep)
 
@@ -202,8 +217,7 @@ def _instance_data(cfg: RunConfig, build: Callable[..., Dataset], val_sem: Datas
     train_loader = None
     if need_train:
         train_ds = _only(build(cfg.train_split, task="instance", transform=train_transform(cfg, info)), keep)
-        train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                                  collate_fn=collate_instance, generator=torch.Generator().manual_seed(cfg.seed))
+        train_loader = train_batches(train_ds, cfg, collate_instance, drop_last=False)
     l2c = getattr(val_inst, "label_to_class", None)
     model_classes = int(getattr(val_inst, "num_labels", len(l2c) if l2c is not None else info.num_classes))
     names = getattr(val_inst, "label_names", None)
@@ -233,7 +247,8 @@ def _resident_loader(cfg: RunConfig, info: DatasetInfo, build: Callable[..., Dat
         t0 = time.perf_counter()
         loader = ResidentLoader(_only(build(cfg.train_split), keep), batch_size=cfg.batch_size, device=device,
                                 augment=augment, seed=cfg.seed, num_workers=cfg.num_workers,
-                                max_bytes=resident_budget(device))
+                                max_bytes=resident_budget(device), rank=distributed.rank(),
+                                world_size=distributed.world_size())
     except NotResident as exc:
         if cfg.loader == "device":
             raise SegbenchError(f"loader=device: {exc}; use loader=host") from None

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from . import distributed
 from .config import RunConfig
 from .data import DatasetInfo, build_dataset
 from .data.resident import ResidentLoader
@@ -127,9 +128,10 @@ def evaluate_weights(weights: str, *, store: LocalStore, dataset: str | None = N
 # ---------------------------------------------------------------- one pair
 
 def _train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: dict[str, Any], *, task: str,
-           device: torch.device, checkpoint_dir: Path, resume: bool, progress: bool, log: Callable[[str], None]):
+           device: torch.device, checkpoint_dir: Path, resume: bool, sync_bn: bool, progress: bool,
+           log: Callable[[str], None]):
     """Train ``model`` for the config's budget; returns the engine's TrainResult."""
-    if resume and not (checkpoint_dir / "last.pt").is_file():
+    if resume and not distributed.on_main((checkpoint_dir / "last.pt").is_file):
         raise SegbenchError(f"--resume: no checkpoint of this config in {checkpoint_dir}; "
                             "run without --resume to train from scratch")
     steps = len(data.train) * cfg.epochs
@@ -148,7 +150,8 @@ def _train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: dict[str, A
         eval_every=cfg.eval_every, grad_clip=cfg.grad_clip, amp=cfg.amp, channels_last=cfg.channels_last,
         compile=cfg.compile, aux_weight=cfg.aux_weight, max_seconds=cfg.max_train_seconds,
         time_budget=cfg.track == "time", checkpoint_dir=checkpoint_dir, resume=resume, seed=cfg.seed,
-        eval_kwargs=score_kwargs(meta), weight_map_fn=border_weight_fn(cfg, data.info), progress=progress, log=log)
+        eval_kwargs=score_kwargs(meta), weight_map_fn=border_weight_fn(cfg, data.info), sync_bn=sync_bn,
+        progress=progress, log=log)
 
 
 def score_kwargs(meta: dict[str, Any]) -> dict[str, Any]:
@@ -162,12 +165,20 @@ def score_kwargs(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFAULT_ROOT, retrain: bool = False,
-            resume: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train (or reuse) + evaluate + measure one config; returns the written record."""
-    device = resolve_device(cfg.device)
+            resume: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """Train (or reuse) + evaluate + measure one config; returns the written record.
+
+    Under torchrun every rank trains and scores its part; rank 0 alone measures, writes the weights and the
+    record, and returns it (the other ranks return None). ``batch_size`` is the global batch.
+    """
+    log, progress = distributed.main_only(log), progress and distributed.is_main_process()
+    device = distributed.check_device(resolve_device(cfg.device))
+    per_device = distributed.per_device_batch(cfg.batch_size)
+    sync_bn = distributed.resolve_sync_bn(cfg.sync_bn, device=device, per_device=per_device)
     name, run_id, task = cfg.display_name(), cfg.run_id(), model_task(cfg.model)
     run_dir = store.run_dir(cfg.dataset, name, run_id)
-    reuse = not retrain and store.has(cfg.dataset, name, run_id) and "selection" in read_meta(run_dir)
+    reuse = not retrain and distributed.on_main(
+        lambda: store.has(cfg.dataset, name, run_id) and "selection" in read_meta(run_dir))
     data = build_data(cfg, task, need_train=not reuse, device=device, log=log)
     model_args = {"in_channels": data.info.in_channels, **cfg.model_args}
     seed_everything(cfg.seed)
@@ -192,24 +203,32 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
     else:
         log(f"[{name} / {cfg.dataset}] training on {device_name(device)}: {len(data.train.dataset)} images x "
             f"{cfg.epochs} epochs" + (f", {len(data.holdout)} train images held out for selection" if data.holdout else ""))
-        result = _train(cfg, model, data, meta, task=task, device=device, resume=resume, progress=progress, log=log,
+        result = _train(cfg, model, data, meta, task=task, device=device, resume=resume, sync_bn=sync_bn,
+                        progress=progress, log=log,
                         checkpoint_dir=store.root / "checkpoints" / cfg.dataset / f"{name}--{run_id}")
         loader = "device" if isinstance(data.train, ResidentLoader) else "host"
-        meta["training"] = training_entry(cfg, result, steps_per_epoch=len(data.train), device=device, loader=loader,
-                                          model=model, data=data)
+        meta["training"] = {**training_entry(cfg, result, steps_per_epoch=len(data.train), device=device, loader=loader,
+                                             model=model, data=data),
+                            "world_size": distributed.world_size(), "per_device_batch": per_device, "sync_bn": sync_bn}
         meta["selection"] = selection_entry(cfg, result, data.holdout)
-        weights = store.save(model.cpu(), meta, cfg.dataset, name, run_id)
+        weights = store.save(model.cpu(), meta, cfg.dataset, name, run_id) if distributed.is_main_process() else {}
     model.to(device)
-    record = _score_and_record(cfg, model, meta, data, task=task, device=device, weights=weights, log=log)
+    metrics, test_metrics = _score_splits(cfg, model, meta, data, task=task, device=device, log=log)
+    if not distributed.is_main_process():
+        return None
+    record = build_record(cfg, model, data.info, task=task, metrics=metrics, test_metrics=test_metrics,
+                          selection=meta["selection"], efficiency=measure(model, cfg, meta, data, device),
+                          training=meta["training"], weights=weights, device=device)
     path = write_record(record, leaderboard)
     log(f"[{name} / {cfg.dataset}] mIoU {record['metrics']['miou']:.4f}  PA {record['metrics']['pixel_accuracy']:.4f}"
         f"{'  (capped by max_train_seconds)' if record['training']['capped'] else ''}  -> {path}")
     return record
 
 
-def _score_and_record(cfg: RunConfig, model: torch.nn.Module, meta: dict[str, Any], data: Data, *, task: str,
-                      device: torch.device, weights: dict[str, str], log: Callable[[str], None]) -> dict[str, Any]:
-    """Score the reported split (and test, if the data has one), measure efficiency, assemble the record."""
+def _score_splits(cfg: RunConfig, model: torch.nn.Module, meta: dict[str, Any], data: Data, *, task: str,
+                  device: torch.device, log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The record's ``metrics`` on the reported split and ``test_metrics`` (None when the data has no test split).
+    Under DDP every rank scores its slice and the counts are reduced, so all ranks get the same numbers."""
     info = data.info
     log(f"[{cfg.display_name()} / {cfg.dataset}] evaluating on '{cfg.eval_split}' ({len(data.val.dataset)} images)")
     entry = dict(task=task, score_threshold=cfg.score_threshold, max_dets=meta.get("max_dets"))
@@ -224,10 +243,7 @@ def _score_and_record(cfg: RunConfig, model: torch.nn.Module, meta: dict[str, An
                                                  **cfg.dataset_args), meta.get("fill"))
         loader = eval_loader(test, task=task, batch_size=cfg.batch_size, instances=instances)
         test_metrics = metrics_entry(score(model, meta, loader, info=info, device=device), info, **entry)
-    efficiency = measure(model, cfg, meta, data, device)
-    return build_record(cfg, model, info, task=task, metrics=metrics, test_metrics=test_metrics,
-                        selection=meta["selection"], efficiency=efficiency, training=meta["training"],
-                        weights=weights, device=device)
+    return metrics, test_metrics
 
 
 def measure(model: torch.nn.Module, cfg: RunConfig, meta: dict[str, Any], data: Data,
@@ -290,13 +306,46 @@ def group_summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n; a one-line error otherwise."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if count < 1 or not 0 <= index < count:
+        raise SegbenchError(f"--shard {text}: use i/n with 0 <= i < n, e.g. --shard 0/2 on one machine and "
+                            "--shard 1/2 on another")
+    return index, count
+
+
+def shard(configs: list[RunConfig], index: int, count: int) -> list[RunConfig]:
+    """Every ``count``-th pair from position ``index`` (positions after seed expansion): ``count`` machines or
+    job-array tasks split a suite without overlap, and their records (ids differ) merge into one leaderboard."""
+    return configs[index::count]
+
+
+def suite_status(configs: list[RunConfig], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per pair of a suite (after seed expansion): its position and the hardware classes that have its
+    record (none: still missing). A pair's id is computed for each hardware class, since the machines differ."""
+    found: dict[str, str] = {r["id"]: r["hardware_class"] for r in records}
+    rows = []
+    for position, cfg in enumerate(configs):
+        ids = {dataclasses.replace(cfg, device=hw).run_id() for hw in ("cpu", "cuda")}
+        rows.append({"position": position, "model": cfg.display_name(), "dataset": cfg.dataset, "seed": cfg.seed,
+                     "ids": sorted(ids), "done": sorted(found[i] for i in ids if i in found)})
+    return rows
+
+
 def run_suite(configs: list[RunConfig], *, store: LocalStore, leaderboard: str | Path = DEFAULT_ROOT,
               retrain: bool = False, progress: bool = True, on_record: Callable[[dict], None] | None = None,
               log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    records = []
+    """Run every config; returns the written records (none on DDP ranks other than 0, which write nothing)."""
+    records, log = [], distributed.main_only(log)
     for i, cfg in enumerate(configs, 1):
         log(f"== {i}/{len(configs)}: {cfg.display_name()} on {cfg.dataset} (seed {cfg.seed})")
         record = run_one(cfg, store=store, leaderboard=leaderboard, retrain=retrain, progress=progress, log=log)
+        if record is None:
+            continue
         if on_record is not None:
             on_record(record)
         records.append(record)

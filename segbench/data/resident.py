@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import SegbenchError
+from .sharding import batch_count, check_feeds, rank_slice
 
 # RGB <-> YIQ (NTSC); hue rotates the (I, Q) plane, luma Y is kept.
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
@@ -65,9 +66,18 @@ class DeviceAugment:
         self.ignore_index = ignore_index
 
     def __call__(self, images: Tensor, masks: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        b, c, h, w = images.shape
+        return self.apply(images, masks, self.draw(images.shape[0], generator))
+
+    @staticmethod
+    def draw(count: int, generator: torch.Generator) -> Tensor:
+        """The random numbers of ``count`` samples, float32 [count, 8] in [0, 1) on the CPU."""
+        return torch.rand(count, 8, generator=generator)
+
+    def apply(self, images: Tensor, masks: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Augment with the given draws ``u`` [B, 8] (one row per sample, from :meth:`draw`)."""
+        _b, c, h, w = images.shape
         ch, cw = self.crop_size or (h, w)
-        u = torch.rand(b, 8, generator=generator).to(images.device, non_blocking=True)
+        u = u.to(images.device, non_blocking=True)
         grid = self._grid(u, (h, w), (ch, cw))
         out = tf.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         # Masks: sample (label + 1) with nearest and zero padding, so 0 marks "outside the image" -> ignore.
@@ -138,30 +148,39 @@ class ResidentLoader:
     Yields ``(uint8 [B,C,h,w], int64 [B,h,w])`` already on ``device`` (masks use the dataset's ignore value).
     ``generator`` (a CPU ``torch.Generator``) draws the order and the augmentation; the engine reseeds it each epoch,
     so a resumed run sees the same batches. ``dataset`` is the un-augmented split.
+
+    Under DDP (``world_size`` > 1) every rank holds the whole split and yields its slice of each global batch of
+    ``batch_size`` (``data.sharding``), augmented with the draws the one-process run gives those images: the ranks
+    together see exactly the one-process epoch.
     """
 
     def __init__(self, dataset: Dataset, *, batch_size: int, device: torch.device, augment: DeviceAugment | None,
-                 seed: int = 0, drop_last: bool = True, num_workers: int = 0, max_bytes: int | None = None) -> None:
+                 seed: int = 0, drop_last: bool = True, num_workers: int = 0, max_bytes: int | None = None,
+                 rank: int = 0, world_size: int = 1) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.device = device
         self.augment = augment
         self.drop_last = drop_last and len(dataset) > batch_size
+        self.rank, self.world_size = rank, world_size
+        check_feeds(len(dataset), batch_size, world_size, self.drop_last)
         self.generator = torch.Generator().manual_seed(seed)
         self.images, self.masks = _load_all(dataset, device, num_workers, max_bytes)
 
     def __len__(self) -> int:
-        n = self.images.shape[0]
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return batch_count(self.images.shape[0], self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = torch.randperm(self.images.shape[0], generator=self.generator)
         for i in range(len(self)):
-            index = order[i * self.batch_size:(i + 1) * self.batch_size].to(self.device, non_blocking=True)
+            batch = order[i * self.batch_size:(i + 1) * self.batch_size]
+            start, stop = rank_slice(len(batch), self.rank, self.world_size)
+            index = batch[start:stop].to(self.device, non_blocking=True)
             images = self.images.index_select(0, index)
             masks = self.masks.index_select(0, index)
             if self.augment is not None:
-                yield self.augment(images, masks, self.generator)
+                u = self.augment.draw(len(batch), self.generator)[start:stop]  # the whole batch's draws: ranks agree
+                yield self.augment.apply(images, masks, u)
             else:
                 yield images, masks.long()
 
