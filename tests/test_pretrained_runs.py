@@ -167,11 +167,11 @@ def test_loader_trains_on_exactly_the_subset(folder_data):
 # ---------------------------------------------------------------- config and record schema
 
 @pytest.mark.parametrize("over, message", [
-    ({"train_fraction": 0}, "train_fraction must be in \\(0, 1\\]"),
-    ({"train_fraction": 1.5}, "train_fraction must be in"),
-    ({"train_fraction": "half"}, "train_fraction must be in"),
-    ({"encoder_lr_mult": 0}, "encoder_lr_mult must be a positive number"),
-    ({"encoder_lr_mult": "x"}, "encoder_lr_mult must be a number"),
+    ({"train_fraction": 0}, r"train_fraction=0 is invalid; valid: a finite number in \(0, 1\]"),
+    ({"train_fraction": 1.5}, "train_fraction=1.5 is invalid"),
+    ({"train_fraction": "half"}, "train_fraction='half' is invalid"),
+    ({"encoder_lr_mult": 0}, "encoder_lr_mult=0 is invalid; valid: a finite number in \\(0,"),
+    ({"encoder_lr_mult": "x"}, "encoder_lr_mult='x' is invalid"),
 ])
 def test_new_keys_are_checked(tiny_config, over, message):
     with pytest.raises(SegbenchError, match=message):
