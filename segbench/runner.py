@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from .data.resident import ResidentLoader
 from .device import device_name, resolve_device
 from .engine import evaluate, make_optimizer, make_scheduler, seed_everything, train
 from .errors import SegbenchError
+from .files import path_lock
 from .losses import build_loss, median_frequency_weights
 from .models import build_model, model_task
 from .models.inference import evaluation_from
@@ -144,6 +146,18 @@ def _train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: dict[str, A
         loss_fn = build_loss(cfg.loss, num_classes=data.info.num_classes, ignore_index=data.info.ignore_index,
                              class_weights=class_weights(cfg, data)).to(device)
     monitor = data.val if task == "semantic" and cfg.eval_every < cfg.epochs else None  # the curve only
+    # One trainer per run: a second `train`/`run` of the same config stops at once, naming the one that holds it,
+    # instead of both writing last.pt (rank 0 holds it under DDP).
+    lock = path_lock(checkpoint_dir, timeout=0, log=log) if distributed.is_main_process() else nullcontext()
+    with lock:
+        return _engine_train(cfg, model, data, meta, task=task, device=device, checkpoint_dir=checkpoint_dir,
+                             resume=resume, sync_bn=sync_bn, progress=progress, log=log, optimizer=optimizer,
+                             scheduler=scheduler, loss_fn=loss_fn, monitor=monitor)
+
+
+def _engine_train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: dict[str, Any], *, task: str,
+                  device: torch.device, checkpoint_dir: Path, resume: bool, sync_bn: bool, progress: bool,
+                  log: Callable[[str], None], optimizer: Any, scheduler: Any, loss_fn: Any, monitor: Any):
     return train(
         model, train_loader=data.train, select_loader=data.select, monitor_loader=monitor, info=data.info,
         loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, device=device, epochs=cfg.epochs,

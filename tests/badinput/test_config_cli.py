@@ -409,3 +409,20 @@ def test_committed_records_still_validate_with_the_same_values() -> None:
         cfg = make_config(config, str(path))
         assert cfg.max_train_seconds == config.get("max_train_seconds")
         assert type(cfg.max_train_seconds) is type(config.get("max_train_seconds"))
+
+
+def test_second_trainer_of_one_run_stops_at_once(tmp_path, monkeypatch, capsys):
+    """Two `train`s of one config: the second says who holds the run and writes nothing, instead of both
+    writing last.pt."""
+    from segbench.config import load_config
+    from segbench.files import path_lock
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TINY_YAML)
+    cfg = load_config("tiny.yaml")
+    run_dir = tmp_path / "store" / "checkpoints" / cfg.dataset / f"{cfg.display_name()}--{cfg.run_id()}"
+    with path_lock(run_dir, log=lambda _: None):
+        code = main(train())
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "still locked by pid" in err[0], err
+    assert not (tmp_path / "lb").exists() and not list((tmp_path / "store").rglob("*.safetensors"))
