@@ -16,14 +16,14 @@ import pytest
 from segbench.checkpoints import read_resume_state
 
 ROOT = Path(__file__).resolve().parents[2]
-EPOCHS = 12
+EPOCHS = 40  # ~0.2 s an epoch on 2 quiet cores: a signal after the first checkpoint lands mid-run
 CONFIG = f"""model: unet_small
 model_args: {{base_channels: 4, depth: 2}}
 dataset: synthetic
-dataset_args: {{size: 32, num_images: 8}}
+dataset_args: {{size: 64, num_images: 64}}
 epochs: {EPOCHS}
 batch_size: 4
-crop_size: 32
+crop_size: 64
 latency_runs: 1
 device: cpu
 """
