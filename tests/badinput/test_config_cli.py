@@ -426,3 +426,15 @@ def test_second_trainer_of_one_run_stops_at_once(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "still locked by pid" in err[0], err
     assert not (tmp_path / "lb").exists() and not list((tmp_path / "store").rglob("*.safetensors"))
+
+
+def test_bad_option_value_in_a_later_suite_run_fails_before_the_first_trains(tmp_path, monkeypatch, capsys):
+    """A builder's own range check (``depth: -1``) runs for every run of a suite before any of them trains."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(
+        "common: {model: unet_small, dataset: synthetic, dataset_args: {size: 32, num_images: 8}, epochs: 1}\n"
+        "runs:\n  - {name: good}\n  - {name: bad, model_args: {depth: -1}}\n")
+    code = main(["run", "s.yaml", *OUT])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "(run 2: bad / synthetic): model_args:" in err[0] and "depth" in err[0], err
+    assert not (tmp_path / "lb").exists() and not (tmp_path / "store").exists()
