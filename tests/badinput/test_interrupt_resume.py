@@ -34,7 +34,14 @@ def _train(tmp_path: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "segbench", "train", str(tmp_path / "c.yaml"), "--store",
                              str(tmp_path / "store"), "--leaderboard", str(tmp_path / "lb"), "--no-progress", *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """A shell's background job inherits SIGINT ignored, and Python then keeps it ignored: give the child the
+    default disposition, so that it gets KeyboardInterrupt as a user's Ctrl-C would give it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _checkpoint_dir(tmp_path: Path, proc: subprocess.Popen, timeout: float = 240) -> Path:
