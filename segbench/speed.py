@@ -155,7 +155,8 @@ def count_gmacs(model: nn.Module, *, in_channels: int, size: int | Sequence[int]
 
 # ---------------------------------------------------------------- latency
 
-def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+def timed_ms(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    """(milliseconds, result) of one call of ``fn``, synchronised on CUDA."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
@@ -208,9 +209,9 @@ def measure_latency(model: nn.Module, *, in_channels: int, size: int | Sequence[
         for i in range(warmup + runs):
             per_image_forward, per_image_e2e = [], []
             for image, x in zip(host, prepared):  # interleaved, so load from other processes hits both alike
-                ms, out = _timed(lambda: predictor.forward(x), device)
+                ms, out = timed_ms(lambda: predictor.forward(x), device)
                 per_image_forward.append(ms)
-                per_image_e2e.append(_timed(lambda: predictor(image), device)[0])
+                per_image_e2e.append(timed_ms(lambda: predictor(image), device)[0])
                 if i == warmup and predictor.task == "instance":
                     detections.append(len(out["boxes"]))
             if i >= warmup:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,17 @@ from ..device import device_name
 from ..models import build_model
 from ..models.inference import forward_full
 from ..predict import Predictor
+from ..speed import timed_ms
 from ..store import save_weights
 
 
 def _time(fn, runs: int, device: torch.device) -> tuple[float, Any]:
+    """Median seconds of ``runs`` calls after one warm-up, and the last result."""
     out = fn()  # warm-up
     times = []
     for _ in range(runs):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
+        ms, out = timed_ms(fn, device)
+        times.append(ms / 1000)
     return statistics.median(times), out
 
 
