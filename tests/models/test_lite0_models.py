@@ -103,3 +103,22 @@ def test_bad_lite0_options_are_one_line():
         build_model("deeplabv3plus_lite0", num_classes=3, backbone_weights="imagenet21k")
     with pytest.raises(SegbenchError, match="no option 'width'"):
         build_model("fcn8s_lite0", num_classes=3, width=0.5)  # Lite0 has one width
+
+
+def test_light_head_options_set_the_widths_the_cpu_suites_use():
+    """aspp_channels narrows DeepLab v3+'s ASPP and decoder; box_head_size the Mask R-CNN box head's two FC layers
+    (and the predictor reading them); the defaults stay the papers' 256 and 1024."""
+
+    def count(model: torch.nn.Module) -> int:
+        return sum(p.numel() for p in model.parameters())
+
+    wide, narrow = _build("deeplabv3plus_lite0"), _build("deeplabv3plus_lite0", aspp_channels=128)
+    assert narrow.aspp.project[0][0].out_channels == 128 and wide.aspp.project[0][0].out_channels == 256
+    assert narrow.head.in_channels == 128 and count(wide) - count(narrow) > 2_000_000
+    assert narrow(torch.randn(1, 3, 65, 47))["out"].shape == (1, 3, 65, 47)
+    box = _build("maskrcnn_lite0", fpn_channels=64, box_head_size=128)
+    assert box.roi_heads.box_head.fc6.out_features == 128 and box.roi_heads.box_head.fc6.in_features == 64 * 49
+    assert box.roi_heads.box_predictor.cls_score.in_features == 128
+    assert _build("maskrcnn_lite0").roi_heads.box_head.fc7.out_features == 1024
+    with pytest.raises(SegbenchError, match="box_head_size=4; give an integer >= 8"):
+        _build("maskrcnn_lite0", box_head_size=4)
