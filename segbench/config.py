@@ -214,13 +214,14 @@ def check_runnable(cfg: RunConfig, source: str) -> None:
         resolve_device(cfg.device)
     except SegbenchError as exc:
         raise SegbenchError(f"{source}: {exc}") from None
-    if cfg.model_args:
+    if cfg.model_args or cfg.encoder_lr_mult != 1.0:
         _dry_build(cfg, source)
 
 
 def _dry_build(cfg: RunConfig, source: str) -> None:
     """Build the model on the meta device (no memory, no weights read) so that an option value its builder refuses
-    (``depth: -1``) fails here, before any run of a suite trains, not when its own turn comes."""
+    (``depth: -1``), or an ``encoder_lr_mult`` for a model without an encoder/decoder split, fails here, before any
+    run of a suite trains, not when its own turn comes."""
     import torch
 
     from .models import build_model
@@ -228,13 +229,16 @@ def _dry_build(cfg: RunConfig, source: str) -> None:
     options = {k: v for k, v in cfg.model_args.items() if k != "backbone_weights"}  # files are checked when loaded
     try:
         with torch.device("meta"):
-            build_model(cfg.model, num_classes=2, **options)
+            model = build_model(cfg.model, num_classes=2, **options)
     except SegbenchError as exc:
         raise SegbenchError(f"{source}: model_args: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a builder's own ValueError/RuntimeError on a bad option value
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SegbenchError(f"{source}: model_args={short_repr(cfg.model_args)} cannot build '{cfg.model}': "
                             f"{first}") from None
+    if cfg.encoder_lr_mult != 1.0 and not callable(getattr(model, "param_groups", None)):
+        raise SegbenchError(f"{source}: encoder_lr_mult={cfg.encoder_lr_mult:g} needs a model with an encoder/decoder "
+                            f"split; '{cfg.model}' has none: set encoder_lr_mult: 1 for it (or use a *_lite0 model)")
 
 
 def _check_option_type(what: str, value: Any, default: Any) -> None:

@@ -104,6 +104,8 @@ VALUE_CASES = [
          "Mask R-CNN: box_head_size=0; give an integer >= 8"),
     Case("box_head_size=true", train("model=maskrcnn_lite0", "model_args={box_head_size: true}"),
          "option box_head_size=True is invalid; valid: an integer (default 1024)"),
+    Case("encoder_lr_mult=0.1 no encoder", train("encoder_lr_mult=0.1"),
+         "encoder_lr_mult=0.1 needs a model with an encoder/decoder split; 'unet_small' has none"),
     Case("fpn_channels=-3", train("model=maskrcnn_small", "model_args={fpn_channels: -3}"),
          "Mask R-CNN: fpn_channels=-3; give an integer >= 8"),
     Case("momentum=2", train("momentum=2"), "momentum=2 is invalid; valid: a finite number in [0, 1]"),
