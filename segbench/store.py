@@ -163,9 +163,24 @@ def load_model(path: str | Path, *, store: LocalStore | None = None, map_locatio
         state = load_file(str(weights), device=map_location)
     except (SafetensorError, OSError) as exc:
         raise SegbenchError(f"{weights}: not a valid safetensors file ({exc}); delete it and retrain or pull again") from None
+    state = fill_batchnorm_counters(model, state)
     check_state_dict(model, state, weights)
     model.load_state_dict(state)
     return model.eval().to(map_location), meta
+
+
+def fill_batchnorm_counters(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Add the ``num_batches_tracked`` counters a BatchNorm layer of ``model`` expects when ``state`` holds that
+    layer's statistics without one: weights trained with the layer frozen (``FrozenBatchNorm2d``: a pretrained Mask
+    R-CNN encoder) rebuilt without the pretrained file (the demo pack). The counter only steers training-mode
+    averaging; in eval mode both layers compute ``(x - mean) / sqrt(var + eps) * weight + bias``."""
+    expected = model.state_dict()
+    filled = dict(state)
+    for key, tensor in expected.items():
+        prefix = key.removesuffix("num_batches_tracked")
+        if key.endswith(".num_batches_tracked") and key not in state and f"{prefix}running_mean" in state:
+            filled[key] = torch.zeros_like(tensor, device="cpu")
+    return filled
 
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:

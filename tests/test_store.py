@@ -43,3 +43,32 @@ def test_corrupt_file(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(SegbenchError, match="not a valid safetensors file"):
         load_model(tmp_path)
+
+
+def test_frozen_batchnorm_weights_load_into_a_model_rebuilt_without_the_pretrained_file():
+    """The demo pack rebuilds a pretrained Mask R-CNN without the wheel: its encoder has BatchNorm2d where training
+    had FrozenBatchNorm2d (no num_batches_tracked). The counters are filled; eval outputs are the same; any other
+    missing key is still refused."""
+    import pytest
+    from torch import nn
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from segbench.errors import SegbenchError
+    from segbench.store import check_state_dict, fill_batchnorm_counters
+
+    torch.manual_seed(0)
+    frozen = nn.Sequential(nn.Conv2d(3, 4, 3), FrozenBatchNorm2d(4, eps=1e-3))
+    frozen[1].running_mean.uniform_(-1, 1)
+    frozen[1].running_var.uniform_(0.5, 2)
+    frozen[1].weight.uniform_(0.5, 2)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, eps=1e-3)).eval()
+    state = frozen.state_dict()
+    assert "1.num_batches_tracked" not in state
+    filled = fill_batchnorm_counters(plain, state)
+    check_state_dict(plain, filled, "w.safetensors")
+    plain.load_state_dict(filled)
+    x = torch.randn(2, 3, 9, 9)
+    torch.testing.assert_close(plain(x), frozen(x), rtol=1e-5, atol=1e-5)
+    del state["1.running_var"]
+    with pytest.raises(SegbenchError, match="1 missing keys"):
+        check_state_dict(plain, fill_batchnorm_counters(plain, state), "w.safetensors")
