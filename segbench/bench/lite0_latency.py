@@ -30,18 +30,24 @@ from ..models import build_model
 from ..speed import count_params, measure_latency, predict_meta
 
 NUM_CLASSES = 11  # CamVid
+# The head widths of cpu-camvid-pretrained (the models the demo pack carries); the papers' widths are the defaults.
+SUITE_WIDTHS = {"unet_lite0": {"decoder_channels": (128, 64, 32, 16, 16)}, "deeplabv3plus_lite0": {"aspp_channels": 128},
+                "maskrcnn_lite0": {"fpn_channels": 64, "box_head_size": 64}}
 
 
 def builders(size: int) -> dict[str, Callable[[], nn.Module]]:
     """name -> builder of a randomly initialised model with ``NUM_CLASSES`` classes."""
     seg = torchvision.models.segmentation
     return {
-        "unet_lite0": lambda: build_model("unet_lite0", num_classes=NUM_CLASSES),
+        "unet_lite0": lambda: build_model("unet_lite0", num_classes=NUM_CLASSES, **SUITE_WIDTHS["unet_lite0"]),
         "fcn8s_lite0": lambda: build_model("fcn8s_lite0", num_classes=NUM_CLASSES),
-        "deeplabv3plus_lite0": lambda: build_model("deeplabv3plus_lite0", num_classes=NUM_CLASSES),
-        "maskrcnn_lite0": lambda: build_model("maskrcnn_lite0", num_classes=NUM_CLASSES, min_size=size, max_size=size),
+        "deeplabv3plus_lite0": lambda: build_model("deeplabv3plus_lite0", num_classes=NUM_CLASSES,
+                                                   **SUITE_WIDTHS["deeplabv3plus_lite0"]),
+        "maskrcnn_lite0": lambda: build_model("maskrcnn_lite0", num_classes=NUM_CLASSES, min_size=size, max_size=size,
+                                              **SUITE_WIDTHS["maskrcnn_lite0"]),
         "maskrcnn_lite0 (<=10 detections)": lambda: build_model(
-            "maskrcnn_lite0", num_classes=NUM_CLASSES, min_size=size, max_size=size, detections_per_img=10),
+            "maskrcnn_lite0", num_classes=NUM_CLASSES, min_size=size, max_size=size, detections_per_img=10,
+            **SUITE_WIDTHS["maskrcnn_lite0"]),
         "torchvision lraspp_mobilenet_v3_large": lambda: seg.lraspp_mobilenet_v3_large(
             weights=None, weights_backbone=None, num_classes=NUM_CLASSES),
         "torchvision deeplabv3_mobilenet_v3_large": lambda: seg.deeplabv3_mobilenet_v3_large(
