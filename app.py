@@ -84,7 +84,7 @@ def _compare_layout(state: AppState) -> SimpleNamespace:
             ui.domain = gr.Dropdown(compare.domain_choices(state), value=first,
                                     label="Domain: the dataset the models were trained on")
             choices, value = compare.model_picker(state, first)
-            ui.chosen = gr.Dropdown(choices, value=value, multiselect=True, max_choices=MAX_MODELS,
+            ui.chosen = gr.Dropdown(choices, value=value, multiselect=True, max_choices=MAX_MODELS, elem_id="sb-models",
                                     label="Models (up to 4; default: the best of each family)")
             with gr.Accordion("Ground-truth mask (optional): scores each model", open=False):
                 ui.gt = gr.File(label="Class-index PNG (or colours of the legend)", type="filepath",

@@ -89,6 +89,7 @@ def test_fresh_clone_compares_camvid_demo_models(tmp_path):
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     from playwright.sync_api import sync_playwright
 
+    from segbench.app.config import dataset_label
     from segbench.data import dataset_info
 
     info = dataset_info("camvid")
@@ -106,10 +107,11 @@ def test_fresh_clone_compares_camvid_demo_models(tmp_path):
 
             def choose_camvid():
                 domain.click()
-                page.keyboard.type("CamVid")
-                page.keyboard.press("Enter")
+                page.get_by_role("option", name=dataset_label("camvid")).click()
 
-            _until(choose_camvid, page.get_by_text("· demo"), timeout)  # the pack's models in the model picker
+            # CamVid's pack models in the model picker (every domain's pack models say '· demo': wait for CamVid's own)
+            camvid_model = CAMVID_MODELS[0]["name"]
+            _until(choose_camvid, page.locator("#sb-models").get_by_text(f"{camvid_model} (").first, timeout)
             status = page.locator("#sb-status")
             _until(lambda: page.locator("#sb-image input[type=file]").set_input_files(str(frame)),
                    status.get_by_text(f"{frame.name}: "), timeout)
