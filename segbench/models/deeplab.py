@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ..errors import SegbenchError, nearest
 from .backbones import MobileNetV3Backbone, ResNetBackbone, VGG16Backbone, load_backbone_weights, scaled
 from .efficientnet import efficientnet_lite0
-from .options import merge_options
+from .options import check_width, merge_options
 from .segmenter import FCNHead, Segmenter, resize, variant_name
 
 __all__ = ["BUILDERS", "DEFAULTS", "TASK", "ASPP", "ASPPSum", "Decoder", "ImagePooling", "PooledBatchNorm"]
@@ -297,9 +297,7 @@ def deeplabv3plus_lite0(*, num_classes: int, **options: object) -> Segmenter:
     classes, 2.96M of them in the encoder. ``aspp_channels``: the ASPP's and the decoder's width (256 as in the
     paper; 128 gives 4.6M parameters and about a third of the MACs)."""
     options = merge_options("deeplabv3plus_lite0", DEFAULTS["deeplabv3plus_lite0"], options)
-    width = options["aspp_channels"]
-    if not isinstance(width, int) or isinstance(width, bool) or width < 8:
-        raise SegbenchError(f"deeplabv3plus_lite0: aspp_channels={width!r}; give an integer >= 8, e.g. 128")
+    check_width("deeplabv3plus_lite0", "aspp_channels", options["aspp_channels"])
     return _deeplabv3(num_classes=num_classes, decoder=True, **_LITE0, **options)
 
 

@@ -42,7 +42,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from ..errors import SegbenchError, nearest
 from .efficientnet import efficientnet_lite0
 from .maskrcnn_post import BatchedRoIHeads, BatchedTransform
-from .options import merge_options
+from .options import check_width, merge_options
 from .pretrained import freeze_batchnorm, split_param_groups
 
 __all__ = ["BACKBONES", "BUILDERS", "DEFAULTS", "TASK", "MaskRCNN", "maskrcnn", "maskrcnn_small", "maskrcnn_lite0"]
@@ -376,8 +376,8 @@ def _maskrcnn(
     fast_paste: bool,
 ) -> MaskRCNN:
     _check(num_classes, in_channels, backbone, mask_resolution, anchor_sizes)
-    _check_width("fpn_channels", fpn_channels)
-    _check_width("box_head_size", box_head_size)
+    check_width("Mask R-CNN", "fpn_channels", fpn_channels)
+    check_width("Mask R-CNN", "box_head_size", box_head_size)
     pretrained = weights is not None or backbone_weights is not None
     v2 = backbone == "resnet50_fpn_v2"
     body = _body(
@@ -428,10 +428,6 @@ def _rpn_and_box_heads(v2: bool, channels: int, anchors_per_location: int, size:
         return RPNHead(channels, anchors_per_location, conv_depth=2), box_head
     return RPNHead(channels, anchors_per_location), TwoMLPHead(channels * 7**2, size)
 
-
-def _check_width(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 8:
-        raise SegbenchError(f"Mask R-CNN: {name}={value!r}; give an integer >= 8, e.g. 128")
 
 
 def _init_predictors(heads: BatchedRoIHeads) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from ..errors import SegbenchError, nearest
 
-__all__ = ["merge_options"]
+__all__ = ["check_width", "merge_options"]
 
 
 def merge_options(model: str, defaults: Mapping[str, object], options: Mapping[str, object]) -> dict[str, object]:
@@ -22,3 +22,9 @@ def merge_options(model: str, defaults: Mapping[str, object], options: Mapping[s
                 f"its options: {', '.join(sorted(defaults))}"
             )
     return {**defaults, **options}
+
+
+def check_width(model: str, name: str, value: object) -> None:
+    """A layer-width option (channels, features) is an integer >= 8, else SegbenchError naming ``model`` and it."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 8:
+        raise SegbenchError(f"{model}: {name}={value!r}; give an integer >= 8, e.g. 128")
