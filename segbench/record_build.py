@@ -21,6 +21,7 @@ from . import __version__
 from .config import RunConfig
 from .data import DatasetInfo
 from .device import cpu_name, device_name
+from .engine import uses_channels_last
 from .models.pretrained import pretrained_weights
 from .record_schema import SCHEMA_VERSION
 
@@ -113,7 +114,8 @@ def labelled_entry(cfg: RunConfig, data: Any) -> dict[str, Any]:
 def training_entry(cfg: RunConfig, result: Any, *, steps_per_epoch: int, device: torch.device,
                    loader: str, model: torch.nn.Module, data: Any) -> dict[str, Any]:
     """The record's ``training``: what was done against the budget, whether a safety stop hit, the labelled images
-    trained on, the BatchNorm policy and the encoder's LR multiplier."""
+    trained on, the BatchNorm policy, the encoder's LR multiplier and the memory format the steps ran in
+    (``memory_format``; records written before it existed trained NCHW on CPUs)."""
     seconds = float(result.seconds)
     return {
         "epochs": result.epochs_done, "steps": result.steps_done,
@@ -121,7 +123,9 @@ def training_entry(cfg: RunConfig, result: Any, *, steps_per_epoch: int, device:
         "max_train_seconds": cfg.max_train_seconds, "capped": bool(result.capped), "seconds": round(seconds, 2),
         "images_per_s": round(result.images / seconds, 2) if seconds > 0 else 0.0, "device": device_name(device),
         "loader": loader, "world_size": 1, **labelled_entry(cfg, data), "bn": batchnorm_policy(model),
-        "encoder_lr_mult": cfg.encoder_lr_mult, "history": result.history,
+        "encoder_lr_mult": cfg.encoder_lr_mult,
+        "memory_format": "channels_last" if uses_channels_last(model, cfg.channels_last) else "contiguous",
+        "history": result.history,
     }
 
 

@@ -198,6 +198,9 @@ def _training(training: dict[str, Any]) -> None:
         raise RecordError("training.capped must be true or false")
     if training.get("track") not in ("steps", "time"):
         raise RecordError(f"training.track must be 'steps' or 'time', got {training.get('track')!r}")
+    if training.get("memory_format", "contiguous") not in ("channels_last", "contiguous"):
+        raise RecordError("training.memory_format must be 'channels_last' or 'contiguous' or absent, got "
+                          f"{training.get('memory_format')!r}")
     budget = training.get("budget")
     if budget is not None and not isinstance(budget, dict):
         raise RecordError("training.budget must be {epochs, steps} or null")
