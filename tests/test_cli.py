@@ -31,6 +31,7 @@ def test_run_writes_valid_records_and_weights(tmp_path, suite, capsys):
         assert r["efficiency"]["params"] > 0 and r["efficiency"]["gmacs"] > 0 and r["efficiency"]["receptive_field"] > 1
         assert r["schema"] == 2 and r["hardware_class"] == "cpu" and r["training"]["track"] == "steps"
         assert r["training"]["seconds"] > 0 and r["weights"]["uri"].startswith("local:")
+        assert r["training"]["memory_format"] == "channels_last"  # semantic models train NHWC on the CPU too
         assert len(r["metrics"]["iou"]) == 6
     # a second run reuses the weights (same config hash) and rewrites the same records
     assert main(["run", str(suite), "--leaderboard", str(board), "--store", str(store), "--no-progress"]) == 0

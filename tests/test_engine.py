@@ -163,6 +163,34 @@ def test_training_reduces_loss():
     assert losses[-1] < losses[0]
 
 
+def test_semantic_models_train_in_channels_last_on_the_cpu_with_the_same_numbers():
+    """channels_last is a speed choice (oneDNN runs NHWC natively), not a recipe change: the weights really are NHWC
+    while training, and one step's loss and gradients equal NCHW's to float precision (Adam's first steps then
+    amplify last-bit differences, as thread counts do)."""
+    for channels_last in (True, False):
+        model, kw = _setup()
+        train(model, epochs=1, channels_last=channels_last, **kw)
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+        assert engine.uses_channels_last(model, channels_last) == channels_last
+    model, kw = _setup()
+    images, masks = next(iter(kw["train_loader"]))
+    steps = {}
+    for channels_last in (False, True):
+        model.zero_grad()
+        model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        x = engine.to_device_images(images, kw["info"], torch.device("cpu"), channels_last)
+        out = model.train()(x)
+        loss = kw["loss_fn"](out["out"] if isinstance(out, dict) else out, masks)
+        loss.backward()
+        steps[channels_last] = (loss.item(), [p.grad.clone() for p in model.parameters()])
+    assert steps[True][0] == pytest.approx(steps[False][0], rel=1e-6)
+    for a, b in zip(steps[True][1], steps[False][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert not engine.uses_channels_last(build_model("maskrcnn_small", num_classes=2, min_size=48, max_size=48,
+                                                     fpn_channels=16), True)
+
+
 # Recorded from the base commit (8760259) with one CPU thread: the engine refactor must reproduce them.
 BASE_HISTORY = [
     {"epoch": 1, "loss": 1.9867284297943115, "lr": 0.03471265813308035, "miou": 0.12026405134529806},
@@ -241,3 +269,15 @@ def test_instance_models_are_scored_with_the_matrix_and_coco_ap():
     metrics = evaluate(model, loader, info=sem.info, device=torch.device("cpu"), score_threshold=0.0,
                        instance_evaluator=InstanceEvaluator())
     assert 0.0 <= metrics["pixel_accuracy"] <= 1.0 and "mask_ap" in metrics and "box_ap" in metrics
+
+
+def test_memory_format_bench_times_both_layouts_of_the_same_model(capsys):
+    from segbench.bench.memory_format import bench_model, main
+
+    row = bench_model("unet_small", {"base_channels": 4, "depth": 2}, batch=1, size=32, steps=1, rounds=1)
+    assert row["model"] == "unet_small" and row["contiguous_s"] > 0 and row["channels_last_s"] > 0
+    assert row["speedup"] > 0
+    for argv, message in ((["--models", "unet_smal"], "unknown model(s) unet_smal"), (["--steps", "0"], ">= 1")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err

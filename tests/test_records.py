@@ -84,6 +84,8 @@ def test_invalid_record_is_never_written(tmp_path):
     ({"efficiency": {"params": -1, "latency": {"device": "cpu"}}}, "efficiency.params must be >= 0"),
     ({"training": {"seconds": 1.0, "device": "cpu", "capped": "no", "track": "steps"}}, "training.capped"),
     ({"training": {"seconds": 1.0, "device": "cpu", "capped": False, "track": "wall"}}, "training.track"),
+    ({"training": {"seconds": 1.0, "device": "cpu", "capped": False, "track": "steps", "memory_format": "nhwc"}},
+     "training.memory_format"),
     ({"hardware_class": "tpu"}, "hardware_class"),
     ({"schema": 3}, "schema 3 is not 2"),
 ])
