@@ -239,3 +239,14 @@ def test_equals_pycocotools_with_300_detections():
             value = ours[f"{prefix}_{key}"]
             assert (math.isnan(value) and ref < 0) or value == pytest.approx(ref, abs=1e-12), f"{prefix}_{key}"
     assert 0.05 < ours["mask_ap"] < 0.95 and ours["mask_ar300"] > ours["mask_ar10"]
+
+
+def test_instance_models_are_scored_one_image_at_a_time_whatever_the_batch():
+    """torchvision pads a detection batch to its largest image: scores would change with the batch on mixed sizes."""
+    from segbench.data import build_dataset
+    from segbench.run_data import eval_loader
+
+    semantic = build_dataset("synthetic", split="val", size=32, num_images=3)
+    instances = build_dataset("synthetic", split="val", size=32, num_images=3, task="instance")
+    assert eval_loader(semantic, task="instance", batch_size=4, instances=instances).batch_size == 1
+    assert eval_loader(semantic, task="semantic", batch_size=4).batch_size == 4
