@@ -159,7 +159,7 @@ def test_app_state_uses_pack_and_license_shows(runs, tmp_path):
     demo.build_pack(leaderboard=board, store=store, out=board / "demo", examples=False, log=lambda s: None)
     env = {"SEGBENCH_LEADERBOARD": str(board), "SEGBENCH_STORE": str(tmp_path / "empty")}
     state = AppState.load(AppConfig.from_env(env), workdir=tmp_path / "work")
-    assert state.domains == ["isbi2012", "camvid"] and state.demo is not None
+    assert state.domains == ["camvid", "isbi2012"] and state.demo is not None  # street scenes: the default domain
     cmp = compare(torch.randint(0, 256, (3, 40, 52), dtype=torch.uint8), state.models["camvid"][:2], state.cache)
     assert any("non-commercial" in n for n in cmp.notices)
     assert results_table(cmp)["Weights"].str.startswith("demo pack · CamVid: CC BY-NC 4.0").all()

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from .leaderboard import Leaderboard
 
 FAMILIES = ("unet", "fcn", "deeplab", "maskrcnn")  # display order; the default picks one model of each
-DATASET_ORDER = ("synthetic", "isbi2012", "camvid", "balloon")
+# Domain order in the app (first = the default Compare domain): street scenes first, where the pretrained models
+# are; the built-in synthetic data last (it exists so a fresh clone has models, not to be looked at).
+DATASET_ORDER = ("camvid", "balloon", "isbi2012", "synthetic")
 MAX_MODELS = 4
 
 

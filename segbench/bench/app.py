@@ -243,21 +243,24 @@ def _settle(page, timeout: float) -> None:
 
 
 def screenshots(out_dir: str | Path) -> dict[str, Any]:
-    """README screenshots of the app as the environment configures it (the first example image and domain)."""
+    """README screenshots of the app as the environment configures it: the default domain (the first in the
+    domain dropdown) and its first example image, from the demo pack or the local data, with its ground truth."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     import app
 
     state = app.AppState.load(app.AppConfig.from_env(), workdir=app.APP_TMP / "work")
+    if not state.models:
+        raise SystemExit("no weights in the store or demo pack: train them first (python -m segbench run)")
+    domain = state.domains[0]
+    rows = app.make_examples(app.APP_TMP / "work" / "shots", [domain], demo=state.demo)
+    if not rows:
+        raise SystemExit(f"no example image for the default domain '{domain}': add its data (python -m segbench "
+                         "data) or a demo pack")
     demo = app.build_app(state)
     try:
         _, url, _ = app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-        models = state.models
-        if not models:
-            raise SystemExit("no weights in the store: train them first (python -m segbench run)")
-        domain = next(iter(models))
-        examples = sorted((app.APP_TMP / "work" / "examples").glob(f"{domain}-*[0-9].png"))
-        mask = examples[0].with_name(examples[0].stem + "-mask.png")
-        return browse(url, image=examples[0], ground_truth=mask, dataset=None, out_dir=out_dir)
+        image, mask, _ = rows[0]
+        return {"domain": domain, **browse(url, image=image, ground_truth=mask, dataset=None, out_dir=out_dir)}
     finally:
         demo.close()
 
