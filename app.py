@@ -191,8 +191,9 @@ def build_app(state: AppState) -> gr.Blocks:
     """The whole UI over ``state`` (``AppState.load(cfg, workdir=...)``)."""
     with gr.Blocks(title="segbench: compare segmentation models", delete_cache=(300, UPLOAD_LIFETIME_S),
                    analytics_enabled=False) as demo:
-        gr.Markdown("# segbench\nClassic segmentation models (U-Net, FCN, DeepLab, Mask R-CNN) trained from scratch "
-                    "under one protocol: compare them on your own image, or browse the results.")
+        gr.Markdown("# segbench\nClassic segmentation models (U-Net, FCN, DeepLab, Mask R-CNN) trained under one "
+                    "protocol, from scratch and on an ImageNet-pretrained encoder: compare them on your own image, "
+                    "or browse the results.")
         with gr.Tabs():
             compare_tab(state)
             leaderboard_tab(state)
