@@ -34,13 +34,7 @@ def _step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer
     def step() -> float:
         t0 = time.perf_counter()
         out = model(x)
-        out = out["out"] if isinstance(out, dict) else out
-        if out.shape[-2:] != y.shape[-2:]:  # the valid-convolution U-Net: score the centre it predicts
-            top, left = (y.shape[-2] - out.shape[-2]) // 2, (y.shape[-1] - out.shape[-1]) // 2
-            target = y[:, top:top + out.shape[-2], left:left + out.shape[-1]]
-        else:
-            target = y
-        loss = F.cross_entropy(out, target)
+        loss = F.cross_entropy(out["out"] if isinstance(out, dict) else out, y)  # padded models: output = input size
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
