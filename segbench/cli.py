@@ -456,7 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader gone before the buffered table is written is a BrokenPipeError
+        return status
     except SegbenchError as exc:
         # one line even when a DataLoader worker pasted its traceback into the message
         print(f"error: {one_line(exc)}", file=sys.stderr)
@@ -464,6 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader left (`segbench leaderboard | head`): stop quietly; point stdout at devnull so the
+        # interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -450,3 +450,19 @@ def test_bad_option_value_in_a_later_suite_run_fails_before_the_first_trains(tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "(run 2: bad / synthetic): model_args:" in err[0] and "depth" in err[0], err
     assert not (tmp_path / "lb").exists() and not (tmp_path / "store").exists()
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """``segbench leaderboard | head``: the pipe's reader is gone before the table is written -> exit 141 (as a
+    shell reports SIGPIPE), nothing on stderr."""
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to write_end now fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "segbench", "leaderboard", "--leaderboard",
+                               str(repo / "leaderboard")], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              env=env, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
