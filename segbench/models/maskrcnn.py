@@ -316,7 +316,7 @@ def _check(num_classes: int, in_channels: int, backbone: str, mask_resolution: i
     if anchor_sizes is not None and len(anchor_sizes) != levels:
         raise SegbenchError(
             f"maskrcnn: anchor_sizes has {len(anchor_sizes)} values; give {levels} (one per FPN level "
-            f"{names} of {backbone}), e.g. {[32 * 2**i for i in range(levels)]}"
+            f"{names}) for backbone {backbone}, e.g. {[32 * 2**i for i in range(levels)]}"
         )
 
 

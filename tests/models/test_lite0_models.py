@@ -75,9 +75,10 @@ def test_fcn8s_lite0_upsampling_is_aligned_bilinear():
     torch.testing.assert_close(ours[..., 1:-1, 1:-1], reference[..., 1:-1, 1:-1])
 
 
-def test_maskrcnn_lite0_trains_and_predicts_at_an_odd_size():
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0_fpn", "efficientnet_lite0_fpn_p2"])
+def test_maskrcnn_lite0_trains_and_predicts_at_an_odd_size(backbone):
     torch.manual_seed(0)
-    model = _build("maskrcnn_lite0").train()
+    model = _build("maskrcnn_lite0", backbone=backbone).train()
     masks = torch.zeros(1, 71, 93, dtype=torch.uint8)
     masks[0, 20:50, 30:70] = 1
     target = {"boxes": torch.tensor([[30.0, 20.0, 70.0, 50.0]]), "labels": torch.tensor([1]), "masks": masks}
@@ -90,11 +91,30 @@ def test_maskrcnn_lite0_trains_and_predicts_at_an_odd_size():
     assert result["masks"].shape[-2:] == (71, 93) and result["boxes"].shape[1] == 4
 
 
+def test_maskrcnn_lite0_p2_adds_the_stride_4_level(wheel_state):
+    """backbone=efficientnet_lite0_fpn_p2 taps stage2 (stride 4, 24 channels) as P2: five levels, the first four
+    read by RoIAlign, default anchors 4x each level's stride; ImageNet weights still reach stage2."""
+    model = _build("maskrcnn_lite0", backbone="efficientnet_lite0_fpn_p2", backbone_weights="imagenet")
+    body = model.backbone.body
+    assert body.return_layers == {"stage2": "0", "stage3": "1", "stage5": "2", "stage7": "3"}
+    features = model.backbone(torch.randn(1, 3, 64, 96))
+    assert [tuple(f.shape[-2:]) for f in features.values()] == [(16, 24), (8, 12), (4, 6), (2, 3), (1, 2)]
+    assert model.rpn.anchor_generator.sizes == ((16,), (32,), (64,), (128,), (256,))
+    assert model.roi_heads.box_roi_pool.featmap_names == ["0", "1", "2", "3"]
+    assert torch.equal(body.stage2[0].depthwise.conv.weight, wheel_state["_blocks.1._depthwise_conv.weight"])
+    custom = _build("maskrcnn_lite0", backbone="efficientnet_lite0_fpn_p2", anchor_sizes=(8, 16, 32, 64, 128))
+    assert custom.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,), (128,))
+
+
 def test_bad_lite0_options_are_one_line():
     with pytest.raises(SegbenchError, match="trainable_layers applies to ResNet backbones"):
         build_model("maskrcnn_lite0", num_classes=3, trainable_layers=3)
     with pytest.raises(SegbenchError, match="give 4 \\(one per FPN level P3..P6\\)"):
         build_model("maskrcnn_lite0", num_classes=3, anchor_sizes=(32, 64, 128, 256, 512))
+    with pytest.raises(SegbenchError, match="give 5 \\(one per FPN level P2..P6\\) for backbone"):
+        build_model("maskrcnn_lite0", num_classes=3, backbone="efficientnet_lite0_fpn_p2", anchor_sizes=(32, 64))
+    with pytest.raises(SegbenchError, match="did you mean 'efficientnet_lite0_fpn_p2'"):
+        build_model("maskrcnn_lite0", num_classes=3, backbone="efficientnet_lite0_fpn_p3")
     with pytest.raises(SegbenchError, match="use 'imagenet'"):
         build_model("maskrcnn_lite0", num_classes=3, backbone_weights="/nowhere/resnet18.pth")
     with pytest.raises(SegbenchError, match="decoder_channels=.*give 5 positive widths"):
