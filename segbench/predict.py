@@ -6,6 +6,10 @@ normalised on the device, resized to the model's evaluation size if it has one, 
 evaluated (``meta["evaluation"]``: whole image or sliding window, with their test-time scales and flip; see
 ``models.inference``), and the logits are resized back. Instance models (Mask R-CNN) also return their instances.
 
+``fast`` (default): BatchNorm is folded into the convolution before it (``models.fold``; the same outputs up to
+float rounding, 1.1-1.8x faster on a CPU), semantic models run in channels_last, and in bf16 where the hardware
+runs it natively. A model handed to ``Predictor.from_model`` is folded in a copy: the caller's keeps its BatchNorm.
+
 Large images: with ``slide_above=N`` (the app uses 2048) a model evaluated whole-image runs inputs whose longer
 side exceeds N in sliding windows (``LARGE_WINDOW`` with ``LARGE_STRIDE``), so memory grows with the logit canvas
 only, not with the activations of one huge forward pass; nothing is downscaled.
@@ -13,6 +17,7 @@ only, not with the activations of one huge forward pass; nothing is downscaled.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -29,6 +34,7 @@ from .device import autocast, cpu_bf16_supported, resolve_device
 from .errors import SegbenchError
 from .files import atomic_write, atomic_write_text, write_errors
 from .metrics import to_semantic
+from .models.fold import fold_batchnorm, has_batchnorm
 from .models.inference import Evaluation, evaluation_from, infer
 from .store import LocalStore, load_model
 
@@ -79,32 +85,39 @@ class Predictor:
             from .export import load_onnx_model
 
             model, meta = load_onnx_model(weights, store=store)
-            self._setup(model, meta, torch.device("cpu"), fast, slide_above)
+            self._setup(model, meta, torch.device("cpu"), fast, slide_above, owned=True)
             return
         device_ = resolve_device(device)
         model, meta = load_model(weights, store=store, map_location=str(device_))
-        self._setup(model, meta, device_, fast, slide_above)
+        self._setup(model, meta, device_, fast, slide_above, owned=True)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, meta: dict[str, Any], *, device: torch.device | str = "cpu",
                    fast: bool = True, slide_above: int | None = None) -> Predictor:
         """Wrap a model already in memory; ``meta`` holds what model.json holds (task, in_channels, mean, std,
         num_classes, eval_size, eval_tile, evaluation; instance models: semantic_classes, score_threshold,
-        label_to_class, fill). A semantic model run in bf16 is put in channels_last (in place)."""
+        label_to_class, fill). With ``fast``, a model with BatchNorm is copied and the copy folded; a semantic
+        model is put in channels_last (the copy, or the model itself when it has no BatchNorm)."""
         predictor = cls.__new__(cls)
-        predictor._setup(model, meta, torch.device(device), fast, slide_above)
+        predictor._setup(model, meta, torch.device(device), fast, slide_above, owned=False)
         return predictor
 
     def _setup(self, model: torch.nn.Module, meta: dict[str, Any], device: torch.device, fast: bool,
-               slide_above: int | None) -> None:
+               slide_above: int | None, *, owned: bool) -> None:
         self.device, self.meta = device, meta
         self.evaluation = evaluation_from(meta.get("evaluation"))  # whole for weights saved before it was recorded
         self.slide_above = slide_above
-        self.model = model.to(device).eval()
         self.task = meta.get("task", "semantic")
         # An ONNX Runtime session runs its own float32 graph: no autocast, no memory-format change.
         self.backend = "onnx" if hasattr(model, "session") else "torch"
         fast = fast and self.backend == "torch"
+        model.eval()
+        if fast and has_batchnorm(model):
+            model = model if owned else copy.deepcopy(model)  # the caller's model may be trained again
+            self.folded_batchnorm = fold_batchnorm(model)
+        else:
+            self.folded_batchnorm = 0
+        self.model = model.to(device)
         semantic = self.task == "semantic"
         # bf16 where the hardware runs it natively (GPU, AVX512-BF16/AMX CPU); fp32 otherwise.
         self.cpu_bf16 = fast and semantic and device.type == "cpu" and cpu_bf16_supported()

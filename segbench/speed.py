@@ -41,6 +41,7 @@ from .models.inference import forward_full
 MACS_CONVENTION = "1 multiply-add = 1 MAC (torchvision/fvcore 'GFLOPS'); aux head not counted"
 FORWARD_SCOPE = "model forward only, input already normalised on the device"
 END_TO_END_SCOPE = "resize + normalise + forward + argmax/paste + copy back to host; decode excluded"
+FOLDED = "; BatchNorm folded into the convolutions"  # the predict path's fast mode (models.fold), since 2026-12
 SYNTHETIC_INPUTS = "random"
 LATENCY_IMAGES = 4  # real validation images an instance model is measured on
 
@@ -188,7 +189,8 @@ def measure_latency(model: nn.Module, *, in_channels: int, size: int | Sequence[
     """Forward and end-to-end latency (module docstring) on ``images`` or one random uint8 image of ``size``.
 
     Returns ``forward_ms``, ``forward_ms_std``, ``end_to_end_ms``, ``end_to_end_ms_std`` (ms per image),
-    ``precision`` ("bf16" | "fp32") and ``mean_detections`` (instance models: detections per image the model
+    ``precision`` ("bf16" | "fp32"), ``batchnorm_folded`` (BatchNorm layers the fast path folded into their
+    convolutions, ``models.fold``) and ``mean_detections`` (instance models: detections per image the model
     returns, which drive the mask head's cost; None for semantic models). ``meta``: the model.json the weights
     were saved with (default: built from ``info``, ``eval_size`` and ``tile``). The model's memory format is
     restored afterwards.
@@ -222,7 +224,7 @@ def measure_latency(model: nn.Module, *, in_channels: int, size: int | Sequence[
             model.to(memory_format=torch.contiguous_format)
     return {"forward_ms": statistics.median(forward), "forward_ms_std": _std(forward),
             "end_to_end_ms": statistics.median(end_to_end), "end_to_end_ms_std": _std(end_to_end),
-            "precision": predictor.precision,
+            "precision": predictor.precision, "batchnorm_folded": predictor.folded_batchnorm,
             "mean_detections": statistics.mean(detections) if detections else None}
 
 
@@ -267,7 +269,8 @@ def measure_efficiency(model: nn.Module, *, in_channels: int, size: int | Sequen
             "precision": latency["precision"],
             **{key: round(latency[key], 3) for key in ("forward_ms", "forward_ms_std", "end_to_end_ms",
                                                        "end_to_end_ms_std")},
-            "forward_scope": FORWARD_SCOPE, "end_to_end_scope": END_TO_END_SCOPE,
+            "forward_scope": FORWARD_SCOPE + (FOLDED if latency["batchnorm_folded"] else ""),
+            "end_to_end_scope": END_TO_END_SCOPE, "batchnorm_folded": latency["batchnorm_folded"],
             "inputs": inputs or (images_label(len(images)) if images else SYNTHETIC_INPUTS),
             "mean_detections": latency["mean_detections"],
         },

@@ -8,9 +8,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import pytest  # noqa: E402
 from app_fixtures import fake_record  # noqa: E402
 
 from segbench import viz  # noqa: E402
+from segbench.errors import SegbenchError  # noqa: E402
 from segbench.app import catalog, leaderboard  # noqa: E402
 from segbench.app.config import AppState  # noqa: E402
 from segbench.app.leaderboard import Leaderboard  # noqa: E402
@@ -111,3 +113,9 @@ def test_lite0_latency_bench_times_every_model_on_one_path():
     assert set(rows) == {"fcn8s_lite0", "torchvision lraspp_mobilenet_v3_large"} and result["image"] == [3, 48, 48]
     assert all(r["end_to_end_ms"] > 0 and r["forward_ms"] > 0 and r["precision"] == "fp32" for r in rows.values())
     assert rows["fcn8s_lite0"]["params"] > 0 and "| fcn8s_lite0 |" in markdown(result)
+    # fast-fp32: the fast path (BatchNorm folded, for torchvision's model too) without bf16, as on a CPU lacking it
+    result = bench_lite0_latency(size=48, rounds=1, warmup=0, precisions=("fast-fp32",),
+                                 models=["fcn8s_lite0", "torchvision lraspp_mobilenet_v3_large"])
+    assert {r["precision"] for r in result["rows"]} == {"fp32 folded"}
+    with pytest.raises(SegbenchError, match="precision 'bf8' is unknown"):
+        bench_lite0_latency(size=48, rounds=1, precisions=("bf8",), models=["fcn8s_lite0"])

@@ -10,7 +10,7 @@ import torchvision
 from segbench.errors import SegbenchError
 from segbench.models import build_model
 from segbench.predict import Predictor
-from segbench.speed import (END_TO_END_SCOPE, FORWARD_SCOPE, MACS_CONVENTION, count_gmacs, first_images,
+from segbench.speed import (END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE, MACS_CONVENTION, count_gmacs, first_images,
                             measure_efficiency, measure_latency)
 
 TINY_MASKRCNN = {"min_size": 64, "max_size": 64, "proposals": 20, "detections_per_img": 5, "fpn_channels": 32}
@@ -122,12 +122,15 @@ def test_semantic_efficiency_block_has_the_schema_2_keys():
     lat = eff["latency"]
     assert set(lat) == {"device", "batch_size", "image_size", "precision", "forward_ms", "forward_ms_std",
                         "end_to_end_ms", "end_to_end_ms_std", "forward_scope", "end_to_end_scope", "inputs",
-                        "mean_detections"}
-    assert lat["forward_scope"] == FORWARD_SCOPE and lat["end_to_end_scope"] == END_TO_END_SCOPE
+                        "mean_detections", "batchnorm_folded"}
+    # unet_small's BatchNorms (2 per block) are folded in the fast path, and the scope says so
+    assert lat["batchnorm_folded"] == 2 * 5 and lat["forward_scope"] == FORWARD_SCOPE + FOLDED
+    assert lat["end_to_end_scope"] == END_TO_END_SCOPE
     assert lat["inputs"] == "random" and lat["mean_detections"] is None and lat["image_size"] == [32, 48]
     assert lat["forward_ms"] > 0 and lat["end_to_end_ms"] > 0 and lat["forward_ms_std"] >= 0
-    # bf16 runs put the model in channels_last; the caller gets it back as it was
+    # the fast path runs a folded channels_last copy; the caller's model is as it was
     assert all(p.is_contiguous() for p in model.parameters())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 2 * 5
 
 
 def test_precision_is_fp32_without_amp():

@@ -1,7 +1,7 @@
 """Latency of segbench's predict path vs plain fp32 eager PyTorch on the same weights and image.
 
-The predict path is ``predict.Predictor`` (channels_last, bf16 autocast where the device runs bf16 natively,
-inference mode, overlap-tile for valid U-Nets). The baseline is the textbook ``model.eval()`` + ``no_grad`` fp32
+The predict path is ``predict.Predictor`` (BatchNorm folded, channels_last, bf16 autocast where the device runs
+bf16 natively, inference mode, overlap-tile for valid U-Nets). The baseline is the textbook ``model.eval()`` + ``no_grad`` fp32
 forward of the same weights on the same input. Agreement = fraction of pixels whose argmax class is equal.
 """
 
@@ -59,7 +59,7 @@ def bench_predict_path(model_name: str = "unet", *, device: str = "cpu", size: i
             # smooth the noise a little so the image has structure at several scales
             picture = torch.nn.functional.avg_pool2d(picture[None].float(), 5, 1, 2)[0].to(torch.uint8)
 
-        plain = predictor.model
+        plain = Predictor(weights, device=str(dev), fast=False).model  # unfolded, NCHW
         x = normalize(picture[None].to(dev), predictor.meta["mean"], predictor.meta["std"])
 
         def eager():
