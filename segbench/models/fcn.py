@@ -27,7 +27,7 @@ from .backbones import ResNetBackbone, VGG16Backbone, load_backbone_weights
 from .efficientnet import efficientnet_lite0
 from .options import merge_options
 from .pretrained import split_param_groups
-from .segmenter import FCNHead, Segmenter, resize, variant_name
+from .segmenter import FCNHead, Segmenter, resize_logits, variant_name
 
 __all__ = ["BUILDERS", "DEFAULTS", "TASK", "FCNVGG", "FCNSkipHead", "bilinear_kernel"]
 
@@ -233,7 +233,7 @@ class FCN8sHead(nn.Module):
         y = _crop(self.upscore2(self.score_fr(features["out"])), 1, pool4.shape[-2:]) + pool4
         pool3 = self.score_pool3(features["pool3"])
         y = _crop(self.upscore_pool4(y), 1, pool3.shape[-2:]) + pool3
-        return resize(y, size)
+        return resize_logits(y, size)
 
 
 class FCNSkips(nn.Module):

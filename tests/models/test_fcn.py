@@ -120,3 +120,18 @@ def test_local_backbone_weights(tmp_path):
 def test_registry():
     model = build_model("fcn8s_small", num_classes=3)
     assert model.family == "fcn" and model.variant == "vgg16-w0.125"
+
+
+def test_bf16_logits_are_resampled_in_float32_on_the_cpu():
+    """The final bilinear up-sampling of bf16 scores (autocast on the predict path) runs in float32 on a CPU: the
+    same values as resampling the float32 scores, returned as float32 (what argmax reads)."""
+    from segbench.models.segmenter import resize, resize_logits
+
+    scores = torch.randn(1, 11, 9, 13).to(torch.bfloat16)
+    out = resize_logits(scores, (72, 104))
+    assert out.dtype == torch.float32 and out.shape == (1, 11, 72, 104)
+    torch.testing.assert_close(out, resize(scores.float(), (72, 104)), rtol=0, atol=0)
+    assert resize_logits(scores.float(), (72, 104)).dtype == torch.float32
+    model = build_model("fcn8s_lite0", num_classes=3).eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.randn(1, 3, 40, 56))["out"].dtype == torch.float32
