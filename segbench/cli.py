@@ -304,7 +304,8 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
             f"| {r['dataset']} | {r['model']} | {r['family']} | {pct(r['pixel_accuracy'])} "
             f"| {pct(r['mean_pixel_accuracy'])} | {pct(r['miou'])}{f' ({ci})' if ci else ''} | {pct(r['test_miou'])} "
             f"| {pct(r['mask_ap'])} | {r['params'] / 1e6:.2f} | {num(r['gmacs'], 1)} "
-            f"| {num(r['forward_ms'], 1)} ({lat.get('precision', 'fp32')}) | {num(r['end_to_end_ms'], 1)} "
+            f"| {num(r['forward_ms'], 1)} ({lat.get('precision', 'fp32')}{', BN folded' if lat.get('batchnorm_folded') else ''})"
+            f" | {num(r['end_to_end_ms'], 1)} "
             f"| {r['epochs']}{capped} | {num(r['train_seconds'], 0)} | {r['train_device']} |"
         )
     return "\n".join(lines)

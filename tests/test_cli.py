@@ -181,7 +181,13 @@ def test_leaderboard_shows_miou_ci_and_no_issue_numbers_in_help(tmp_path, capsys
     out = capsys.readouterr().out
     assert "95% CI" in out and "0.6000-0.8000" in out
     assert main(["leaderboard", "--leaderboard", str(board), "--markdown"]) == 0
-    assert "70.0 (60.0-80.0)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "70.0 (60.0-80.0)" in out and "BN folded" not in out  # timed before the predict path folded BatchNorm
+    folded = fixtures.make_record(name="folded")
+    folded["efficiency"]["latency"]["batchnorm_folded"] = 20
+    write_record(folded, board)
+    assert main(["leaderboard", "--leaderboard", str(board), "--markdown"]) == 0
+    assert "(fp32, BN folded)" in capsys.readouterr().out
     import re
 
     parser = build_parser()
