@@ -36,6 +36,11 @@ import gradio as gr  # noqa: E402
 from segbench.app import about, compare, leaderboard  # noqa: E402
 from segbench.app.catalog import MAX_MODELS, make_examples, no_weights_markdown, preload  # noqa: E402
 from segbench.app.config import AppConfig, AppState  # noqa: E402
+from segbench.device import keep_freed_memory  # noqa: E402
+
+# A server runs the same models again and again: keep their freed activation buffers instead of page-faulting fresh
+# ones in on every call (1.3-1.5x faster comparisons on this project's CPU; segbench.device.keep_freed_memory).
+keep_freed_memory()
 
 COMPARE_CONCURRENCY = 1  # model runs use every core: one comparison at a time, the others wait in the queue
 DEFAULT_CONCURRENCY = 4  # leaderboard filters and redraws are cheap

@@ -191,9 +191,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .device import keep_freed_memory
     from .predict import Predictor, list_images, predict_files
 
     out = check_output(args.out, "--out", folder=True)
+    keep_freed_memory()  # many images through one model: reuse the activation buffers
     predictor = Predictor(args.weights, store=_store(args), device=args.device)
     failed = predict_files(predictor, list_images(args.input), Path(out), probs=args.probs, alpha=args.alpha)
     return 2 if failed else 0

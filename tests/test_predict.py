@@ -49,3 +49,25 @@ def test_instance_models_report_the_precision_they_run_in():
     pred = predictor(torch.randint(0, 256, (1, 24, 40), dtype=torch.uint8))
     assert pred.mask.shape == (24, 40) and pred.mask.dtype == torch.int64
     assert pred.instances["masks"].shape[-2:] == (24, 40)
+
+
+def test_keep_freed_memory_applies_on_glibc_and_is_a_no_op_elsewhere(monkeypatch):
+    """The app and `segbench predict` raise glibc's mmap/trim thresholds so activations are reused, not
+    page-faulted in on every call; without glibc (macOS, Windows, musl) nothing happens and nothing fails."""
+    import ctypes
+    import sys
+
+    from segbench.device import keep_freed_memory
+
+    if sys.platform.startswith("linux"):
+        assert keep_freed_memory() is True
+        assert keep_freed_memory() is True  # idempotent
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert keep_freed_memory() is False
+    monkeypatch.setattr(sys, "platform", "linux")
+
+    def no_libc(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    assert keep_freed_memory() is False

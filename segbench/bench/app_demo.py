@@ -125,8 +125,10 @@ def measure_onnx(pack: Path, image: torch.Tensor, *, repeats: int) -> dict[str, 
 
 
 def run_demo(*, pack: Path | None, records: int, repeats: int, loads: list[str], onnx: bool) -> dict[str, Any]:
+    from ..device import keep_freed_memory
     from .app import measure_startup
 
+    keep_freed_memory()  # as app.py does: the comparisons below run in this process, as in the app's
     work = Path(tempfile.mkdtemp(prefix="segbench-bench-demo-"))
     if pack is None:
         leaderboard, pack = build_random_pack(work, records)
