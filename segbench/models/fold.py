@@ -7,9 +7,9 @@ In eval mode BatchNorm is an affine map per channel, ``y = (x - mean) / sqrt(var
 ``torch.profiler``; see README, Speed).
 
 Pairs that are folded, where the data flow is known to be conv -> BN with nothing between:
-  * neighbours in an ``nn.Sequential`` or torchvision's ``IntermediateLayerGetter`` (``Conv2d`` then
-    ``BatchNorm2d`` / ``FrozenBatchNorm2d``): our ``ConvBN``, U-Net's ``DoubleConv``, ASPP branches, torchvision's
-    ``Conv2dNormActivation``, ResNet ``downsample`` and the detection backbones' stem;
+  * neighbours (``Conv2d`` then ``BatchNorm2d`` / ``FrozenBatchNorm2d``) in an ``nn.Sequential`` or torchvision's
+    ``IntermediateLayerGetter`` whose ``forward`` is not overridden: our ``ConvBN``, U-Net's ``DoubleConv``, ASPP
+    branches, torchvision's ``Conv2dNormActivation``, ResNet ``downsample`` and the detection backbones' stem;
   * ``convN`` / ``bnN`` attributes of torchvision's ``ResNet``, ``BasicBlock``, ``Bottleneck`` and our
     ``ResNetBackbone`` (their forward is ``bnN(convN(x))``).
 Not folded: DeepLab's image-pooling BN (it runs on a 1 x 1 map).
@@ -32,7 +32,8 @@ from .backbones import ResNetBackbone
 __all__ = ["fold_batchnorm", "has_batchnorm"]
 
 _NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
-_IN_ORDER = (nn.Sequential, IntermediateLayerGetter)  # children run one after the other
+_IN_ORDER = (nn.Sequential, IntermediateLayerGetter)  # children run one after the other...
+_IN_ORDER_FORWARDS = (nn.Sequential.forward, IntermediateLayerGetter.forward)  # ...unless a subclass says otherwise
 _RESNET_PARTS = (ResNet, BasicBlock, Bottleneck, ResNetBackbone)
 
 
@@ -48,7 +49,7 @@ def fold_batchnorm(model: nn.Module) -> int:
                             "the running statistics and removes BatchNorm)")
     folded = 0
     for module in list(model.modules()):
-        if isinstance(module, _IN_ORDER):
+        if isinstance(module, _IN_ORDER) and type(module).forward in _IN_ORDER_FORWARDS:
             names = list(module._modules)
             pairs = list(zip(names, names[1:]))
         elif isinstance(module, _RESNET_PARTS):

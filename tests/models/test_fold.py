@@ -100,3 +100,14 @@ def test_a_model_without_batchnorm_is_left_as_it_is():
     state = {k: v.clone() for k, v in model.state_dict().items()}
     assert not has_batchnorm(model) and fold_batchnorm(model) == 0
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_a_sequential_with_its_own_forward_is_not_folded():
+    """Neighbours in a Sequential subclass that overrides forward may not be conv -> BN in the data flow."""
+
+    class Shifted(nn.Sequential):
+        def forward(self, x):
+            return self[1](self[0](x) + 1.0)  # something between the conv and the BN: folding would be wrong
+
+    model = _random_statistics(nn.Sequential(Shifted(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))).eval()
+    assert fold_batchnorm(model) == 0 and _norms(model) == 1
