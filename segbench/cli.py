@@ -300,14 +300,14 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
     num = lambda v, d: "–" if v is None or v != v else f"{v:.{d}f}"  # noqa: E731
     for r in rows:
         lat = r["_r"]["efficiency"]["latency"]
+        precision = lat.get("precision", "fp32") + (", BN folded" if lat.get("batchnorm_folded") else "")
         ci = _ci_text(r, scale=100, digits=1)
         capped = " (capped)" if r["capped"] else ""
         lines.append(
             f"| {r['dataset']} | {r['model']} | {r['family']} | {pct(r['pixel_accuracy'])} "
             f"| {pct(r['mean_pixel_accuracy'])} | {pct(r['miou'])}{f' ({ci})' if ci else ''} | {pct(r['test_miou'])} "
             f"| {pct(r['mask_ap'])} | {r['params'] / 1e6:.2f} | {num(r['gmacs'], 1)} "
-            f"| {num(r['forward_ms'], 1)} ({lat.get('precision', 'fp32')}{', BN folded' if lat.get('batchnorm_folded') else ''})"
-            f" | {num(r['end_to_end_ms'], 1)} "
+            f"| {num(r['forward_ms'], 1)} ({precision}) | {num(r['end_to_end_ms'], 1)} "
             f"| {r['epochs']}{capped} | {num(r['train_seconds'], 0)} | {r['train_device']} |"
         )
     return "\n".join(lines)

@@ -17,7 +17,6 @@ only, not with the activations of one huge forward pass; nothing is downscaled.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from .device import autocast, cpu_bf16_supported, resolve_device
 from .errors import SegbenchError
 from .files import atomic_write, atomic_write_text, write_errors
 from .metrics import to_semantic
-from .models.fold import fold_batchnorm, has_batchnorm
+from .models.fold import fold_batchnorm, folded_copy
 from .models.inference import Evaluation, evaluation_from, infer
 from .store import LocalStore, load_model
 
@@ -112,11 +111,11 @@ class Predictor:
         self.backend = "onnx" if hasattr(model, "session") else "torch"
         fast = fast and self.backend == "torch"
         model.eval()
-        if fast and has_batchnorm(model):
-            model = model if owned else copy.deepcopy(model)  # the caller's model may be trained again
+        self.folded_batchnorm = 0
+        if fast and owned:
             self.folded_batchnorm = fold_batchnorm(model)
-        else:
-            self.folded_batchnorm = 0
+        elif fast:  # the caller's model may be trained or saved again
+            model, self.folded_batchnorm = folded_copy(model)
         self.model = model.to(device)
         semantic = self.task == "semantic"
         # bf16 where the hardware runs it natively (GPU, AVX512-BF16/AMX CPU); fp32 otherwise.

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import statistics
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from torch import nn
 from ..device import device_name
 from ..errors import SegbenchError
 from ..models import build_model
-from ..models.fold import fold_batchnorm, has_batchnorm
+from ..models.fold import folded_copy, has_batchnorm
 from ..speed import count_params, measure_latency, predict_meta
 
 NUM_CLASSES = 11  # CamVid
@@ -76,7 +75,7 @@ def bench_lite0_latency(*, device: str = "cpu", size: int = 512, rounds: int = 5
     if unknown:
         raise SegbenchError(f"lite0_latency: precision '{unknown[0]}' is unknown; use {', '.join(PRECISIONS)}")
     # Folded once, as a Predictor loading weights does (measure_latency would fold a fresh copy on every call).
-    folded = {name: _folded(model) for name, model in built.items()}
+    folded = {name: folded_copy(model)[0] for name, model in built.items()}
     rows = []
     for precision in precisions:
         amp = precision.startswith("fast")
@@ -103,14 +102,6 @@ def bench_lite0_latency(*, device: str = "cpu", size: int = 512, rounds: int = 5
             })
     return {"device": device_name(dev), "image": [3, size, size], "rounds": rounds, "threads": torch.get_num_threads(),
             "rows": rows}
-
-
-def _folded(model: nn.Module) -> nn.Module:
-    if not has_batchnorm(model):
-        return model
-    model = copy.deepcopy(model)
-    fold_batchnorm(model)
-    return model
 
 
 def _std(values: list[float]) -> float:

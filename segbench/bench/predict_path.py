@@ -1,8 +1,8 @@
 """Latency of segbench's predict path vs plain fp32 eager PyTorch on the same weights and image.
 
 The predict path is ``predict.Predictor`` (BatchNorm folded, channels_last, bf16 autocast where the device runs
-bf16 natively, inference mode, overlap-tile for valid U-Nets). The baseline is the textbook ``model.eval()`` + ``no_grad`` fp32
-forward of the same weights on the same input. Agreement = fraction of pixels whose argmax class is equal.
+bf16 natively, inference mode, overlap-tile for valid U-Nets). The baseline is the textbook ``model.eval()`` +
+``no_grad`` fp32 forward of the same weights on the same input. Agreement = fraction of pixels whose argmax class is equal.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ eval mode that will not be trained again (the batch statistics are gone): ``Pred
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
@@ -29,7 +31,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from ..errors import SegbenchError
 from .backbones import ResNetBackbone
 
-__all__ = ["fold_batchnorm", "has_batchnorm"]
+__all__ = ["fold_batchnorm", "folded_copy", "has_batchnorm"]
 
 _NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 _IN_ORDER = (nn.Sequential, IntermediateLayerGetter)  # children run one after the other...
@@ -40,6 +42,15 @@ _RESNET_PARTS = (ResNet, BasicBlock, Bottleneck, ResNetBackbone)
 def has_batchnorm(model: nn.Module) -> bool:
     """Whether ``model`` holds a BatchNorm2d or FrozenBatchNorm2d (something :func:`fold_batchnorm` may fold)."""
     return any(isinstance(m, _NORMS) for m in model.modules())
+
+
+def folded_copy(model: nn.Module) -> tuple[nn.Module, int]:
+    """(a folded deep copy of ``model`` in eval mode, layers folded); ``model`` itself and 0 when it has no
+    BatchNorm. The caller's model keeps its BatchNorm, so it can still be trained or saved."""
+    if not has_batchnorm(model):
+        return model, 0
+    model = copy.deepcopy(model.eval())
+    return model, fold_batchnorm(model)
 
 
 def fold_batchnorm(model: nn.Module) -> int:

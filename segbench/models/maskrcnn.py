@@ -49,8 +49,6 @@ __all__ = ["BACKBONES", "BUILDERS", "DEFAULTS", "TASK", "MaskRCNN", "maskrcnn", 
 
 TASK = "instance"
 BACKBONES = ("resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "efficientnet_lite0_fpn", "efficientnet_lite0_fpn_p2")
-# FPN levels each backbone feeds the RPN (one anchor size each): P3..P6 for Lite0, P2..P6 for the others.
-_LEVELS = {"efficientnet_lite0_fpn": "P3..P6"}
 
 # Options of each builder; their meaning is in maskrcnn()'s docstring. maskrcnn_small overrides the paper's values.
 _PAPER = {
@@ -311,8 +309,9 @@ def _check(num_classes: int, in_channels: int, backbone: str, mask_resolution: i
         raise SegbenchError(
             f"maskrcnn: mask_resolution={mask_resolution}; use an even number (the mask head upsamples 2x), e.g. 28"
         )
-    names = _LEVELS.get(backbone, "P2..P6")
-    levels = 7 - int(names[1])
+    # FPN levels the RPN reads, one anchor size each: Lite0 without P2 starts at P3, every other backbone at P2.
+    levels = 4 if backbone == "efficientnet_lite0_fpn" else 5
+    names = "P3..P6" if levels == 4 else "P2..P6"
     if anchor_sizes is not None and len(anchor_sizes) != levels:
         raise SegbenchError(
             f"maskrcnn: anchor_sizes has {len(anchor_sizes)} values; give {levels} (one per FPN level "
