@@ -35,7 +35,11 @@ def test_run_writes_valid_records_and_weights(tmp_path, suite, capsys):
         assert len(r["metrics"]["iou"]) == 6
     # a second run reuses the weights (same config hash) and rewrites the same records
     assert main(["run", str(suite), "--leaderboard", str(board), "--store", str(store), "--no-progress"]) == 0
-    assert "reusing weights" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "reusing weights" in out
+    # each record replaced one with the same id: the run says how the numbers compare (same weights, same data)
+    assert out.count("reproduction of the committed record") == 2 and out.count(": bit-identical") == 2
+    assert "val mIoU:" in out and "inside the committed 95% CI" in out
     assert len(load_records(board)[0]) == 2
 
 
@@ -110,6 +114,37 @@ def test_module_entry_point_help():
         assert command in out
 
 
+# Every command's --help and argument errors, in one fresh interpreter: none may load torch (4 s to import on a
+# 2-core machine), nor the Hub client, Gradio or the image libraries.
+_LIGHT_CLI = r"""
+import sys
+from segbench.cli import build_parser, main
+
+HEAVY = ("torch", "torchvision", "huggingface_hub", "gradio", "numpy", "PIL", "safetensors")
+sub = build_parser()._subparsers._group_actions[0].choices
+argvs = [["--help"], ["--version"], []] + [[name, "--help"] for name in sub]
+argvs += [["data", kind, "--help"] for kind in ("list", "check", "convert")]
+argvs += [["run", "--seeds", "0"], ["run", "--shard"], ["leaderboard", "--seeds", "1000000"], ["trian"],
+          ["data", "convert", "voc", "a", "b"], ["models", "--size", "-3"], ["predict", "w"], ["eval", "--batch-size", "x"],
+          ["speed", "unet_small", "--baseline", "tensorrt"], ["data", "check", "camvid", "--limit", "0"]]
+for argv in argvs:
+    try:
+        status = main(argv)
+    except SystemExit as exc:
+        status = exc.code
+    loaded = [name for name in HEAVY if name in sys.modules]
+    assert not loaded, f"{argv} loaded {loaded}"
+    print(argv, status, file=sys.stderr)
+"""
+
+
+def test_help_and_argument_errors_do_not_load_torch():
+    done = subprocess.run([sys.executable, "-c", _LIGHT_CLI], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    statuses = [line.rsplit(" ", 1)[1] for line in done.stderr.splitlines() if line.startswith("[")]
+    assert statuses.count("2") == 11 and "Traceback" not in done.stderr  # each bad argv is one error line, status 2
+
+
 def test_models_erf(tmp_path, capsys):
     out = tmp_path / "erf.png"
     assert main(["models", "unet_small", "--erf", "--erf-size", "32", "--erf-out", str(out)]) == 0
@@ -142,6 +177,7 @@ def test_instance_model_end_to_end(tmp_path, capsys):
     assert Image.open(out / "x_mask.png").size == (48, 48)
 
 
+@pytest.mark.slow
 def test_speed_benchmarks_run(tmp_path, capsys):
     """The speed command's predict-path and training-loop baselines, at toy sizes (numbers are not checked)."""
     out = tmp_path / "eager.json"
@@ -193,3 +229,21 @@ def test_leaderboard_shows_miou_ci_and_no_issue_numbers_in_help(tmp_path, capsys
     parser = build_parser()
     texts = [parser.format_help()] + [p.format_help() for p in parser._subparsers._group_actions[0].choices.values()]
     assert not any(re.search(r"#\d|issue \d", t, re.I) for t in texts)
+
+
+def test_facts_the_parser_types_match_their_modules(tmp_path):
+    """The parser cannot import the modules that own these facts (they load torch), so they are typed twice."""
+    from pathlib import Path
+
+    from segbench import demo
+    from segbench.cli.pack import DEMO_OUT
+    from segbench.data.convert import KINDS, convert
+    from segbench.data.formats import CONVERSIONS
+    from segbench.errors import SegbenchError
+
+    assert Path(DEMO_OUT) == demo.DEMO_DIR
+    assert KINDS == tuple(CONVERSIONS)
+    for kind in KINDS:  # every listed kind is one convert() implements: it gets as far as the missing input
+        with pytest.raises(SegbenchError) as err:
+            convert(kind, tmp_path / "missing", tmp_path / "out")
+        assert "unknown conversion" not in str(err.value)

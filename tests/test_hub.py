@@ -21,7 +21,7 @@ from torch import nn
 from segbench import hub, records
 from segbench.hub import cards, names
 from segbench.hub import http as hub_http
-from segbench.hub.cli import register
+from segbench.cli.hub import register
 from segbench.hub.pull import _VERIFIED
 from segbench.errors import SegbenchError
 from segbench.store import LocalStore, sha256_file

@@ -1,4 +1,5 @@
-"""Datasets: one plain dict from public name to a keyword-only factory, and the ``DatasetInfo`` every dataset carries.
+"""Datasets: one plain dict from public name to a keyword-only factory (``registry.DATASETS``), and the
+``DatasetInfo`` every dataset carries.
 
 Semantic sample: ``(image uint8 [C,H,W], mask int64 [H,W])``, mask values in ``[0, num_classes)`` or
 ``info.ignore_index`` (255). Instance sample (``task="instance"``): ``(image uint8 [C,H,W], {"boxes": float32 [N,4]
@@ -7,91 +8,29 @@ xyxy, "labels": int64 [N] (>= 1), "masks": uint8 [N,H,W]})``, N = 0 allowed.
 A factory in ``DATASETS`` is called as ``factory(split=..., root=..., task=..., transform=..., **options)`` and
 returns a ``torch.utils.data.Dataset`` with an ``.info: DatasetInfo``; ``root`` is the dataset's own folder (e.g.
 ``.../data/camvid``) and may be None for datasets that read nothing from disk.
+
+The names below are imported on first use (PEP 562), so that torch-free modules of this package (``info``,
+``formats``) can be imported by the command line's parser without loading torch.
 """
 
 from __future__ import annotations
 
-import inspect
-import os
-from collections.abc import Callable
-from pathlib import Path
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from torch.utils.data import Dataset
+if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on first use
+    from .info import DatasetInfo
+    from .registry import DATASETS, build_dataset, dataset_info, default_root
 
-from ..errors import SegbenchError, nearest
+_LAZY = {"DATASETS": "registry", "build_dataset": "registry", "dataset_info": "registry",
+         "default_root": "registry", "DatasetInfo": "info"}
 
-
-from .info import DatasetInfo  # noqa: E402  (re-exported: the dataset modules and callers import it from here)
-
-# The dataset modules import DatasetInfo from here, so it is defined before them.
-from . import camvid, folder, isbi, synthetic  # noqa: E402
-
-from . import coco, via  # noqa: E402  (instance datasets)
-from . import ade20k, cityscapes, voc  # noqa: E402  (the on-disk benchmark layouts, as shipped)
-
-DATASETS: dict[str, Callable[..., Dataset]] = {
-    "synthetic": synthetic.build,
-    "isbi2012": isbi.build,
-    "camvid": camvid.build,
-    "folder": folder.build,
-    "balloon": via.build,
-    "coco": coco.build_coco,
-    "instance_png": coco.build_instance_png,
-    "voc": voc.build,
-    "cityscapes": cityscapes.build,
-    "ade20k": ade20k.build,
-}
-
-_REPO = Path(__file__).resolve().parents[2]
+__all__ = sorted(_LAZY)
 
 
-def default_root(name: str) -> str | None:
-    """``$SEGBENCH_DATA/<name>``, else ``<repo>/../shared/data/<name>``, if that folder exists; otherwise None."""
-    base = os.environ.get("SEGBENCH_DATA") or str(_REPO.parent / "shared" / "data")
-    folder = Path(base).expanduser() / name
-    return str(folder) if folder.is_dir() else None
-
-
-def build_dataset(
-    name: str,
-    *,
-    split: str,
-    root: str | None = None,
-    task: str = "semantic",
-    transform: Callable | None = None,
-    **kwargs: object,
-) -> Dataset:
-    """Build dataset ``name``; ``root`` defaults to ``default_root(name)``.
-
-    Unknown names or options raise SegbenchError listing the valid ones.
-    """
-    if name not in DATASETS:
-        raise SegbenchError(
-            f"unknown dataset '{name}'{nearest(name, DATASETS)}; valid datasets: {', '.join(sorted(DATASETS))}"
-        )
-    if task not in ("semantic", "instance"):
-        raise SegbenchError(f"{name}: unknown task '{task}'; use 'semantic' or 'instance'")
-    factory = DATASETS[name]
-    options = [
-        p.name
-        for p in inspect.signature(factory).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("split", "root", "task", "transform")
-    ]
-    for key in kwargs:
-        if key not in options:
-            raise SegbenchError(
-                f"dataset '{name}' has no option '{key}'{nearest(key, options)}; "
-                f"its options: {', '.join(sorted(options)) or 'none'}"
-            )
-    if root is None:
-        root = default_root(name)
-    return factory(split=split, root=root, task=task, transform=transform, **kwargs)
-
-
-__all__ = ["DATASETS", "DatasetInfo", "build_dataset", "default_root"]
-
-
-def dataset_info(name: str) -> DatasetInfo | None:
-    """The static ``DatasetInfo`` of a built-in dataset (display name, classes, licence) without reading any file;
-    None for datasets whose info depends on the files (folder, coco, instance_png)."""
-    return getattr(DATASETS.get(name), "info", None)
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import SegbenchError
-from . import DatasetInfo
+from .info import DatasetInfo
 from .folder import PairedImageMask, with_task
 from .layout import LabelTable, Scan, scan_suffixed
 

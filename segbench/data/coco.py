@@ -37,7 +37,7 @@ from faster_coco_eval.core import mask as mask_utils
 from torch import Tensor
 
 from ..errors import SegbenchError
-from . import DatasetInfo
+from .info import DatasetInfo
 from .folder import default_palette
 from .instances import InstanceDataset, Problems, check_task, empty_target
 from .io import check_same_size, image_size, pair_by_stem, read_image, read_mask, require_dir

@@ -28,8 +28,9 @@ import numpy as np
 from faster_coco_eval.core import mask as mask_utils
 from PIL import Image
 
-from ..errors import SegbenchError
+from ..errors import SegbenchError, nearest
 from .folder import default_palette
+from .formats import CONVERSIONS
 from .io import IMAGE_SUFFIXES, list_files, read_mask
 
 VOC_PALETTE = [v for rgb in default_palette(256) for v in rgb]
@@ -172,11 +173,16 @@ def coco_to_pngs(ann_path: Path, out: Path) -> int:
 def pngs_to_coco(root: Path, out_json: Path, *, images: Path | None = None) -> int:
     """``root/{instances,labels}/<stem>.png`` (+ ``root/categories.json``) -> a COCO JSON with RLE masks; the
     image files are looked up by stem in ``images`` (default ``root/images``). Returns the number of objects."""
+    instance_pngs = sorted((root / "instances").glob("*.png"))
+    if not instance_pngs:  # checked before anything is written: an empty COCO file is never the answer
+        what = "no such folder" if not root.is_dir() else "no instances/*.png below it"
+        raise SegbenchError(f"{root}: {what}; pass the folder holding instances/<stem>.png (and labels/, "
+                            "categories.json), as coco-to-png writes it")
     cats = _read_json(root / "categories.json") if (root / "categories.json").is_file() else [{"id": 1, "name": "object"}]
     image_dir = images or root / "images"
     files = {p.stem: p for p in list_files(image_dir, IMAGE_SUFFIXES)} if image_dir.is_dir() else {}
     out = {"images": [], "annotations": [], "categories": cats}
-    for k, path in enumerate(sorted((root / "instances").glob("*.png")), start=1):
+    for k, path in enumerate(instance_pngs, start=1):
         ids = read_mask(path).numpy()
         labels_path = root / "labels" / path.name
         labels = read_mask(labels_path).numpy() if labels_path.is_file() else (ids > 0).astype(np.int64)
@@ -242,7 +248,7 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data))
 
 
-KINDS = (*IMAGE_KINDS, "coco-to-png", "png-to-coco", "via-to-coco")
+KINDS = tuple(CONVERSIONS)  # the table in formats.py; IMAGE_KINDS plus the three below
 
 
 def convert(kind: str, src: str | Path, dst: str | Path, **options) -> str:
@@ -256,4 +262,4 @@ def convert(kind: str, src: str | Path, dst: str | Path, **options) -> str:
         return f"{kind}: {pngs_to_coco(src, dst, images=options.get('images'))} object(s) written to {dst}"
     if kind == "via-to-coco":
         return f"{kind}: {via_to_coco(src, dst, category=options.get('category') or 'balloon')} object(s) -> {dst}"
-    raise SegbenchError(f"unknown conversion '{kind}'; valid: {', '.join(KINDS)}")
+    raise SegbenchError(f"unknown conversion '{kind}'{nearest(kind, KINDS)}; valid: {', '.join(KINDS)}")

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from ..errors import SegbenchError
-from . import DATASETS, DatasetInfo, build_dataset, default_root
+from .info import DatasetInfo
+from .registry import DATASETS, build_dataset, default_root
 from .io import read_image, read_mask
 
 # splits checked by default for datasets that do not list their own (build.splits); their test sets are not shipped

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import SegbenchError
-from . import DatasetInfo
+from .info import DatasetInfo
 from .io import check_mask_values, check_same_size, pair_by_stem, read_image, read_mask, require_dir
 
 

@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import SegbenchError
-from . import DatasetInfo
+from .info import DatasetInfo
 from .folder import PairedImageMask, with_task
 from .io import pair_by_stem, require_dir
 

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import SegbenchError
-from . import DatasetInfo
+from .info import DatasetInfo
 
 CLASS_NAMES = ("background", "disc", "rectangle", "triangle", "line", "blob")
 PALETTE = ((0, 0, 0), (220, 60, 50), (50, 90, 210), (225, 200, 40), (235, 235, 235), (235, 70, 235))

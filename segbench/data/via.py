@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..errors import SegbenchError
-from . import DatasetInfo
+from .info import DatasetInfo
 from .instances import InstanceDataset, Problems, check_task, empty_target
 from .io import image_size, read_image, require_dir
 from .transforms import boxes_from_masks

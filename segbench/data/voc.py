@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import SegbenchError
-from . import DatasetInfo
+from .info import DatasetInfo
 from .folder import PairedImageMask, default_palette
 from .instances import InstanceDataset, empty_target
 from .io import check_same_size, read_image, read_mask

@@ -20,10 +20,9 @@ Every transfer goes through huggingface_hub (``create_repo``, ``create_commit``,
     push    what each repo holds; ``push_records``, ``push_one`` (``run --push``), ``check_push_access``
     pull    ``load_hub_records``, ``fetch_weights`` (sha256-checked), ``pull``
     cards   model and dataset cards, ``leaderboard.csv``
-    cli     the ``push`` and ``pull`` subcommands
 
-The names below are imported on first use, so ``import segbench.hub.cli`` (``--help``) does not load
-huggingface_hub.
+The ``push`` and ``pull`` subcommands are in ``segbench.cli.hub``. The names below are imported on first use, so
+importing this package does not load huggingface_hub.
 """
 
 from __future__ import annotations

@@ -297,7 +297,7 @@ def test_cuda_on_a_cpu_machine_is_refused_before_training(workspace, capsys) -> 
 
 def test_read_only_leaderboard_is_refused_before_training(workspace, capsys, monkeypatch) -> None:
     """As root every folder is writable, so the check (os.access, which also sees a read-only mount) is simulated."""
-    import segbench.cli_args as cli_args
+    import segbench.cli.args as cli_args
 
     (workspace / "lb").mkdir()
     real = os.access
@@ -356,6 +356,7 @@ def test_one_line_keeps_the_root_cause_of_a_pasted_traceback() -> None:
     (["eval", "w", "--batch-size", "0"], "argument --batch-size", {}),
     (["train", "d", *OUT], "d: is a folder, not a config file", {"d": None}),
 ], ids=["override", "alias-bomb", "models-size", "eval-batch-size", "folder-config"])
+@pytest.mark.slow
 def test_python_dash_m_prints_one_line(argv, fragment, files, workspace) -> None:
     """The same through ``python -m segbench`` (a fresh interpreter: entry point, stderr, exit status)."""
     _make_files(workspace, files)
@@ -408,6 +409,7 @@ def test_yaml_merge_keys_and_small_aliases_still_work(workspace) -> None:
     assert [(r.model, r.epochs) for r in runs] == [("unet_small", 2), ("fcn8s", 1)]
 
 
+@pytest.mark.slow
 def test_committed_records_still_validate_with_the_same_values() -> None:
     """No false refusal of a config already on the leaderboard, and values hashed into run ids keep their type
     (``max_train_seconds: 600`` stays an int: a float would change the id of every such record)."""
@@ -423,6 +425,7 @@ def test_committed_records_still_validate_with_the_same_values() -> None:
         assert type(cfg.max_train_seconds) is type(config.get("max_train_seconds"))
 
 
+@pytest.mark.slow
 def test_second_trainer_of_one_run_stops_at_once(tmp_path, monkeypatch, capsys):
     """Two `train`s of one config: the second says who holds the run and writes nothing, instead of both
     writing last.pt."""
@@ -452,6 +455,7 @@ def test_bad_option_value_in_a_later_suite_run_fails_before_the_first_trains(tmp
     assert not (tmp_path / "lb").exists() and not (tmp_path / "store").exists()
 
 
+@pytest.mark.slow
 def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
     """``segbench leaderboard | head``: the pipe's reader is gone before the table is written -> exit 141 (as a
     shell reports SIGPIPE), nothing on stderr."""

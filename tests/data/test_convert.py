@@ -96,3 +96,14 @@ def test_via_to_coco_keeps_vertices(tmp_path):
         assert flat[1::2] == region["shape_attributes"]["all_points_y"]
     assert coco["annotations"][1]["area"] == 28.0 and coco["annotations"][1]["bbox"] == [40, 5, 8, 7]
     assert coco["images"][0] == {"id": 1, "file_name": "a.jpg", "height": 40, "width": 50}
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_png_to_coco_without_instance_pngs_is_one_line_and_writes_nothing(tmp_path, make, capsys):
+    src = tmp_path / "src"
+    if make == "empty":
+        (src / "instances").mkdir(parents=True)
+    assert main(["data", "convert", "png-to-coco", str(src), str(tmp_path / "out.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(src) in err and "instances/<stem>.png" in err
+    assert not (tmp_path / "out.json").exists()

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .errors import SegbenchError
+from ..errors import SegbenchError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -88,3 +88,27 @@ def check_training_outputs(datasets: Iterable[str], *, store_root: Path, leaderb
         check_output(Path(leaderboard) / "records" / dataset, "--leaderboard", folder=True)
         for part in ("weights", "checkpoints"):
             check_output(store_root / part / dataset, "--store", folder=True)
+
+
+def common_options(p: argparse.ArgumentParser, leaderboard: bool = True) -> None:
+    """``--store`` (and ``--leaderboard``), as every command that reads weights or writes records takes them."""
+    p.add_argument("--store", default=None, help="weights folder (default $SEGBENCH_STORE or ~/.cache/segbench)")
+    if leaderboard:
+        p.add_argument("--leaderboard", default="leaderboard", help="where result records go (default: leaderboard)")
+
+
+def store_of(args: argparse.Namespace):
+    """The ``LocalStore`` of ``--store``; a file given as the store is a one-line error."""
+    from ..store import LocalStore
+
+    store = LocalStore(args.store)
+    if store.root.exists() and not store.root.is_dir():
+        raise SegbenchError(f"--store {store.root}: is a file, not a folder; give the weights folder")
+    return store
+
+
+def parse_kv(items: list[str] | None) -> list[tuple[str, object]]:
+    """``key=value`` options (``--option``, ``--dataset-arg``) parsed as config overrides are."""
+    from ..config import parse_override
+
+    return [parse_override(item) for item in items or []]

@@ -1,14 +1,17 @@
 """``segbench data [list] | check NAME | convert KIND SRC DST``: where datasets are found, the data doctor, and
-label format conversions. ``register(sub)`` adds the command to the main parser."""
+label format conversions."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from ..data.formats import CONVERSIONS
+from .args import int_in, parse_kv
+
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from . import DATASETS, dataset_info, default_root
+    from ..data import DATASETS, dataset_info, default_root
 
     for name in sorted(DATASETS):
         info = dataset_info(name)
@@ -17,24 +20,21 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from ..config import parse_override
-    from .doctor import check
+    from ..data.doctor import check
 
-    options = dict(parse_override(item) for item in args.dataset_arg or [])
+    options = dict(parse_kv(args.dataset_arg))
     problems = check(args.name, root=args.data_root, options=options, splits=args.split, limit=args.limit)
     return 2 if problems else 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert
+    from ..data.convert import convert
 
     print(convert(args.kind, args.src, args.dst, images=args.images, category=args.category))
     return 0
 
 
 def register(sub: Any) -> None:
-    from .convert import KINDS
-
     p = sub.add_parser("data", help="list datasets, check a dataset's files, convert label formats",
                        description="Without a subcommand: list the datasets and where their files are found.")
     p.set_defaults(func=cmd_list)
@@ -48,11 +48,12 @@ def register(sub: Any) -> None:
     q.add_argument("--data-root", help="dataset folder (default: $SEGBENCH_DATA/<name>)")
     q.add_argument("--split", action="append", help="only this split (repeatable; default: the dataset's splits)")
     q.add_argument("--dataset-arg", action="append", metavar="key=value", help="dataset option, e.g. augmented=true")
-    q.add_argument("--limit", type=int, default=None, help="read only the first N images of each split")
+    q.add_argument("--limit", type=int_in(1, 10_000_000), default=None, help="read only the first N images of each split")
     q.set_defaults(func=cmd_check)
 
     q = data_sub.add_parser("convert", help="convert label formats (VOC palette, Cityscapes ids, COCO, VIA)")
-    q.add_argument("kind", choices=KINDS)
+    q.add_argument("kind", choices=list(CONVERSIONS), metavar="KIND",
+                   help="; ".join(f"{kind}: {what}" for kind, what in CONVERSIONS.items()))
     q.add_argument("src", help="input file or folder")
     q.add_argument("dst", help="output file or folder")
     q.add_argument("--images", help="png-to-coco: image folder (default SRC/images)")

@@ -6,19 +6,13 @@ import argparse
 import json
 from typing import Any
 
+from .args import store_of
 
-def store_of(args: argparse.Namespace) -> Any:
-    from .errors import SegbenchError
-    from .store import LocalStore
-
-    store = LocalStore(args.store)
-    if store.root.exists() and not store.root.is_dir():
-        raise SegbenchError(f"--store {store.root}: is a file, not a folder; give the weights folder")
-    return store
+DEMO_OUT = "leaderboard/demo"  # segbench.demo.DEMO_DIR, typed here so --help does not load torch (a test ties them)
 
 
 def cmd_demo_pack(args: argparse.Namespace) -> int:
-    from .demo import build_pack
+    from ..demo import build_pack
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     build_pack(leaderboard=args.leaderboard, store=args.store, out=args.out, max_mb=args.max_mb, models=models)
@@ -26,7 +20,7 @@ def cmd_demo_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
+    from ..export import export_onnx
 
     result = export_onnx(args.weights, out=args.out, store=store_of(args), images=args.images, opset=args.opset)
     print(json.dumps(result, indent=2))
@@ -36,13 +30,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """The ``demo-pack`` and ``export`` subcommands."""
-    from .demo import DEMO_DIR, SELECTION_RULE
-
     p = sub.add_parser("demo-pack", help="write the demo pack (fp16 weights + examples) the app uses out of the box",
-                       description=f"Selection: {SELECTION_RULE}.")
+                       description="Selection: per dataset (and per family on CamVid) the best val mIoU among the records "
+                       "whose weights are in the store (README: 'The demo pack').")
     p.add_argument("--leaderboard", default="leaderboard", help="records folder (default: leaderboard)")
     p.add_argument("--store", default=None, help="weights folder (default $SEGBENCH_STORE or ~/.cache/segbench)")
-    p.add_argument("--out", default=str(DEMO_DIR), help=f"pack folder, replaced (default: {DEMO_DIR})")
+    p.add_argument("--out", default=DEMO_OUT, help=f"pack folder, replaced (default: {DEMO_OUT})")
     p.add_argument("--max-mb", type=float, default=40.0, help="size limit of the whole pack in MB (default 40)")
     p.add_argument("--models", help="comma-separated record ids, names or dataset/name instead of the rule")
     p.set_defaults(func=cmd_demo_pack)

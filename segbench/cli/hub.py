@@ -61,8 +61,8 @@ def _names(text: str | None) -> set[str]:
 def cmd_push(args: argparse.Namespace) -> int:
     from .. import records
     from ..store import LocalStore
-    from .names import ENV_RESULTS
-    from .push import push_records
+    from ..hub.names import ENV_RESULTS
+    from ..hub.push import push_records
 
     found, problems = records.load_records(args.leaderboard)
     for problem in problems:
@@ -88,8 +88,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     from ..store import LocalStore
-    from .names import DEFAULT_RESULTS_NAME, ENV_RESULTS
-    from .pull import pull
+    from ..hub.names import DEFAULT_RESULTS_NAME, ENV_RESULTS
+    from ..hub.pull import pull
 
     results_repo = args.repo or args.results_repo or os.environ.get(ENV_RESULTS) or (
         f"{args.owner}/{DEFAULT_RESULTS_NAME}" if args.owner else None

@@ -1,0 +1,138 @@
+"""``segbench leaderboard`` and the text tables every command prints (the records table, the README's Markdown
+table, mean +- std over seeds, a suite's missing pairs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .args import int_in
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> None:
+    """Plain aligned text table: columns = (key, header, format)."""
+    cells = [[h for _, h, _ in columns]]
+    for row in rows:
+        line = []
+        for key, _, fmt in columns:
+            value = row.get(key)
+            line.append("-" if value is None or value != value else format(value, fmt) if fmt else str(value))
+        cells.append(line)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for j, r in enumerate(cells):
+        print("  ".join(c.rjust(w) if j and i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+LEADERBOARD_COLUMNS = [
+    ("model", "model", ""), ("dataset", "dataset", ""), ("hardware_class", "hw", ""), ("pixel_accuracy", "PA", ".4f"),
+    ("mean_pixel_accuracy", "mPA", ".4f"), ("miou", "mIoU", ".4f"), ("miou_ci", "95% CI", ""),
+    ("params_m", "params(M)", ".2f"), ("gmacs", "GMACs", ".2f"), ("forward_ms", "fwd(ms)", ".1f"),
+    ("end_to_end_ms", "e2e(ms)", ".1f"), ("epochs", "epochs", ""), ("train_seconds", "train(s)", ".1f"),
+    ("capped", "capped", ""),
+]
+
+
+def print_leaderboard(records: list[dict[str, Any]]) -> None:
+    from ..records import flatten
+
+    rows = []
+    for r in records:
+        row = flatten(r)
+        row["params_m"] = row["params"] / 1e6 if row["params"] else None
+        row["miou_ci"] = _ci_text(row)
+        row["capped"] = "yes" if row["capped"] else ""
+        rows.append(row)
+    rows.sort(key=lambda r: (r["dataset"], -(r["miou"] or 0)))
+    print()
+    print_table(rows, LEADERBOARD_COLUMNS)
+
+
+def _ci_text(row: dict[str, Any], scale: float = 1.0, digits: int = 4) -> str | None:
+    """"low-high" of the bootstrap 95% CI of mIoU, or None when the record has none."""
+    low, high = row.get("miou_ci_low"), row.get("miou_ci_high")
+    if low is None or high is None or low != low:
+        return None
+    return f"{scale * low:.{digits}f}-{scale * high:.{digits}f}"
+
+
+def print_groups(records: list[dict[str, Any]]) -> None:
+    """Mean +- std of mIoU over the seeds of each config (records sharing a group)."""
+    from ..runner import group_summary
+
+    print("\nmIoU over seeds (mean +- sample std):")
+    for row in group_summary(records):
+        print(f"  {row['model']} / {row['dataset']}: {row['miou_mean']:.4f} +- {row['miou_std']:.4f} "
+              f"({row['runs']} seeds: {', '.join(map(str, row['seeds']))}; group {row['group']})")
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from ..records import load_records
+
+    records, problems = load_records(args.leaderboard)
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    if args.dataset:
+        records = [r for r in records if r["dataset"] == args.dataset]
+    status = None
+    if args.suite:
+        from ..config import load_suite
+        from ..runner import expand_seeds, suite_status
+
+        status = suite_status(expand_seeds(load_suite(args.suite, args.overrides), args.seeds), records)
+        ids = {i for row in status for i in row["ids"]}
+        records = [r for r in records if r["id"] in ids]
+    if args.markdown:
+        print(markdown_table(records))
+    else:
+        print_leaderboard(records)
+    if status is not None:
+        print_suite_status(args.suite, status)
+    return 0
+
+
+def print_suite_status(suite: str, status: list[dict[str, Any]]) -> None:
+    """Which pairs of a suite have a record (and on which hardware class) and which are still missing."""
+    missing = [row for row in status if not row["done"]]
+    print(f"\nsuite {suite}: {len(status) - len(missing)} of {len(status)} pair(s) recorded, {len(missing)} missing")
+    for row in missing:
+        print(f"  missing: position {row['position']}: {row['model']} on {row['dataset']} (seed {row['seed']})")
+
+
+def markdown_table(records: list[dict[str, Any]]) -> str:
+    """The README's table: one row per record, best mIoU first within each dataset."""
+    from ..records import flatten
+
+    rows = sorted((flatten(r) | {"_r": r} for r in records), key=lambda r: (r["dataset"], -(r["miou"] or 0)))
+    lines = ["| dataset | model | family | PA | mPA | mIoU (95% CI) | test mIoU | mask AP | params (M) | GMACs "
+             "| forward (ms) | end-to-end (ms) | epochs | train (s) | device |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    pct = lambda v: "–" if v is None or v != v else f"{100 * v:.1f}"  # noqa: E731
+    num = lambda v, d: "–" if v is None or v != v else f"{v:.{d}f}"  # noqa: E731
+    for r in rows:
+        lat = r["_r"]["efficiency"]["latency"]
+        precision = lat.get("precision", "fp32") + (", BN folded" if lat.get("batchnorm_folded") else "")
+        ci = _ci_text(r, scale=100, digits=1)
+        capped = " (capped)" if r["capped"] else ""
+        lines.append(
+            f"| {r['dataset']} | {r['model']} | {r['family']} | {pct(r['pixel_accuracy'])} "
+            f"| {pct(r['mean_pixel_accuracy'])} | {pct(r['miou'])}{f' ({ci})' if ci else ''} | {pct(r['test_miou'])} "
+            f"| {pct(r['mask_ap'])} | {r['params'] / 1e6:.2f} | {num(r['gmacs'], 1)} "
+            f"| {num(r['forward_ms'], 1)} ({precision}) | {num(r['end_to_end_ms'], 1)} "
+            f"| {r['epochs']}{capped} | {num(r['train_seconds'], 0)} | {r['train_device']} |"
+        )
+    return "\n".join(lines)
+
+
+def register(sub: Any) -> None:
+    """The ``leaderboard`` subcommand."""
+    p = sub.add_parser("leaderboard", help="print the table of result records")
+    p.add_argument("--leaderboard", default="leaderboard", help="records folder (default: leaderboard)")
+    p.add_argument("--dataset", help="only this dataset")
+    p.add_argument("--markdown", action="store_true", help="Markdown (as in the README)")
+    p.add_argument("--suite", help="only this suite's records, and list its pairs that have none yet")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="with --suite: the overrides the suite ran with")
+    p.add_argument("--seeds", type=int_in(1, 1000), default=1, metavar="N", help="with --suite: the --seeds it ran with")
+    p.set_defaults(func=cmd_leaderboard)
