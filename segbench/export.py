@@ -44,6 +44,16 @@ def require_onnxruntime():
     return onnxruntime
 
 
+def require_onnx():
+    """The onnx module (the exporter writes its protobuf), or SegbenchError with the pip command."""
+    try:
+        import onnx
+    except ImportError:
+        raise SegbenchError("onnx is not installed, which ONNX export needs; run: pip install onnx "
+                            "(or pip install 'segbench[onnx]')") from None
+    return onnx
+
+
 class _Logits(nn.Module):
     """The model's ``{"out": logits}`` dict as one tensor, which ONNX outputs need."""
 
@@ -98,6 +108,7 @@ class OnnxModel(nn.Module):
 def load_onnx_model(weights: str | Path, *, store: LocalStore | None = None) -> tuple[OnnxModel, dict[str, Any]]:
     """(OnnxModel, meta) for a semantic model's weights, exporting ``model.onnx`` first when it is missing (to
     ``default_onnx_path``; no parity check here: ``export_onnx`` is tested for it)."""
+    require_onnxruntime()  # before any export: without the runtime the graph would be written for nothing
     model, meta = load_model(weights, store=store)
     if meta.get("task", "semantic") != "semantic":
         raise SegbenchError(f"{weights}: {meta['model']} is an instance model; the ONNX backend runs semantic models")
@@ -121,6 +132,9 @@ def export_onnx(weights: str | Path, *, out: str | Path | None = None, store: Lo
     """Export a semantic model's weights to ONNX (dynamic H/W) and check argmax parity with the eager model on
     real images (``images``: a file or folder; default the weights' dataset's val images, else smoothed noise).
     Returns {onnx, bytes, opset, seconds, parity: {equal, images, pixels, sizes}}."""
+    require_onnx()
+    if parity:
+        require_onnxruntime()
     model, meta = load_model(weights, store=store)
     if meta.get("task", "semantic") != "semantic":
         raise SegbenchError(f"{weights}: {meta['model']} is an instance model; ONNX export covers semantic models")

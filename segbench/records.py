@@ -19,7 +19,8 @@ from .files import atomic_write_text
 from .record_schema import SCHEMA_VERSION, RecordError, upgrade, validate_record
 
 __all__ = ["SCHEMA_VERSION", "RecordError", "validate_record", "write_record", "read_record", "load_records",
-           "records_frame", "load_frame", "flatten", "record_path", "COLUMNS", "DEFAULT_ROOT"]
+           "records_frame", "load_frame", "flatten", "record_path", "previous_record", "reproduction_report",
+           "COLUMNS", "DEFAULT_ROOT"]
 
 DEFAULT_ROOT = Path("leaderboard")
 
@@ -100,6 +101,49 @@ def load_records(sources: str | Path | Iterable[str | Path] = DEFAULT_ROOT) -> t
         record["_path"] = str(path)
         records.append(record)
     return records, problems
+
+
+def previous_record(root: str | Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The valid record that ``write_record(record, root)`` would replace (same dataset, model and id), else None."""
+    path = record_path(root, record)
+    try:
+        return read_record(path) if path.is_file() else None
+    except RecordError:
+        return None  # a broken file is replaced; there is nothing to compare with
+
+
+# (metrics key, label): the numbers a reproduction is judged on, on the reported split and on test
+HEADLINE = [("miou", "mIoU"), ("pixel_accuracy", "PA"), ("mean_pixel_accuracy", "mPA"), ("mask_ap", "mask AP")]
+
+
+def reproduction_report(previous: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Lines comparing a freshly written record with the one it replaced (same id, so same config and seed): each
+    headline metric old -> new on every scored split, whether the new mIoU lies inside the previous record's
+    bootstrap 95% CI (the only metric with a CI), what differs in where they ran, and a verdict:
+    "bit-identical", "reproduced" (every mIoU inside its CI) or "outside the committed CI"."""
+    lines, inside, same = [], [], True
+    for part, split in (("metrics", new.get("split", "val")), ("test_metrics", "test")):
+        old, cur = previous.get(part) or {}, new.get(part) or {}
+        for key, label in HEADLINE:
+            a, b = old.get(key), cur.get(key)
+            if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+                continue
+            same = same and a == b
+            text = f"  {split} {label}: {a:.4f} -> {b:.4f} ({b - a:+.4f})"
+            ci = old.get("miou_ci") if key == "miou" else None
+            if ci and all(isinstance(c, (int, float)) for c in ci):
+                inside.append(ci[0] <= b <= ci[1])
+                text += f", {'inside' if inside[-1] else 'OUTSIDE'} the committed 95% CI {ci[0]:.4f}-{ci[1]:.4f}"
+            lines.append(text)
+    where = [f"{what} {previous.get(k1, {}).get(k2)} -> {new.get(k1, {}).get(k2)}"
+             for what, k1, k2 in (("CPU/GPU", "hardware", "device"), ("torch", "versions", "torch"))
+             if previous.get(k1, {}).get(k2) != new.get(k1, {}).get(k2)]
+    if previous.get("git_commit") != new.get("git_commit"):
+        where.append(f"code {str(previous.get('git_commit'))[:8]} -> {str(new.get('git_commit'))[:8]}")
+    verdict = ("bit-identical" if same else "reproduced" if inside and all(inside)
+               else "outside the committed CI" if inside else "changed (no CI to compare with)")
+    head = f"reproduction of the committed record ({previous.get('date', '?')[:10]}): {verdict}"
+    return [head + (f" ({'; '.join(where)})" if where else "")] + lines
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:

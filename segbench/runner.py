@@ -34,7 +34,7 @@ from .models.inference import evaluation_from
 from .models.pretrained import input_normalisation
 from .optim import make_optimizer, make_scheduler
 from .record_build import build_record, metrics_entry, model_meta, selection_entry, training_entry
-from .records import DEFAULT_ROOT, write_record
+from .records import DEFAULT_ROOT, previous_record, read_record, reproduction_report, write_record
 from .run_data import Data, _with_fill, build_data, eval_loader, find_test_split
 from .store import LocalStore, read_meta
 
@@ -234,9 +234,13 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
     record = build_record(cfg, model, data.info, task=task, metrics=metrics, test_metrics=test_metrics,
                           selection=meta["selection"], efficiency=measure(model, cfg, meta, data, device),
                           training=meta["training"], weights=weights, device=device)
+    previous = previous_record(leaderboard, record)
     path = write_record(record, leaderboard)
     log(f"[{name} / {cfg.dataset}] mIoU {record['metrics']['miou']:.4f}  PA {record['metrics']['pixel_accuracy']:.4f}"
         f"{'  (capped by max_train_seconds)' if record['training']['capped'] else ''}  -> {path}")
+    if previous is not None:
+        for line in reproduction_report(previous, read_record(path)):
+            log(f"[{name} / {cfg.dataset}] {line}")
     return record
 
 

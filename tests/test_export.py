@@ -23,8 +23,6 @@ def tiny_weights(tmp_path):
 
 
 def test_export_parity_and_dynamic_axes(tiny_weights, tmp_path):
-    pytest.importorskip("onnx", reason="onnx not installed (pip install onnx)")
-    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install onnxruntime)")
     from segbench.export import export_onnx
 
     images = tmp_path / "images"
@@ -39,8 +37,6 @@ def test_export_parity_and_dynamic_axes(tiny_weights, tmp_path):
 
 
 def test_onnx_backend_matches_torch(tiny_weights):
-    pytest.importorskip("onnx", reason="onnx not installed (pip install onnx)")
-    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install onnxruntime)")
     onnx = Predictor(tiny_weights, backend="onnx")  # exports model.onnx beside the weights on first use
     eager = Predictor(tiny_weights, fast=False)
     assert onnx.backend == "onnx" and onnx.precision == "fp32" and (tiny_weights / "model.onnx").is_file()
@@ -56,6 +52,25 @@ def test_without_onnxruntime(tiny_weights, monkeypatch):
                        task="semantic", miou=None, weights=str(tiny_weights))
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     assert PredictorCache(backend="onnx").get(entry).backend == "torch"  # the app falls back to PyTorch
+
+
+def test_without_onnx_export_says_so_and_writes_nothing(tiny_weights, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if onnx were not installed
+    from segbench.export import export_onnx
+
+    with pytest.raises(SegbenchError, match="onnx is not installed, which ONNX export needs; run: pip install onnx"):
+        export_onnx(tiny_weights, out=tmp_path / "m.onnx")
+    with pytest.raises(SegbenchError, match="pip install onnx "):
+        Predictor(tiny_weights, backend="onnx")
+    assert not (tmp_path / "m.onnx").exists() and not (tiny_weights / "model.onnx").exists()
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".onnx"]  # no temporary graph left either
+
+
+def test_without_onnxruntime_no_graph_is_exported(tiny_weights, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(SegbenchError, match="pip install onnxruntime"):
+        Predictor(tiny_weights, backend="onnx")
+    assert not (tiny_weights / "model.onnx").exists()  # checked before the export, not after it
 
 
 def test_unknown_backend_one_line(tiny_weights):

@@ -241,7 +241,9 @@ class PredictorCache:
     def _backend(self, entry: ModelEntry) -> str:
         if self.backend != "onnx" or entry.task != "semantic" or self.device != "cpu":
             return "torch"
-        return "onnx" if importlib.util.find_spec("onnxruntime") is not None else "torch"
+        # the runtime runs the graph, onnx writes it on first use: without either the app stays on PyTorch
+        usable = all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+        return "onnx" if usable else "torch"
 
     @staticmethod
     def _local_folder(entry: ModelEntry) -> Path:

@@ -24,10 +24,11 @@ GPUS="${SLURM_GPUS_ON_NODE:-0}"
 LEADERBOARD="${LEADERBOARD:-leaderboard}"           # shared folder: every task writes its records here
 export SEGBENCH_STORE="${SEGBENCH_STORE:-$HOME/.cache/segbench}"  # shared weights folder
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"
+PYTHON="${PYTHON:-python}"                            # the environment's interpreter (set it when none is active)
 
 ARGS=(run "$SUITE" --shard "$INDEX/$COUNT" --leaderboard "$LEADERBOARD" --no-progress "$@")
 echo "segbench: suite $SUITE, shard $INDEX/$COUNT, $GPUS GPU(s) on $(hostname)"
 if [ "$GPUS" -gt 1 ]; then
-    exec torchrun --standalone --nproc_per_node="$GPUS" -m segbench "${ARGS[@]}"
+    exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$GPUS" -m segbench "${ARGS[@]}"
 fi
-exec python -m segbench "${ARGS[@]}"
+exec "$PYTHON" -m segbench "${ARGS[@]}"

@@ -15,6 +15,8 @@ import pytest
 
 from segbench.checkpoints import read_resume_state
 
+pytestmark = pytest.mark.slow  # each test trains in a child process and signals it (make quick leaves them out)
+
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 40  # ~0.2 s an epoch on 2 quiet cores: a signal after the first checkpoint lands mid-run
 CONFIG = f"""model: unet_small
@@ -72,7 +74,6 @@ def _resume_completes(tmp_path: Path) -> None:
     assert record["training"]["epochs"] == EPOCHS and not record["training"]["capped"]
 
 
-@pytest.mark.slow
 def test_sigint_leaves_a_resumable_checkpoint_and_no_record(tmp_path):
     proc = _train(tmp_path)
     checkpoints = _checkpoint_dir(tmp_path, proc)
@@ -86,7 +87,6 @@ def test_sigint_leaves_a_resumable_checkpoint_and_no_record(tmp_path):
     _resume_completes(tmp_path)
 
 
-@pytest.mark.slow
 def test_sigkill_then_resume_completes_the_run(tmp_path):
     proc = _train(tmp_path)
     checkpoints = _checkpoint_dir(tmp_path, proc)

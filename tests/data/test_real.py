@@ -61,8 +61,12 @@ def test_camvid_ignore_applied():
     assert int(mask[mask != 255].max()) <= 10
 
 
-@needs_camvid
-def test_camvid_missing_test_split_names_folder():
+def test_camvid_missing_test_split_names_folder(tmp_path):
+    # its own CamVid layout without test/ (the shared copy has one since 2026-12-07)
+    root = tmp_path / "camvid"
+    for folder in ("train", "trainannot", "val", "valannot"):
+        (root / folder).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3) if "annot" not in folder else (8, 8), np.uint8)).save(root / folder / "a.png")
     with pytest.raises(SegbenchError) as err:
-        CamVid(CAMVID, "test")
-    assert str(Path(CAMVID) / "test") in str(err.value) and "\n" not in str(err.value)
+        CamVid(str(root), "test")
+    assert str(root / "test") in str(err.value) and "\n" not in str(err.value)

@@ -7,6 +7,8 @@ import torch._dynamo as dynamo
 from segbench.models import MODELS, build_model, model_options, model_task
 from segbench.models.inference import forward_full
 
+pytestmark = pytest.mark.slow  # torch.compile of every model: seconds each (make quick leaves them out)
+
 SEMANTIC = sorted(name for name in MODELS if model_task(name) == "semantic")
 
 
