@@ -23,9 +23,8 @@ file against the manifest first; a file whose sha256 or size differs is one line
 from __future__ import annotations
 
 import json
-import os
+import math
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +32,8 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import SegbenchError
+from .errors import SegbenchError, check_name
+from .files import confined, make_temp_dir, path_lock, replace_dir
 from .store import CONFIG_FILE, WEIGHTS_FILE, LocalStore, sha256_file
 
 DEMO_DIR = Path("leaderboard") / "demo"
@@ -69,7 +69,10 @@ def _weights_folder(record: dict[str, Any], store: LocalStore) -> Path | None:
     uri = str((record.get("weights") or {}).get("uri", ""))
     if not uri or uri.startswith("hf://"):
         return None
-    folder = store.resolve(uri)
+    try:
+        folder = store.resolve(uri)
+    except SegbenchError:
+        return None  # a URI outside the store (records are checked on read; this is the second line of defence)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file() or not (folder / CONFIG_FILE).is_file():
         return None
@@ -173,6 +176,10 @@ def build_pack(*, leaderboard: str | Path, store: str | Path | None, out: str | 
     Each model's fp16 predictions are compared with its fp32 weights' on ``check_images`` example images."""
     from .records import load_records
 
+    if not isinstance(max_mb, (int, float)) or not math.isfinite(max_mb) or max_mb <= 0:
+        raise SegbenchError(f"--max-mb {max_mb!r} is invalid; valid: a positive number of megabytes")
+    out = Path(out)
+    check_pack_target(out, leaderboard)
     records, problems = load_records(leaderboard)
     for problem in problems:
         log(f"skipped record: {problem}")
@@ -180,26 +187,39 @@ def build_pack(*, leaderboard: str | Path, store: str | Path | None, out: str | 
     if not picked:
         raise SegbenchError(f"{leaderboard}: no steps-track, non-capped record of {', '.join(PLAN)} has its weights in "
                             f"the store ({LocalStore(store).root}); train them or name records with --models")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        manifest = _fill_pack(tmp, picked, examples=examples, check_images=check_images, log=log)
-        total = sum(f["size"] for f in manifest["files"].values())
-        if total > max_mb * 1e6:
-            sizes = ", ".join(f"{m['key']} {_model_bytes(manifest, m) / 1e6:.1f} MB" for m in manifest["models"])
-            raise SegbenchError(f"demo pack is {total / 1e6:.1f} MB, over --max-mb {max_mb:g} ({sizes}); pick fewer "
-                                "or smaller models with --models")
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with path_lock(out, log=log):
+        tmp = make_temp_dir(out)
+        try:
+            manifest = _fill_pack(tmp, picked, examples=examples, check_images=check_images, log=log)
+            total = sum(f["size"] for f in manifest["files"].values())
+            if total > max_mb * 1e6:
+                sizes = ", ".join(f"{m['key']} {_model_bytes(manifest, m) / 1e6:.1f} MB" for m in manifest["models"])
+                raise SegbenchError(f"demo pack is {total / 1e6:.1f} MB, over --max-mb {max_mb:g} ({sizes}); pick "
+                                    "fewer or smaller models with --models")
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            check_pack_target(out, leaderboard)  # again: the folder may have been filled while the pack was built
+            replace_dir(tmp, out)  # the old pack is renamed aside, the new one in; an interruption restores it
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     log(f"demo pack: {len(manifest['models'])} models, {len(manifest['examples'])} examples, "
         f"{total / 1e6:.1f} MB -> {out}")
     return manifest
+
+
+def check_pack_target(out: Path, leaderboard: str | Path) -> None:
+    """``--out`` is a new or empty folder, or a demo pack (it has a manifest): the pack writer replaces only what
+    it made. The leaderboard folder, a folder of records or notes, or a file is refused before any work."""
+    out = Path(out)
+    board = Path(leaderboard).resolve()
+    if out.resolve() == board or board.is_relative_to(out.resolve()):
+        raise SegbenchError(f"--out {out}: holds the leaderboard {leaderboard}, which a pack would replace; give "
+                            f"the pack's own folder (default {DEMO_DIR})")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise SegbenchError(f"--out {out}: is a file or a link, not a pack folder; give a folder path")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise SegbenchError(f"--out {out}: a folder that is not a demo pack (no {MANIFEST}); it is left alone: give "
+                            "a new or empty folder, or the pack to replace")
 
 
 def _model_bytes(manifest: dict[str, Any], model: dict[str, Any]) -> int:
@@ -211,7 +231,7 @@ def _fill_pack(root: Path, picked: list[tuple[dict, Path]], *, examples: bool, c
                log: Callable[[str], None]) -> dict[str, Any]:
     entries = []
     for record, folder in picked:
-        dest = root / "models" / record["dataset"] / f"{record['model']}--{record['id']}"
+        dest = confined(root, f"models/{record['dataset']}/{record['model']}--{record['id']}", "demo model folder")
         entries.append(_write_model(record, folder, dest))
     datasets = list(dict.fromkeys(e["dataset"] for e in entries))
     rows = write_examples(datasets, root / "examples") if examples else []
@@ -304,38 +324,84 @@ class DemoPack:
 
 
 def load_pack(root: str | Path) -> DemoPack:
-    """Read ``root/manifest.json`` and check every listed file's size and sha256. A model with a bad file is
-    skipped, never loaded, with one problem line; no manifest means an empty pack (no problem)."""
+    """Read ``root/manifest.json`` and check every listed file's size and sha256. The manifest is untrusted: every
+    path in it must stay inside the pack, every model entry must name its dataset and folder by the name rule. A
+    bad entry or file leaves out that model or example with one problem line, never loaded; no manifest means an
+    empty pack (no problem)."""
     root = Path(root)
     pack = DemoPack(root)
     path = root / MANIFEST
     if not path.is_file():
         return pack
+    fix = f"restore it with 'git checkout {root}' or rebuild with 'python -m segbench demo-pack'"
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         files, models, examples = manifest["files"], manifest["models"], manifest.get("examples", [])
+        if not isinstance(files, dict) or not isinstance(models, list) or not isinstance(examples, list):
+            raise TypeError("'files' must be an object, 'models' and 'examples' lists")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         pack.problems.append(f"{path}: unreadable demo manifest ({exc}); rebuild it with 'python -m segbench demo-pack'")
         return pack
-    bad = {name: why for name, info in files.items() if (why := _check_file(root / name, info))}
-    for model in models:
-        prefix = f"models/{model['dataset']}/{model['path']}/"
+    bad = {}
+    for name, info in files.items():
+        try:
+            why = _check_file(confined(root, name, "manifest file"), info)
+        except SegbenchError as exc:
+            why = str(exc)
+        if why:
+            bad[name] = why
+    for i, model in enumerate(models):
+        try:
+            entry = _model_entry(model)
+        except SegbenchError as exc:
+            pack.problems.append(f"{path}: demo model {i} skipped: {exc}")
+            continue
+        prefix = f"models/{entry['dataset']}/{entry['path']}/"
         wrong = sorted(name for name in bad if name.startswith(prefix))
         missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE) if prefix + f not in files]
         if wrong or missing:
             why = f"{wrong[0]} {bad[wrong[0]]}" if wrong else f"{prefix}{missing[0]} not in the manifest"
-            pack.problems.append(f"demo model {model['key']} skipped: {why}; restore it with 'git checkout "
-                                 f"{root}' or rebuild with 'python -m segbench demo-pack'")
+            pack.problems.append(f"demo model {entry['key']} skipped: {why}; {fix}")
             continue
-        pack.models.append({**model, "folder": str(root / prefix)})
+        pack.models.append({**entry, "folder": str(confined(root, prefix, "demo model folder"))})
     for row in examples:
-        if not any(row[k] in bad or row[k] not in files for k in ("image", "mask")):
-            pack.examples.append({**row, "image": str(root / row["image"]), "mask": str(root / row["mask"])})
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("image", "mask", "dataset")):
+            pack.problems.append(f"{path}: an example entry without image, mask and dataset skipped")
+        elif not any(row[k] in bad or row[k] not in files for k in ("image", "mask")):
+            pack.examples.append({**row, "image": str(confined(root, row["image"], "example")),
+                                  "mask": str(confined(root, row["mask"], "example"))})
     return pack
+
+
+_ENTRY_NAMES = ("dataset", "path", "name", "run_id", "family")
+
+
+def _model_entry(model: Any) -> dict[str, Any]:
+    """A manifest model entry checked as the record it was made from would be: names obey the name rule (they
+    become paths and labels), the key is built from them, the mIoU is a fraction."""
+    if not isinstance(model, dict):
+        raise SegbenchError("not an object")
+    for key in _ENTRY_NAMES:
+        check_name(key, model.get(key))
+    miou = model.get("miou")
+    if miou is not None and (isinstance(miou, bool) or not isinstance(miou, (int, float)) or not 0 <= miou <= 1):
+        raise SegbenchError(f"miou={miou!r} is not a fraction in [0, 1]")
+    key = f"{model['dataset']}/{model['name']}--{model['run_id']}"
+    if model.get("key") != key:
+        raise SegbenchError(f"key {model.get('key')!r} is not {key!r}")
+    text = {k: str(model.get(k, ""))[:200] for k in ("variant", "split", "task")}
+    if text["task"] not in ("semantic", "instance"):
+        raise SegbenchError(f"task {model.get('task')!r} is not 'semantic' or 'instance'")
+    licence = model.get("license") if isinstance(model.get("license"), dict) else {}
+    return {**model, **text, "license": {str(k)[:40]: str(v)[:200] for k, v in licence.items()}}
 
 
 def _check_file(path: Path, info: dict[str, Any]) -> str | None:
     """Why ``path`` does not match its manifest entry, or None."""
+    if not isinstance(info, dict):
+        return "has no {sha256, size} entry in the manifest"
+    if not path.is_file():
+        return "is missing"
     try:
         size = path.stat().st_size
     except OSError:

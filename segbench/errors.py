@@ -21,10 +21,15 @@ NAME_RULE = "letters, digits, '.', '_' or '-', not starting with '.', at most 80
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,79}")
 
 
+def valid_name(value: object) -> bool:
+    """``value`` is a string obeying :data:`NAME_RULE` (safe as one path component)."""
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
 def check_name(what: str, value: object) -> str:
     """``value`` if it is safe as one path component (records and weights are stored under it: ``../`` would
     escape the folder, ``/`` would hide a record from the app); otherwise a one-line SegbenchError."""
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
+    if not valid_name(value):
         raise SegbenchError(f"{what}={short_repr(value)} is not a valid name; use {NAME_RULE}")
     return value
 

@@ -29,6 +29,7 @@ from .models.blocks import center_crop, mirror_pad
 from .store import WEIGHTS_FILE, LocalStore, load_model, sha256_file
 
 ONNX_FILE = "model.onnx"
+WEIGHTS_KEY = "segbench.weights_sha256"  # graph metadata: the sha256 of the safetensors file it was exported from
 MIN_EQUAL = 0.999
 PARITY_IMAGES = 4
 EXPORT_SIZE = 256  # traced at a multiple of every U-Net's 2**depth (and >= twice it): no padding branch in the graph
@@ -112,10 +113,23 @@ def load_onnx_model(weights: str | Path, *, store: LocalStore | None = None) -> 
     model, meta = load_model(weights, store=store)
     if meta.get("task", "semantic") != "semantic":
         raise SegbenchError(f"{weights}: {meta['model']} is an instance model; the ONNX backend runs semantic models")
-    path = default_onnx_path((store or LocalStore()).resolve(weights))
-    if not path.is_file():
+    folder = (store or LocalStore()).resolve(weights)
+    path = default_onnx_path(folder)
+    if not path.is_file() or graph_weights_sha256(path) != sha256_file(folder / WEIGHTS_FILE):
+        # missing, or another run's graph lying beside these weights: never run it, export these weights
         export_onnx(weights, out=path, store=store, parity=False)
     return OnnxModel.like(path, model), meta
+
+
+def graph_weights_sha256(path: str | Path) -> str | None:
+    """The weights sha256 an ONNX file was exported from (its ``segbench.weights_sha256`` metadata), or None for a
+    graph without it (exported elsewhere or before the tie) or one that cannot be read."""
+    ort = require_onnxruntime()
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - a corrupt or foreign file is simply not these weights' graph
+        return None
+    return session.get_modelmeta().custom_metadata_map.get(WEIGHTS_KEY)
 
 
 def default_onnx_path(weights_dir: Path) -> Path:
@@ -152,6 +166,10 @@ def export_onnx(weights: str | Path, *, out: str | Path | None = None, store: Lo
                               input_names=["image"], output_names=["logits"], opset_version=opset,
                               dynamic_axes={"image": {2: "height", 3: "width"}, "logits": {2: "height", 3: "width"}},
                               dynamo=False)
+        graph = require_onnx().load(tmp)
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = WEIGHTS_KEY, sha256_file(folder / WEIGHTS_FILE)
+        require_onnx().save(graph, tmp)
         os.replace(tmp, target)
     except Exception as exc:  # noqa: BLE001 - an operator ONNX lacks must be one line naming the model
         Path(tmp).unlink(missing_ok=True)

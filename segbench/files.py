@@ -129,6 +129,22 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
+# ================================================================ paths from outside data
+
+
+def confined(root: str | Path, relative: str, what: str) -> Path:
+    """``root / relative`` when it stays inside ``root`` once resolved (``..``, an absolute path or a symbolic
+    link pointing out would leave it), else a one-line SegbenchError naming ``what``. For every path built from
+    data this process did not write: manifest entries, record fields, URIs."""
+    base = Path(root).resolve()
+    if not isinstance(relative, str) or not relative or "\x00" in relative or Path(relative).is_absolute():
+        raise SegbenchError(f"{what} {relative!r}: not a relative path inside {base}")
+    path = (base / relative).resolve()
+    if path == base or not path.is_relative_to(base):
+        raise SegbenchError(f"{what} {relative!r}: leaves {base}; only paths inside it are read or written")
+    return path
+
+
 # ================================================================ folders
 
 

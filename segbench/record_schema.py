@@ -18,7 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Any
+
+from .errors import NAME_RULE, short_repr, valid_name
 
 SCHEMA_VERSION = 2
 HARDWARE_CLASSES = ("cpu", "cuda", "mps")
@@ -36,6 +39,18 @@ _TOP: dict[str, tuple[type, ...]] = {
 _FRACTIONS = ("pixel_accuracy", "mean_pixel_accuracy", "miou", "fwiou", "mean_dice", "mean_boundary_iou",
               "mask_ap", "box_ap")
 _PER_CLASS = ("iou", "accuracy", "dice", "boundary_iou")
+
+
+# The trust boundary's limits: a record is read from folders, packs and Hub repos that anyone may write.
+_HASH12 = re.compile(r"[0-9a-f]{12}")  # the run id: the config hash
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HUB_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+_HUB_URI = re.compile(rf"hf://{_HUB_PART}/{_HUB_PART}(/runs/[0-9a-f]{{12}})?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_TEXT = 200  # characters in a free-text field a reader shows (variant, class names, device)
+MAX_CLASSES = 1000
+INT64_MAX = 2**63 - 1  # per-image counts are int64 tensors when read back
+MEAN_TOLERANCE = 1e-6  # mIoU against the mean of its per-class IoU (both written from one float64 computation)
 
 
 class RecordError(ValueError):
@@ -104,8 +119,9 @@ def _per_image(per_image: Any, where: str) -> None:
     for i, (a, b) in enumerate(zip(inter, union)):
         if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b):
             raise RecordError(f"{where}: image {i} has mismatched intersection/union rows")
-        if any(not isinstance(v, int) or v < 0 for v in a + b) or any(x > y for x, y in zip(a, b)):
-            raise RecordError(f"{where}: image {i} needs non-negative integer counts with intersection <= union")
+        if any(not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= INT64_MAX for v in a + b) \
+                or any(x > y for x, y in zip(a, b)):
+            raise RecordError(f"{where}: image {i} needs integer counts in [0, 2^63) with intersection <= union")
 
 
 # ---------------------------------------------------------------- the record
@@ -128,10 +144,13 @@ def validate_record(record: Any) -> None:
         raise RecordError(f"hardware_class {record['hardware_class']!r} is not one of {', '.join(HARDWARE_CLASSES)}")
     if record["task"] not in ("semantic", "instance"):
         raise RecordError(f"task {record['task']!r} is not 'semantic' or 'instance'")
-    _number(record["num_classes"], "num_classes", low=1, nullable=False)
+    _number(record["num_classes"], "num_classes", low=1, high=MAX_CLASSES, nullable=False)
+    _identity(record)
     _metrics(record["metrics"], "metrics")
+    _consistent(record["metrics"], "metrics", record["class_names"])
     if record["test_metrics"] is not None:
         _metrics(record["test_metrics"], "test_metrics")
+        _consistent(record["test_metrics"], "test_metrics", record["class_names"])
     selection = record["selection"]
     if not isinstance(selection.get("checkpoint"), str):
         raise RecordError("missing field 'selection.checkpoint'")
@@ -143,7 +162,80 @@ def validate_record(record: Any) -> None:
     for key in ("sha256", "uri"):
         if not isinstance(record["weights"].get(key), str):
             raise RecordError(f"missing field 'weights.{key}'")
+    _weights(record)
     _pretrained(record.get("pretrained"))
+
+
+def _text(value: Any, where: str) -> None:
+    if not isinstance(value, str) or len(value) > MAX_TEXT or _CONTROL.search(value):
+        raise RecordError(f"{where} must be text of at most {MAX_TEXT} characters without control characters")
+
+
+def _identity(record: dict[str, Any]) -> None:
+    """Names that become paths (records/<dataset>/<model>--<id>.json, the store, packs, Hub repos) obey the
+    config's name rule; the run hashes are hashes; shown text is short plain text."""
+    for key in ("model", "dataset", "split", "family", "group"):
+        if not valid_name(record[key]):
+            raise RecordError(f"{key} {short_repr(record[key])} is not a valid name ({NAME_RULE})")
+    if not _HASH12.fullmatch(record["id"]):
+        raise RecordError(f"id {short_repr(record['id'])} must be 12 lowercase hex digits (the run's config hash)")
+    _text(record["variant"], "variant")
+    names = record["class_names"]
+    if len(names) != record["num_classes"]:
+        raise RecordError(f"class_names has {len(names)} names for num_classes {record['num_classes']}")
+    for i, name in enumerate(names):
+        _text(name, f"class_names[{i}]")
+    if len(set(names)) != len(names):
+        raise RecordError("class_names has duplicates")
+    for where, value in (("hardware.device", record["hardware"].get("device")),
+                         ("efficiency.latency.device", record["efficiency"].get("latency", {}).get("device")),
+                         ("training.device", record["training"].get("device"))):
+        if value is not None:
+            _text(value, where)
+
+
+def _consistent(metrics: dict[str, Any], where: str, class_names: list[str]) -> None:
+    """The numbers agree with each other: per-class IoU is over the record's classes; mIoU is the mean of the
+    present classes' IoU and lies inside its CI; the per-image counts give the per-class IoU."""
+    iou = metrics.get("iou")
+    if iou is None:
+        return
+    if set(iou) != set(class_names):
+        raise RecordError(f"{where}.iou names other classes than class_names")
+    present = [v for v in iou.values() if v is not None]
+    miou = metrics.get("miou")
+    if present and abs(sum(present) / len(present) - miou) > MEAN_TOLERANCE:
+        raise RecordError(f"{where}.miou {miou!r} is not the mean of the present classes' IoU "
+                          f"({sum(present) / len(present):.6f})")
+    ci = metrics.get("miou_ci")
+    if ci is not None and not ci[0] - MEAN_TOLERANCE <= miou <= ci[1] + MEAN_TOLERANCE:
+        raise RecordError(f"{where}.miou {miou!r} lies outside its own 95% CI {ci!r}")
+    per_image = metrics.get("per_image")
+    if per_image is None:
+        return
+    rows_i, rows_u = per_image["intersection"], per_image["union"]
+    if any(len(row) != len(class_names) for row in rows_i):
+        raise RecordError(f"{where}.per_image rows must have one count per class ({len(class_names)})")
+    for c, name in enumerate(class_names):
+        inter, union = sum(row[c] for row in rows_i), sum(row[c] for row in rows_u)
+        expected = inter / union if union else None
+        if (expected is None) != (iou[name] is None) or (
+                expected is not None and abs(expected - iou[name]) > MEAN_TOLERANCE):
+            raise RecordError(f"{where}.per_image counts give IoU {expected!r} for class {short_repr(name)}, "
+                              f"the record says {iou[name]!r}")
+
+
+def _weights(record: dict[str, Any]) -> None:
+    """The weights URI names this record's own run: in the local store or in a Hub model repo."""
+    weights = record["weights"]
+    own = f"local:{record['dataset']}/{record['model']}--{record['id']}"
+    uri = weights["uri"]
+    if uri != own and not (_HUB_URI.fullmatch(uri) and ".." not in uri and (
+            "/runs/" not in uri or uri.endswith(f"/runs/{record['id']}"))):
+        raise RecordError(f"weights.uri {short_repr(uri)} is neither this run's store URI ({own}) nor "
+                          f"'hf://owner/name/runs/{record['id']}'")
+    if not _HEX64.fullmatch(weights["sha256"]):
+        raise RecordError("weights.sha256 must be 64 lowercase hex digits")
 
 
 def _pretrained(pretrained: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from .files import atomic_write_text
 from .record_schema import SCHEMA_VERSION, RecordError, upgrade, validate_record
 
 __all__ = ["SCHEMA_VERSION", "RecordError", "validate_record", "write_record", "read_record", "load_records",
-           "records_frame", "load_frame", "flatten", "record_path", "previous_record", "reproduction_report",
+           "records_frame", "load_frame", "flatten", "record_path", "previous_record", "reproduction_report", "csv_text",
            "COLUMNS", "DEFAULT_ROOT"]
 
 DEFAULT_ROOT = Path("leaderboard")
@@ -100,7 +101,24 @@ def load_records(sources: str | Path | Iterable[str | Path] = DEFAULT_ROOT) -> t
             continue
         record["_path"] = str(path)
         records.append(record)
-    return records, problems
+    return _without_conflicts(records, problems)
+
+
+def _without_conflicts(records: list[dict[str, Any]], problems: list[str]) -> tuple[list[dict], list[str]]:
+    """One record per id: copies of one record (a pulled record beside its local original) count once; two
+    different records under one id are both left out with a problem line naming their files, never a silent pick."""
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_id.setdefault(record["id"], []).append(record)
+    kept = []
+    for rid, group in by_id.items():
+        contents = {json.dumps({k: v for k, v in r.items() if k != "_path"}, sort_keys=True) for r in group}
+        if len(contents) == 1:
+            kept.append(group[0])
+            continue
+        problems.append(f"{', '.join(r['_path'] for r in group)}: {len(group)} different records share the id "
+                        f"{rid}; none is shown until only one remains")
+    return kept, problems
 
 
 def previous_record(root: str | Path, record: dict[str, Any]) -> dict[str, Any] | None:
@@ -179,6 +197,21 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     if frame.empty:
         return frame
     return frame.sort_values(["dataset", "miou"], ascending=[True, False], na_position="last").reset_index(drop=True)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?%?|[-–]")
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """``frame`` as CSV for a spreadsheet: a text cell that starts like a formula (=, +, -, @, tab, CR) gets a
+    leading apostrophe, so a record's strings are shown, never evaluated (numbers and the '-' placeholder stay)."""
+    def cell(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+            return "'" + value
+        return value
+
+    return frame.map(cell).to_csv(index=False, lineterminator="\n")
 
 
 def load_frame(sources: str | Path | Iterable[str | Path] = DEFAULT_ROOT) -> tuple[pd.DataFrame, list[str]]:

@@ -332,7 +332,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     except ValueError:
         index, count = -1, 0
     if count < 1 or not 0 <= index < count:
-        raise SegbenchError(f"--shard {text}: use i/n with 0 <= i < n, e.g. --shard 0/2 on one machine and "
+        raise SegbenchError(f"--shard {text!r}: use i/n with 0 <= i < n, e.g. --shard 0/2 on one machine and "
                             "--shard 1/2 on another")
     return index, count
 

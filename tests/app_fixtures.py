@@ -40,10 +40,15 @@ def fake_record(i: int, *, dataset: str, model: str = "unet_small", family: str 
     run_id = run_id or f"{rng.getrandbits(48):012x}"
     miou = rng.uniform(0.3, 0.9) if miou is None else miou
     per_image, ci = None, None
+    # per-class IoU around the mIoU, their mean exactly the mIoU (records are checked for it)
+    spread = [rng.uniform(-1.0, 1.0) for _ in class_names]
+    half = min(miou, 1.0 - miou) / 2
+    iou = {c: miou + half * (d - sum(spread) / len(spread)) for c, d in zip(class_names, spread)}
     if images:
         inter, union, miou = per_image_counts(miou, images=images, classes=len(class_names), seed=seed * 7919 + i,
                                               noise=noise)
         per_image, ci = {"intersection": inter, "union": union}, [max(0.0, miou - 0.02), min(1.0, miou + 0.015)]
+        iou = {c: sum(r[k] for r in inter) / sum(r[k] for r in union) for k, c in enumerate(class_names)}
     forward = rng.uniform(1.0, 400.0)
     return {
         "schema": records_module.SCHEMA_VERSION, "id": run_id, "group": group or f"g{run_id[:11]}",
@@ -52,7 +57,7 @@ def fake_record(i: int, *, dataset: str, model: str = "unet_small", family: str 
         "class_names": class_names,
         "metrics": {"pixel_accuracy": min(1.0, miou + 0.1), "mean_pixel_accuracy": min(1.0, miou + 0.05),
                     "miou": miou, "fwiou": miou, "mean_dice": miou,
-                    "iou": {c: rng.uniform(0.1, 1.0) for c in class_names}, "accuracy": {}, "dice": {},
+                    "iou": iou, "accuracy": {}, "dice": {},
                     "absent": [], "miou_ci": ci, "per_image": per_image,
                     "ci": {"method": "bootstrap over images, percentile", "level": 0.95, "resamples": 1000, "seed": 0},
                     "boundary_iou": {}, "mean_boundary_iou": miou * 0.6, "boundary_dilation_ratio": 0.02,

@@ -98,7 +98,7 @@ def _record(store: LocalStore, model: str, dataset: str, run_id: str, miou: floa
         "schema": 1, "id": run_id, "model": model, "family": "unet", "variant": "same-8", "task": "semantic",
         "dataset": dataset, "split": "val", "num_classes": 3, "class_names": ["bg", "a", "b"],
         "metrics": {"pixel_accuracy": 0.9, "mean_pixel_accuracy": 0.8, "miou": miou, "fwiou": 0.85, "mean_dice": 0.7,
-                    "iou": {"bg": 0.9, "a": 0.5, "b": None}, "accuracy": {"bg": 0.95, "a": 0.6, "b": None},
+                    "iou": {"bg": miou + min(miou, 1 - miou) / 2, "a": miou - min(miou, 1 - miou) / 2, "b": None}, "accuracy": {"bg": 0.95, "a": 0.6, "b": None},
                     "dice": {"bg": 0.94, "a": 0.66, "b": None}, "absent": ["b"], "mask_ap": None, "box_ap": None,
                     "coco": None, "score_threshold": None},
         "efficiency": {"params": 150, "gflops": 0.01, "flops_input": [3, 32, 32], "receptive_field": 5, "output_stride": 1,

@@ -12,8 +12,8 @@ def make_record(**over):
         "family": "unet", "variant": "same-16", "task": "semantic", "dataset": "synthetic", "split": "val",
         "num_classes": 2, "class_names": ["a", "b"],
         "metrics": {"pixel_accuracy": 0.9, "mean_pixel_accuracy": 0.8, "miou": 0.7, "fwiou": 0.85, "mean_dice": 0.8,
-                    "iou": {"a": 0.9, "b": None}, "miou_ci": [0.6, 0.8], "mean_boundary_iou": 0.5,
-                    "per_image": {"intersection": [[1, 0], [2, 3]], "union": [[2, 0], [2, 4]]}},
+                    "iou": {"a": 0.9, "b": 0.5}, "miou_ci": [0.6, 0.8], "mean_boundary_iou": 0.5,
+                    "per_image": {"intersection": [[4, 1], [5, 0]], "union": [[5, 2], [5, 0]]}},
         "test_metrics": {"miou": 0.65, "pixel_accuracy": 0.88},
         "selection": {"checkpoint": "final", "holdout_images": None, "holdout_seed": None, "selected_epoch": 1},
         "efficiency": {"params": 10, "gmacs": 0.05, "latency": {"device": "cpu", "forward_ms": 1.0, "end_to_end_ms": 2.0}},
@@ -34,21 +34,26 @@ def schema1_record(**over):
         "efficiency": {"params": 10, "gflops": 0.2, "latency": {"ms": 3.0, "ms_std": 0.1, "device": "AMD EPYC (2 cores)"}},
         "training": {"seconds": 20.0, "device": "AMD EPYC (2 cores)", "epochs": 1, "best_epoch": 1, "stopped_early": True},
         "config": {"epochs": 5, "max_train_seconds": 20}, "seed": 0, "versions": {}, "git_commit": None,
-        "date": "2025-01-01T00:00:00+00:00", "weights": {"sha256": "0" * 64, "uri": "local:x"}, "hardware": {},
+        "date": "2025-01-01T00:00:00+00:00", "hardware": {},
+        "weights": {"sha256": "0" * 64, "uri": "local:synthetic/unet_small--0123456789ab"},
     }
     record.update(over)
+    if "weights" not in over:  # the run's own store URI
+        record["weights"]["uri"] = f"local:{record['dataset']}/{record['model']}--{record['id']}"
     return record
 
 
 def test_write_and_load_roundtrip(tmp_path):
     record = make_record()
-    record["metrics"]["iou"]["b"] = float("nan")  # an absent class
+    record["metrics"].update(miou=0.9, miou_ci=[0.85, 0.95])  # class b absent: neither in the truth nor predicted
+    record["metrics"]["iou"]["b"] = float("nan")
+    record["metrics"]["per_image"] = {"intersection": [[4, 0], [5, 0]], "union": [[5, 0], [5, 0]]}
     path = write_record(record, tmp_path)
     assert path == tmp_path / "records" / "synthetic" / "unet_small--abcdef123456.json"
     stored = json.loads(path.read_text())
     assert stored["metrics"]["iou"]["b"] is None  # NaN stored as null
     frame, problems = load_frame(tmp_path)
-    assert problems == [] and list(frame["model"]) == ["unet_small"] and frame.loc[0, "miou"] == 0.7
+    assert problems == [] and list(frame["model"]) == ["unet_small"] and frame.loc[0, "miou"] == 0.9
     assert not list(path.parent.glob(".*tmp"))  # no temporary files left
 
 

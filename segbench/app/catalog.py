@@ -88,7 +88,10 @@ def discover_models(store_root: str | Path, records: list[dict[str, Any]], *,
     hub_entries = []
     for record in records:
         uri = str((record.get("weights") or {}).get("uri", ""))
-        local = None if uri.startswith("hf://") or not uri else store.resolve(uri)
+        try:
+            local = None if uri.startswith("hf://") or not uri else store.resolve(uri)
+        except SegbenchError:
+            continue  # a URI outside the store: records are checked on read, this is the second line of defence
         if local is not None and (local / WEIGHTS_FILE).is_file():
             by_dir[str(local.resolve())] = record
             continue

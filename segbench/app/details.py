@@ -5,13 +5,33 @@ reproduces it. Also the number formats the leaderboard table shares."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
+import re
 from typing import Any
 
-# How each number was measured, next to the number (record values win when a record states its own).
+from ..errors import SegbenchError
+from ..record_schema import END_TO_END_SCOPE, FORWARD_SCOPE
+
+# How each number was measured, next to the number. Always segbench's own words: a record's text is data, never
+# shown as our convention (records from elsewhere could claim anything).
 GMACS_CONVENTION = "multiply-adds / 1e9, torchvision/fvcore convention (1 MAC = 1 multiply-add); aux heads not counted"
-FORWARD_SCOPE = "model forward only, input already normalised on the device"
-END_TO_END_SCOPE = "resize + normalise + forward + argmax/paste + copy back to host; decode excluded"
+FOLDED = "; BatchNorm folded into the convolutions"
+PRECISIONS = ("fp32", "bf16", "fp16")
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def esc(value: Any) -> str:
+    """A record's string as literal Markdown text: HTML tags and entities and Markdown syntax (links, emphasis,
+    headings, tables) are shown as typed, never rendered; newlines become spaces."""
+    text = html.escape(" ".join(str(value).split()), quote=False)
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
+def code(value: Any) -> str:
+    """A record's string as a Markdown code span (backticks in it cannot end the span early)."""
+    text = " ".join(str(value).split()).replace("`", "'")
+    return f"`{text}`"
 
 
 def missing(value: Any) -> bool:
@@ -46,7 +66,7 @@ def selection_text(selection: Any) -> str:
     """The rule that picked the reported checkpoint, in words."""
     if not isinstance(selection, dict) or not selection.get("checkpoint"):
         return "not recorded"
-    rule, epoch = selection["checkpoint"], selection.get("selected_epoch")
+    rule, epoch = esc(selection["checkpoint"]), selection.get("selected_epoch")
     at = f" (epoch {epoch})" if epoch is not None else ""
     if rule == "final":
         return f"final checkpoint{at}; no model selection"
@@ -70,7 +90,7 @@ def scores_line(metrics: dict[str, Any], split: str) -> str:
             text += f" (max detections {metrics['max_dets']})"
     if metrics.get("score_threshold") is not None:
         text += f" (instances kept at score >= {metrics['score_threshold']})"
-    return f"{text} — on `{split}`"
+    return f"{text} — on {code(split)}"
 
 
 def efficiency_lines(e: dict[str, Any]) -> list[str]:
@@ -78,18 +98,20 @@ def efficiency_lines(e: dict[str, Any]) -> list[str]:
     forward = latency.get("forward_ms", latency.get("ms"))
     forward_std = latency.get("forward_ms_std", latency.get("ms_std"))
     aux = f" ({num(e['gmacs_aux'], 2)} with the aux head)" if not missing(e.get("gmacs_aux")) else ""
+    precision = latency.get("precision") if latency.get("precision") in PRECISIONS else "fp32"
     where = (f"batch {latency.get('batch_size', 1)}, {latency.get('image_size')}, "
-             f"{latency.get('precision') or 'fp32'}, on {latency.get('device', '?')}")
-    inputs = f"; inputs: {latency['inputs']}" if latency.get("inputs") else ""
+             f"{precision}, on {esc(latency.get('device', '?'))}")
+    inputs = f"; inputs: {esc(latency['inputs'])}" if latency.get("inputs") else ""
     if not missing(latency.get("mean_detections")):
         inputs += f", {num(latency['mean_detections'], 1)} detections per image"
     return [
         f"- **Size**: {num(e.get('params'), 0)} parameters; **{num(e.get('gmacs'), 2)} GMACs**{aux} at "
-        f"{e.get('macs_input', e.get('flops_input'))} ({e.get('macs_convention') or GMACS_CONVENTION}); receptive "
+        f"{e.get('macs_input', e.get('flops_input'))} ({GMACS_CONVENTION}); receptive "
         f"field {e.get('receptive_field') or '-'} px, output stride {e.get('output_stride') or '-'}",
-        f"- **Forward**: {num(forward, 1)} ± {num(forward_std, 1)} ms ({latency.get('forward_scope') or FORWARD_SCOPE})",
+        f"- **Forward**: {num(forward, 1)} ± {num(forward_std, 1)} ms "
+        f"({FORWARD_SCOPE}{FOLDED if latency.get('batchnorm_folded') else ''})",
         f"- **End-to-end**: {num(latency.get('end_to_end_ms'), 1)} ± {num(latency.get('end_to_end_ms_std'), 1)} ms "
-        f"({latency.get('end_to_end_scope') or END_TO_END_SCOPE})",
+        f"({END_TO_END_SCOPE})",
         f"- **Latency setting**: {where}{inputs}",
     ]
 
@@ -103,7 +125,7 @@ def training_line(t: dict[str, Any], record: dict[str, Any]) -> str:
               if t.get("capped") else "")
     speed = f", {num(t.get('images_per_s'), 1)} images/s" if t.get("images_per_s") is not None else ""
     return (f"- **Training**: {t.get('epochs', '?')} epochs{planned}{steps} in {duration(t.get('seconds'))} on "
-            f"{t.get('device', '?')}{speed}; seed {record.get('seed')}{track}{capped}")
+            f"{esc(t.get('device', '?'))}{speed}; seed {record.get('seed')}{track}{capped}")
 
 
 def record_details(record: dict[str, Any], *, seeds: list[dict[str, Any]] | None = None) -> str:
@@ -112,50 +134,58 @@ def record_details(record: dict[str, Any], *, seeds: list[dict[str, Any]] | None
     (other seeds), listed when there are several."""
     m, e, t, w = record["metrics"], record["efficiency"], record["training"], record["weights"]
     hw, versions = record.get("hardware") or {}, record.get("versions") or {}
-    lines = [f"### {record['model']} ({record['variant']}) on {record['dataset']} / {record['split']}",
-             scores_line(m, record["split"])]
+    lines = [f"### {esc(record['model'])} ({esc(record['variant'])}) on {esc(record['dataset'])} / "
+             f"{esc(record['split'])}", scores_line(m, record["split"])]
     test = record.get("test_metrics")
     if isinstance(test, dict) and test.get("miou") is not None:
         lines.append("- **Test**: " + scores_line(test, "test"))
     ci = m.get("ci") or {}
     if ci:
-        lines.append(f"- **CI**: {ci.get('method', 'bootstrap')}, level {ci.get('level', 0.95)}, "
-                     f"{ci.get('resamples', '?')} resamples, seed {ci.get('seed', '?')}")
+        lines.append(f"- **CI**: {esc(ci.get('method', 'bootstrap'))}, level {esc(ci.get('level', 0.95))}, "
+                     f"{esc(ci.get('resamples', '?'))} resamples, seed {esc(ci.get('seed', '?'))}")
     lines.append(f"- **Selection**: {selection_text(record.get('selection'))}")
     lines += efficiency_lines(e)
     lines.append(training_line(t, record))
     lines += [
-        f"- **Hardware**: class `{record.get('hardware_class', '?')}`; {hw.get('device', '?')}; CPU {hw.get('cpu', '?')} "
-        f"({hw.get('cpu_count', '?')} threads)" + (f"; {hw['platform']}" if hw.get("platform") else ""),
-        "- **Versions**: " + ", ".join(f"{k} {v}" for k, v in versions.items())
-        + f"; git commit `{record.get('git_commit') or 'unknown'}`; date {record.get('date')}",
-        f"- **Weights**: `{w.get('uri')}`  \n  sha256 `{w.get('sha256')}`",
-        f"- **Record file**: `{record.get('_path', '?')}`",
+        f"- **Hardware**: class {code(record.get('hardware_class', '?'))}; {esc(hw.get('device', '?'))}; CPU "
+        f"{esc(hw.get('cpu', '?'))} ({esc(hw.get('cpu_count', '?'))} threads)"
+        + (f"; {esc(hw['platform'])}" if hw.get("platform") else ""),
+        "- **Versions**: " + ", ".join(f"{esc(k)} {esc(v)}" for k, v in versions.items())
+        + f"; git commit {code(record.get('git_commit') or 'unknown')}; date {esc(record.get('date'))}",
+        f"- **Weights**: {code(w.get('uri'))}  \n  sha256 {code(w.get('sha256'))}",
+        f"- **Record file**: {code(record.get('_path', '?'))}",
     ]
     if seeds and len(seeds) > 1:
-        scores = ", ".join(f"seed {r.get('seed')}: {pct(r['metrics'].get('miou'))} (`{r['id']}`)" for r in seeds)
-        lines.append(f"- **Seeds of this configuration** (group `{record.get('group')}`): {scores}")
+        scores = ", ".join(f"seed {r.get('seed')}: {pct(r['metrics'].get('miou'))} ({code(r['id'])})" for r in seeds)
+        lines.append(f"- **Seeds of this configuration** (group {code(record.get('group'))}): {scores}")
     absent = m.get("absent") or []
     if absent:
-        lines.append(f"- **Classes absent from the split** (left out of the means): {', '.join(map(str, absent))}")
+        lines.append(f"- **Classes absent from the split** (left out of the means): {', '.join(map(esc, absent))}")
+    config = json.dumps(record.get("config"), indent=2, sort_keys=True).replace("`", "'")  # cannot close the fence
     lines += ["", "**Reproduce**", "```bash", reproduce_command(record), "```",
-              "<details><summary>Full config</summary>", "", "```json",
-              json.dumps(record.get("config"), indent=2, sort_keys=True), "```", "</details>"]
+              "<details><summary>Full config</summary>", "", "```json", config, "```", "</details>"]
     return "\n".join(lines)
 
 
 def reproduce_command(record: dict[str, Any]) -> str:
-    """Shell lines that retrain and re-score this record: the record's own ``command`` when it has one, else the
-    config keys that differ from the defaults (plus model and dataset) written as YAML, then ``segbench train``."""
+    """Shell lines that retrain and re-score this record, rebuilt by segbench (a record's own ``command`` text is
+    never shown): the record's config is read back through ``RunConfig`` (unknown keys and out-of-range values
+    refused), its keys that differ from the defaults (plus model and dataset) are written as YAML, then
+    ``segbench train``. A config that does not validate gets a comment saying so instead of a command."""
     import yaml
 
-    from ..config import RunConfig
+    from ..config import RunConfig, make_config
 
-    if isinstance(record.get("command"), str):
-        return record["command"]
-    defaults = dataclasses.asdict(RunConfig())
-    config = {k: v for k, v in (record.get("config") or {}).items()
-              if k in ("model", "dataset") or (k != "device" and (k not in defaults or defaults[k] != v))}
-    name = f"{record['model']}-{record['dataset']}.yaml"
+    raw = {k: v for k, v in (record.get("config") or {}).items() if k != "device"}
+    try:
+        cfg = make_config(raw, source="the record's config")
+    except SegbenchError as exc:
+        return f"# no command: {' '.join(str(exc).split())[:300]}".replace("`", "'")
+    defaults, values = dataclasses.asdict(RunConfig()), dataclasses.asdict(cfg)
+    config = {k: v for k, v in values.items()
+              if k in ("model", "dataset") or (k in raw and k != "device" and defaults.get(k) != v)}
+    name = f"{cfg.display_name()}-{cfg.dataset}.yaml"  # names obey the name rule (checked by RunConfig)
     body = yaml.safe_dump(config, sort_keys=False, default_flow_style=False).rstrip()
+    if any(line.strip() == "EOF" for line in body.splitlines()) or "`" in body:
+        return "# no command: the config holds text that cannot be written into a shell here-document"
     return f"cat > {name} <<'EOF'\n{body}\nEOF\npython -m segbench train {name}"

@@ -17,7 +17,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from ..records import load_records, records_frame
+from ..records import csv_text, load_records, records_frame
 from .config import AppConfig, AppState, dataset_rank, one_line
 from .details import END_TO_END_SCOPE, FORWARD_SCOPE, GMACS_CONVENTION, ci_text, missing, record_details
 from .ranking import aggregate_seeds, shared_ranks
@@ -287,7 +287,7 @@ def load_leaderboard(cfg: AppConfig) -> Leaderboard:
 
 def write_csv(table: pd.DataFrame, folder: str | Path) -> Path:
     """Write ``table`` as CSV in ``folder``; the name depends on the content, so the same view reuses one file."""
-    text = table.to_csv(index=False)
+    text = csv_text(table)
     path = Path(folder) / f"segbench-leaderboard-{hashlib.sha1(text.encode()).hexdigest()[:10]}.csv"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from .args import store_of
+from .args import float_in, store_of
 
 DEMO_OUT = "leaderboard/demo"  # segbench.demo.DEMO_DIR, typed here so --help does not load torch (a test ties them)
 
@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
     p.add_argument("--leaderboard", default="leaderboard", help="records folder (default: leaderboard)")
     p.add_argument("--store", default=None, help="weights folder (default $SEGBENCH_STORE or ~/.cache/segbench)")
     p.add_argument("--out", default=DEMO_OUT, help=f"pack folder, replaced (default: {DEMO_OUT})")
-    p.add_argument("--max-mb", type=float, default=40.0, help="size limit of the whole pack in MB (default 40)")
+    p.add_argument("--max-mb", type=float_in(0.001, 100_000.0), default=40.0, help="size limit of the whole pack in MB (default 40)")
     p.add_argument("--models", help="comma-separated record ids, names or dataset/name instead of the rule")
     p.set_defaults(func=cmd_demo_pack)
 

@@ -23,7 +23,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for i, cfg in enumerate(configs, 1):
         check_runnable(cfg, f"{args.suite} (run {i}: {cfg.display_name()} / {cfg.dataset})")
     check_training_outputs((c.dataset for c in configs), store_root=store.root, leaderboard=args.leaderboard)
-    if args.shard:
+    if args.shard is not None:  # an empty --shard (a job array's unset variable) is an error, not the whole suite
         index, count = parse_shard(args.shard)
         print(f"shard {index}/{count}: {len(shard(configs, index, count))} of the suite's {len(configs)} pairs "
               f"(positions {index}, {index + count}, ...)")

@@ -379,7 +379,7 @@ def results_table(records: list[dict[str, Any]]) -> bytes:
         if column not in frame.columns:
             frame[column] = [read(r) for r in rows]
     frame["weights_uri"] = [r["weights"]["uri"] for r in rows]
-    return frame.drop(columns=["path"], errors="ignore").to_csv(index=False, lineterminator="\n").encode("utf-8")
+    return rec.csv_text(frame.drop(columns=["path"], errors="ignore")).encode("utf-8")
 
 
 def _miou_cell(record: dict[str, Any]) -> str:
