@@ -348,6 +348,7 @@ def load_pack(root: str | Path) -> DemoPack:
             why = _check_file(confined(root, name, "manifest file"), info)
         except SegbenchError as exc:
             why = str(exc)
+            pack.problems.append(f"{path}: {why}; the file is not read")
         if why:
             bad[name] = why
     for i, model in enumerate(models):

@@ -28,6 +28,7 @@ HARDWARE_CLASSES = ("cpu", "cuda", "mps")
 MACS_CONVENTION = "1 multiply-add = 1 MAC (torchvision/fvcore 'GFLOPS'); aux head not counted"
 FORWARD_SCOPE = "model forward only, input already normalised on the device"
 END_TO_END_SCOPE = "resize + normalise + forward + argmax/paste + copy back to host; decode excluded"
+FOLDED = "; BatchNorm folded into the convolutions"  # the predict path's fast mode (models.fold), since 2026-12
 
 _TOP: dict[str, tuple[type, ...]] = {
     "schema": (int,), "id": (str,), "group": (str,), "hardware_class": (str,), "model": (str,), "family": (str,),

@@ -7,6 +7,7 @@ reported by name and skipped, so the app and the README table survive a malforme
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -21,6 +22,7 @@ from .record_schema import SCHEMA_VERSION, RecordError, upgrade, validate_record
 
 __all__ = ["SCHEMA_VERSION", "RecordError", "validate_record", "write_record", "read_record", "load_records",
            "records_frame", "load_frame", "flatten", "record_path", "previous_record", "reproduction_report", "csv_text",
+           "markdown_text", "markdown_code",
            "COLUMNS", "DEFAULT_ROOT"]
 
 DEFAULT_ROOT = Path("leaderboard")
@@ -197,6 +199,21 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     if frame.empty:
         return frame
     return frame.sort_values(["dataset", "miou"], ascending=[True, False], na_position="last").reset_index(drop=True)
+
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]|~])")  # emphasis, links and images, code, table cells, strike
+
+
+def markdown_text(value: Any) -> str:
+    """A record's string as literal Markdown text: HTML tags and entities and Markdown syntax (links, emphasis,
+    headings, table pipes) are shown as typed, never rendered; newlines become spaces."""
+    text = html.escape(" ".join(str(value).split()), quote=False)
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
+def markdown_code(value: Any) -> str:
+    """A record's string as a Markdown code span (a backtick in it cannot end the span early)."""
+    return "`" + " ".join(str(value).split()).replace("`", "'") + "`"
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

@@ -37,11 +37,8 @@ from .data.transforms import normalize
 from .device import device_name
 from .errors import SegbenchError
 from .models.inference import forward_full
+from .record_schema import END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE, MACS_CONVENTION
 
-MACS_CONVENTION = "1 multiply-add = 1 MAC (torchvision/fvcore 'GFLOPS'); aux head not counted"
-FORWARD_SCOPE = "model forward only, input already normalised on the device"
-END_TO_END_SCOPE = "resize + normalise + forward + argmax/paste + copy back to host; decode excluded"
-FOLDED = "; BatchNorm folded into the convolutions"  # the predict path's fast mode (models.fold), since 2026-12
 SYNTHETIC_INPUTS = "random"
 LATENCY_IMAGES = 4  # real validation images an instance model is measured on
 

@@ -7,6 +7,7 @@ Masks are int64 [H,W] class maps; images are uint8 [C,H,W] (C = 1 or 3). Pixels 
 from __future__ import annotations
 
 import colorsys
+import html
 
 import numpy as np
 import torch
@@ -107,6 +108,11 @@ def disagreement_overlay(image: Tensor, masks: list[Tensor], *, colour=DISAGREE_
     return out, float(differ.float().mean())
 
 
+def _plain(column):
+    """A column of record text for a plotly label, which renders some HTML: shown as typed."""
+    return column.fillna("?").astype(str).map(html.escape)
+
+
 def legend_html(class_names: list[str], palette, *, present: set[int] | None = None) -> str:
     """An HTML legend: one colour swatch and name per class; classes not in ``present`` are faded."""
     items = []
@@ -185,8 +191,8 @@ def scatter_figure(frame, *, x: str, x_title: str, title: str, pareto: bool = Fa
     for dataset, group in data.groupby("dataset", sort=True):
         hw = hardware[group.index] if hardware is not None else None
         hover = (
-            group["model"] + " (" + group["variant"].astype(str) + ")<br>" + group["family"]
-            + "<br>device: " + group["latency_device"].fillna("?").astype(str)
+            _plain(group["model"]) + " (" + _plain(group["variant"]) + ")<br>" + _plain(group["family"])
+            + "<br>device: " + _plain(group["latency_device"])
             + ("<br>hardware: " + hw if hw is not None else "")
         )
         fig.add_trace(go.Scatter(
@@ -224,7 +230,7 @@ def class_iou_heatmap(records: list[dict], dataset: str):
         return _empty_figure(f"no per-class IoU for '{dataset}'")
     rows.sort(key=lambda r: r["metrics"].get("miou") or 0.0)  # plotly draws the first row at the bottom
     classes = list(rows[-1].get("class_names") or rows[-1]["metrics"]["iou"])
-    labels = [f"{r['model']} ({r['variant']}) #{r['id'][:6]}" for r in rows]
+    labels = [html.escape(f"{r['model']} ({r['variant']}) #{r['id'][:6]}") for r in rows]
     z = [[_percent(r["metrics"]["iou"].get(c)) for c in classes] for r in rows]
     fig = go.Figure(go.Heatmap(
         z=z, x=classes, y=labels, colorscale="Viridis", zmin=0, zmax=100, colorbar={"title": "IoU %"},

@@ -559,7 +559,7 @@ def test_instance_card_gives_mask_ap_with_max_dets(tmp_path):
     record["efficiency"]["latency"].update(mean_detections=3.5, inputs="val images [0..7] (8)")
     text = cards.model_card(record, repo_id="o/segbench-maskrcnn_r50-balloon").text
     assert "| mask AP | 0.2500 | COCO AP@[.50:.95], 101 recall points, maxDets 100 |" in text
-    assert "| mean detections per image | 3.50 |" in text and "inputs: val images [0..7] (8)" in text
+    assert "| mean detections per image | 3.50 |" in text and "inputs: val images \\[0..7\\] (8)" in text
 
 
 def test_dataset_terms_and_names_come_from_dataset_info(tmp_path, monkeypatch):

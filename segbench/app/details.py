@@ -5,35 +5,18 @@ reproduces it. Also the number formats the leaderboard table shares."""
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
-import re
 from typing import Any
 
 from ..errors import SegbenchError
-from ..record_schema import END_TO_END_SCOPE, FORWARD_SCOPE
+from ..record_schema import END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE
+from ..records import markdown_code, markdown_text
 
 # How each number was measured, next to the number. Always segbench's own words: a record's text is data, never
 # shown as our convention (records from elsewhere could claim anything).
 GMACS_CONVENTION = "multiply-adds / 1e9, torchvision/fvcore convention (1 MAC = 1 multiply-add); aux heads not counted"
-FOLDED = "; BatchNorm folded into the convolutions"
 PRECISIONS = ("fp32", "bf16", "fp16")
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
-
-
-def esc(value: Any) -> str:
-    """A record's string as literal Markdown text: HTML tags and entities and Markdown syntax (links, emphasis,
-    headings, tables) are shown as typed, never rendered; newlines become spaces."""
-    text = html.escape(" ".join(str(value).split()), quote=False)
-    return _MARKDOWN.sub(r"\\\1", text)
-
-
-def code(value: Any) -> str:
-    """A record's string as a Markdown code span (backticks in it cannot end the span early)."""
-    text = " ".join(str(value).split()).replace("`", "'")
-    return f"`{text}`"
-
-
+esc, code = markdown_text, markdown_code
 def missing(value: Any) -> bool:
     return value is None or value != value  # None or NaN
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..records import csv_text, load_records, records_frame
 from .config import AppConfig, AppState, dataset_rank, one_line
-from .details import END_TO_END_SCOPE, FORWARD_SCOPE, GMACS_CONVENTION, ci_text, missing, record_details
+from .details import END_TO_END_SCOPE, FORWARD_SCOPE, GMACS_CONVENTION, ci_text, code, missing, record_details
 from .ranking import aggregate_seeds, shared_ranks
 
 # Schema-2 flat columns -> how to read one from a record when the frame lacks it (records.py not yet flattening it).
@@ -299,7 +299,7 @@ def problems_markdown(problems: list[str]) -> str:
     """The visible notice for skipped records ('' when there are none)."""
     if not problems:
         return ""
-    lines = "\n".join(f"- `{p}`" for p in problems[:20])
+    lines = "\n".join(f"- {code(p)}" for p in problems[:20])  # problem lines quote record text: a code span each
     more = f"\n- ... and {len(problems) - 20} more" if len(problems) > 20 else ""
     return f"**{len(problems)} record file(s) skipped** (malformed or unreadable; fix or delete them):\n{lines}{more}"
 

@@ -16,6 +16,8 @@ import yaml
 from huggingface_hub import DatasetCardData, EvalResult, ModelCard, ModelCardData
 
 from .. import records as rec
+from ..record_schema import END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE
+from ..records import markdown_code as code, markdown_text as esc
 from ..data import dataset_info
 from .names import RUN_CONFIG_FILE, RUNS_DIR, TABLE_FILE
 
@@ -125,6 +127,17 @@ def _table(header: list[str], rows: Iterable[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _forward_scope(latency: dict[str, Any]) -> str:
+    """segbench's own words for what the forward latency covers (a record's text is never shown as ours)."""
+    if latency.get("forward_scope") == SCHEMA1_LATENCY:
+        return SCHEMA1_LATENCY
+    return FORWARD_SCOPE + (FOLDED if latency.get("batchnorm_folded") else "")
+
+
+def _esc(value: Any) -> str | None:
+    return None if value is None else esc(value)
+
+
 def _known(rows: Iterable[list[Any]]) -> list[list[Any]]:
     """Rows whose value (second cell) is known: a missing key is left out, never printed as None."""
     return [row for row in rows if row[1] is not None and row[1] != ""]
@@ -228,17 +241,16 @@ def _efficiency_section(record: dict[str, Any]) -> list[str]:
     macs, convention = gmacs(e)
     size = "x".join(str(v) for v in e.get("macs_input") or e.get("flops_input") or [])
     lat = latency_ms(e)
-    setup = [f"device {lat['device']}" if lat.get("device") else None,
+    setup = [f"device {esc(lat['device'])}" if lat.get("device") else None,
              f"batch {lat['batch_size']}" if lat.get("batch_size") else None,
-             "x".join(str(v) for v in lat.get("image_size") or []) or None, lat.get("precision"),
-             f"inputs: {lat['inputs']}" if lat.get("inputs") else None]
+             "x".join(str(v) for v in lat.get("image_size") or []) or None, esc(lat.get("precision") or "fp32"),
+             f"inputs: {esc(lat['inputs'])}" if lat.get("inputs") else None]
     rows = _known([
         ["parameters", e.get("params"), ""],
         ["GMACs", macs, convention + (f"; input {size} (C x H x W)" if size else "")],
         ["GMACs with aux head", e.get("gmacs_aux"), "as above, auxiliary head included"],
-        ["latency, forward (ms)", _ms(lat.get("forward_ms"), lat.get("forward_ms_std")), lat.get("forward_scope", "")],
-        ["latency, end to end (ms)", _ms(lat.get("end_to_end_ms"), lat.get("end_to_end_ms_std")),
-         lat.get("end_to_end_scope", "")],
+        ["latency, forward (ms)", _ms(lat.get("forward_ms"), lat.get("forward_ms_std")), _forward_scope(lat)],
+        ["latency, end to end (ms)", _ms(lat.get("end_to_end_ms"), lat.get("end_to_end_ms_std")), END_TO_END_SCOPE],
         ["latency setup", ", ".join(s for s in setup if s) or None, "± = standard deviation over the timed runs"],
         ["mean detections per image", _ms(lat.get("mean_detections"), None), "instance models, on the timed images"],
         ["receptive field (px)", e.get("receptive_field"), ""],
@@ -257,11 +269,11 @@ def _training_section(record: dict[str, Any]) -> list[str]:
         ["epochs", t.get("epochs")], ["optimizer steps", t.get("steps")], ["budget", budget], ["track", track],
         ["capped", capped], ["training time (s)", _fixed(t.get("seconds"), 1)],
         ["images / s", _fixed(t.get("images_per_s"), 1)],
-        ["training device", t.get("device")], ["loader", t.get("loader")],
+        ["training device", _esc(t.get("device"))], ["loader", _esc(t.get("loader"))],
         ["hardware class", record.get("hardware_class")],
-        ["hardware", ", ".join(f"{k}: {v}" for k, v in hardware.items()) or None],
-        ["seed", record.get("seed")], ["date", record.get("date")], ["git commit", record.get("git_commit")],
-        ["versions", ", ".join(f"{k} {v}" for k, v in (record.get("versions") or {}).items()) or None],
+        ["hardware", ", ".join(f"{esc(k)}: {esc(v)}" for k, v in hardware.items()) or None],
+        ["seed", record.get("seed")], ["date", _esc(record.get("date"))], ["git commit", _esc(record.get("git_commit"))],
+        ["versions", ", ".join(f"{esc(k)} {esc(v)}" for k, v in (record.get("versions") or {}).items()) or None],
     ])
     return ["## Training", _table(["", ""], rows)]
 
@@ -271,7 +283,7 @@ def _pretrained_section(record: dict[str, Any]) -> list[str]:
     if not isinstance(pretrained, dict) or not pretrained.get("source"):
         return []
     sha = f" (sha256 `{pretrained['sha256']}`)" if pretrained.get("sha256") else ""
-    return ["## Pretrained backbone", f"Initialised from `{pretrained['source']}`{sha}; check its licence too."]
+    return ["## Pretrained backbone", f"Initialised from {code(pretrained['source'])}{sha}; check its licence too."]
 
 
 def _intro(record: dict[str, Any]) -> str:
@@ -282,9 +294,9 @@ def _intro(record: dict[str, Any]) -> str:
     if record.get("hardware_class"):
         scope.append(f"trained and timed on `{record['hardware_class']}` hardware")
     return (
-        f"`{record['model']}` ({record['family']}, {record['variant']}) trained by segbench on "
+        f"`{record['model']}` ({record['family']}, {esc(record['variant'])}) trained by segbench on "
         f"**{dataset_label(record['dataset'])}** "
-        f"({record['num_classes']} classes: {', '.join(record['class_names'])}). "
+        f"({record['num_classes']} classes: {', '.join(map(esc, record['class_names']))}). "
         + "; ".join(scope) + ". Metric values are fractions in [0, 1]."
     )
 
