@@ -1,7 +1,7 @@
 """A fake Hugging Face Hub for tests: the endpoints huggingface_hub calls to push and pull, on 127.0.0.1.
 
-Implemented (paths as huggingface_hub 2.x builds them; ``{t}`` is ``models`` or ``datasets``, the URL prefix is
-``""`` or ``"datasets/"``):
+Implemented (paths as huggingface_hub 2.x builds them; ``{t}`` is ``models``, ``datasets`` or ``spaces``, the URL
+prefix is ``""``, ``"datasets/"`` or ``"spaces/"``; a Space is created with its ``sdk``):
     GET  /api/whoami-v2                                   token check
     POST /api/repos/create                                409 when it exists
     POST /api/validate-yaml                               README metadata check (parses the YAML)
@@ -72,6 +72,7 @@ class Repo:
     repo_id: str
     private: bool
     commits: list[Commit] = field(default_factory=list)
+    sdk: str | None = None  # Spaces only
 
     @property
     def head(self) -> Commit:
@@ -176,8 +177,13 @@ class _Reply(Exception):
         self.status, self.body, self.headers = status, body, headers or {}
 
 
-_PREFIX = {"model": "", "dataset": "datasets/"}
-_TYPES = {"models": "model", "datasets": "dataset"}
+_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+
+
+def _prefix_type(prefix: str | None) -> str:
+    """The repo type of a URL prefix ("", "datasets/", "spaces/")."""
+    return {"datasets/": "dataset", "spaces/": "space"}.get(prefix or "", "model")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -265,13 +271,13 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", r"/api/whoami-v2", self._whoami),
             ("POST", r"/api/repos/create", self._create),
             ("POST", r"/api/validate-yaml", self._validate_yaml),
-            ("POST", rf"/(?P<prefix>datasets/)?(?P<repo>{_NAME}/{_NAME})\.git/info/lfs/objects/batch", self._lfs_batch),
+            ("POST", rf"/(?P<prefix>datasets/|spaces/)?(?P<repo>{_NAME}/{_NAME})\.git/info/lfs/objects/batch", self._lfs_batch),
             ("PUT", r"/lfs-upload/(?P<oid>[0-9a-f]{64})", self._lfs_put),
-            ("GET", rf"/api/(?P<t>models|datasets)/(?P<repo>{_NAME}/{_NAME})/tree/(?P<rev>[^/]+)(?:/(?P<sub>.+))?", self._tree),
-            ("POST", rf"/api/(?P<t>models|datasets)/(?P<repo>{_NAME}/{_NAME})/preupload/(?P<rev>[^/]+)", self._preupload),
-            ("POST", rf"/api/(?P<t>models|datasets)/(?P<repo>{_NAME}/{_NAME})/commit/(?P<rev>[^/]+)", self._commit),
-            ("GET", rf"/api/(?P<t>models|datasets)/(?P<repo>{_NAME}/{_NAME})(?:/revision/(?P<rev>[^/]+))?", self._info),
-            ("GET|HEAD", rf"/(?P<prefix>datasets/)?(?P<repo>{_NAME}/{_NAME})/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self._resolve),
+            ("GET", rf"/api/(?P<t>models|datasets|spaces)/(?P<repo>{_NAME}/{_NAME})/tree/(?P<rev>[^/]+)(?:/(?P<sub>.+))?", self._tree),
+            ("POST", rf"/api/(?P<t>models|datasets|spaces)/(?P<repo>{_NAME}/{_NAME})/preupload/(?P<rev>[^/]+)", self._preupload),
+            ("POST", rf"/api/(?P<t>models|datasets|spaces)/(?P<repo>{_NAME}/{_NAME})/commit/(?P<rev>[^/]+)", self._commit),
+            ("GET", rf"/api/(?P<t>models|datasets|spaces)/(?P<repo>{_NAME}/{_NAME})(?:/revision/(?P<rev>[^/]+))?", self._info),
+            ("GET|HEAD", rf"/(?P<prefix>datasets/|spaces/)?(?P<repo>{_NAME}/{_NAME})/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self._resolve),
         ]
         for methods, pattern, handler in routes:
             match = re.fullmatch(pattern, path)
@@ -326,7 +332,10 @@ class _Handler(BaseHTTPRequestHandler):
         url = f"{self.fake.url}/{_PREFIX[repo_type]}{repo_id}"
         if (repo_type, repo_id) in self.fake.repos:
             return 409, {"error": "You already created this repo", "url": url}, {}
-        repo = Repo(repo_type, repo_id, payload.get("visibility") == "private" or bool(payload.get("private")))
+        if repo_type == "space" and payload.get("sdk") not in ("gradio", "streamlit", "docker", "static"):
+            return 400, {"error": "sdk is required for a Space"}, {}
+        repo = Repo(repo_type, repo_id, payload.get("visibility") == "private" or bool(payload.get("private")),
+                    sdk=payload.get("sdk"))
         repo.commits.append(Commit(self.fake._new_sha(repo_id.encode()), "initial commit", "",
                                    {".gitattributes": Blob(GITATTRIBUTES, lfs=False)}))
         self.fake.repos[(repo_type, repo_id)] = repo
@@ -385,7 +394,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _lfs_batch(self, prefix: str | None, repo: str, body: bytes, **_: Any) -> tuple[int, Any, dict[str, str]]:
         self._require_write(repo.split("/")[0])
-        self._find("dataset" if prefix else "model", repo)
+        self._find(_prefix_type(prefix), repo)
         objects = []
         for obj in json.loads(body)["objects"]:
             item = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
@@ -428,7 +437,7 @@ class _Handler(BaseHTTPRequestHandler):
                      "pullRequestUrl": None}, {}
 
     def _resolve(self, method: str, prefix: str | None, repo: str, rev: str, file: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
-        repo_type = "dataset" if prefix else "model"
+        repo_type = _prefix_type(prefix)
         r = self._find(repo_type, repo)
         commit = self._commit_at(r, rev)
         blob = commit.files.get(file)

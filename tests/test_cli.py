@@ -123,10 +123,11 @@ from segbench.cli import build_parser, main
 HEAVY = ("torch", "torchvision", "huggingface_hub", "gradio", "numpy", "PIL", "safetensors")
 sub = build_parser()._subparsers._group_actions[0].choices
 argvs = [["--help"], ["--version"], []] + [[name, "--help"] for name in sub]
-argvs += [["data", kind, "--help"] for kind in ("list", "check", "convert")]
+argvs += [["data", kind, "--help"] for kind in ("list", "check", "convert")] + [["space", "deploy", "--help"]]
 argvs += [["run", "--seeds", "0"], ["run", "--shard"], ["leaderboard", "--seeds", "1000000"], ["trian"],
           ["data", "convert", "voc", "a", "b"], ["models", "--size", "-3"], ["predict", "w"], ["eval", "--batch-size", "x"],
-          ["speed", "unet_small", "--baseline", "tensorrt"], ["data", "check", "camvid", "--limit", "0"]]
+          ["speed", "unet_small", "--baseline", "tensorrt"], ["data", "check", "camvid", "--limit", "0"],
+          ["space", "deploy"]]
 for argv in argvs:
     try:
         status = main(argv)
@@ -142,7 +143,7 @@ def test_help_and_argument_errors_do_not_load_torch():
     done = subprocess.run([sys.executable, "-c", _LIGHT_CLI], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     statuses = [line.rsplit(" ", 1)[1] for line in done.stderr.splitlines() if line.startswith("[")]
-    assert statuses.count("2") == 11 and "Traceback" not in done.stderr  # each bad argv is one error line, status 2
+    assert statuses.count("2") == 13 and "Traceback" not in done.stderr  # each bad argv is one error line, status 2
 
 
 def test_models_erf(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""``python -m segbench push`` and ``pull``: the Hub subcommands, registered by cli.py.
+"""``python -m segbench push``, ``pull`` and ``space deploy``: the Hub subcommands.
 
 huggingface_hub is imported only when one of these commands runs, so ``--help`` stays fast: this module imports
 nothing from the rest of segbench.hub at the top.
@@ -14,7 +14,8 @@ from ..errors import SegbenchError
 
 
 def register(subparsers: Any) -> None:
-    """Add ``push`` and ``pull`` to an argparse subparsers object; each sets ``func`` (Namespace -> exit code)."""
+    """Add ``push``, ``pull`` and ``space`` to an argparse subparsers object; each sets ``func`` (Namespace -> exit
+    code)."""
     push = subparsers.add_parser(
         "push",
         help="push weights, model cards and scores to the Hugging Face Hub",
@@ -39,6 +40,41 @@ def register(subparsers: Any) -> None:
     pull.add_argument("--weights", action="store_true", help="also download the weights (sha256-verified)")
     pull.add_argument("--revision", default=None, help="results repo branch, tag or commit (default main)")
     pull.set_defaults(func=cmd_pull)
+    _register_space(subparsers)
+
+
+def _register_space(subparsers: Any) -> None:
+    space = subparsers.add_parser(
+        "space", help="deploy the app to a Hugging Face Space",
+        description="Without a subcommand: the same as 'space deploy --help'.")
+    space.set_defaults(func=lambda args: _help(space))
+    sub = space.add_subparsers(dest="space_command", metavar="SUBCOMMAND")
+    deploy = sub.add_parser(
+        "deploy", help="create the Space if needed and upload exactly the files the app needs, in one commit",
+        description="Uploads app.py, README.md (the Space's metadata), requirements.txt (PyTorch's CPU wheels), "
+        "segbench/ and leaderboard/; never tests, venvs or caches. Unchanged files are not sent, files the app no "
+        "longer has are deleted, an unchanged app makes no commit. Auth: HF_TOKEN or 'hf auth login' (write).")
+    deploy.add_argument("space", metavar="OWNER/NAME", help="the Space's id")
+    deploy.add_argument("--private", action="store_true", help="create it as a private Space")
+    deploy.add_argument("--dry-run", action="store_true", help="list the files and the total size; send nothing")
+    deploy.add_argument("--copy-to", metavar="DIR", default=None,
+                        help="also write exactly those files into the new folder DIR (with --dry-run: only that)")
+    deploy.add_argument("--root", default=".", metavar="DIR", help="the segbench checkout (default: .)")
+    deploy.add_argument("--endpoint", default=None, help="Hub URL (default $HF_ENDPOINT or https://huggingface.co)")
+    deploy.set_defaults(func=cmd_space_deploy)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def cmd_space_deploy(args: argparse.Namespace) -> int:
+    from ..hub.space import deploy_space
+
+    deploy_space(args.space, root=args.root, private=True if args.private else None, dry_run=args.dry_run,
+                 copy_to=args.copy_to, endpoint=args.endpoint)
+    return 0
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

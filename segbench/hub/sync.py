@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils.sha import git_hash
@@ -39,7 +39,10 @@ class Plan:
     files: dict[str, Content]
     summary: str
     details: list[str] = field(default_factory=list)
+    prune: bool = False  # also delete the remote files the plan does not hold (a Space mirrors its files exactly)
 
+
+KEEP_REMOTE = {".gitattributes"}  # written by the Hub when it creates a repo: never pruned
 
 class Hashes:
     """sha256 of local files, computed once per push (the root weights are a copy of a run's)."""
@@ -87,24 +90,30 @@ def sync_repo(
     *,
     private: bool | None,
     hashes: Hashes,
+    space_sdk: str | None = None,
 ) -> tuple[str | None, list[str]]:
-    """Create ``repo_id`` if needed and commit what differs from ``build(remote)``.
+    """Create ``repo_id`` if needed (a Space with ``space_sdk``) and commit what differs from ``build(remote)``:
+    the files whose content changed and, for a pruning plan, deletions of the remote files it does not hold.
 
-    Returns (commit id, or None when nothing changed; the paths sent). A 401/403 becomes a one-line
+    Returns (commit id, or None when nothing changed; the paths sent or deleted). A 401/403 becomes a one-line
     SegbenchError; other HTTP errors propagate for the caller's retries.
     """
+    options = {"space_sdk": space_sdk} if repo_type == "space" else {}
     try:
-        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **options)
     except HfHubHTTPError as exc:
         raise (no_write_access(exc, repo_id) or exc) from None
     remote = remote_state(api, repo_id, repo_type)
     plan = build(remote)
     changed = sorted(p for p, c in plan.files.items() if not same(c, remote.files.get(p), hashes))
-    if not changed:
+    stale = sorted(set(remote.files) - set(plan.files) - KEEP_REMOTE) if plan.prune else []
+    if not changed and not stale:
         return None, []
     contents = {p: c if isinstance(c, bytes) else str(c) for p, c in plan.files.items()}
     operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=contents[p]) for p in changed]
-    description = "\n".join([*plan.details, "", "Files:", *(f"- {p}" for p in changed)]).strip()
+    operations += [CommitOperationDelete(path_in_repo=p) for p in stale]
+    description = "\n".join([*plan.details, "", "Files:", *(f"- {p}" for p in changed),
+                             *(f"- {p} (deleted)" for p in stale)]).strip()
     try:
         info = api.create_commit(
             repo_id,
@@ -116,4 +125,4 @@ def sync_repo(
         )
     except HfHubHTTPError as exc:
         raise (no_write_access(exc, repo_id) or exc) from None
-    return info.oid, changed
+    return info.oid, changed + stale

@@ -1,0 +1,160 @@
+"""Deploy the app to a Hugging Face Space: exactly the files the app needs, in one commit through huggingface_hub.
+
+What a Space receives (``space_files``): ``app.py``, ``README.md`` (its front matter is the Space's metadata),
+``requirements.txt`` rewritten for a CPU Space (below), the ``segbench/`` package and ``leaderboard/`` (records, the
+demo pack, screenshots). Never tests, virtual environments, caches, hidden files or a local weights store. Binary
+files go through LFS (huggingface_hub decides per file, as the Hub wants), so the Hub's refusal of plain binaries
+over 1 MB in a git push does not apply.
+
+CPU install: PyTorch's default wheels on Linux carry CUDA (3.2 GB of NVIDIA libraries and 0.9 GB of Triton that a
+2-vCPU Space never uses). The Space's ``requirements.txt`` pins the same versions as ``+cpu`` builds from PyTorch's
+CPU index (``cpu_requirements``). That index cannot be reached from the machines this project is tested on, so the
+rewrite is tested as text and the deployed-files check installs the ordinary wheels (``.ci/space-check``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import SegbenchError
+
+SPACE_PATHS = ("app.py", "README.md", "requirements.txt", "segbench", "leaderboard")
+SPACE_HARDWARE = "cpu-basic"
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+MAX_MB = 60.0  # the whole upload; the demo pack is most of it
+_SKIP_DIRS = {"__pycache__"}
+_SKIP_SUFFIXES = (".pyc", ".pyo", ".lock", ".egg-info")
+_PINNED = re.compile(r"^(torch|torchvision)==([0-9][0-9.]*)\s*$")
+
+
+def cpu_requirements(text: str) -> str:
+    """``requirements.txt`` for a CPU Space: ``torch==X`` / ``torchvision==Y`` become the ``+cpu`` builds of the same
+    versions from PyTorch's CPU index; every other line is kept as it is."""
+    lines, pinned = [], 0
+    for line in text.splitlines():
+        match = _PINNED.match(line)
+        if match:
+            line, pinned = f"{match.group(1)}=={match.group(2)}+cpu", pinned + 1
+        lines.append(line)
+    if pinned != 2:
+        raise SegbenchError("requirements.txt must pin torch==X and torchvision==Y (one line each) for the Space's "
+                            "CPU install")
+    head = ["# Rewritten by 'segbench space deploy': PyTorch's CPU-only wheels (no CUDA libraries on a CPU Space).",
+            f"--extra-index-url {CPU_INDEX}"]
+    return "\n".join(head + lines) + "\n"
+
+
+def space_files(root: str | Path) -> dict[str, bytes | Path]:
+    """Path in the Space -> content (a local file, or bytes for the rewritten requirements), sorted."""
+    root = Path(root)
+    missing = [name for name in SPACE_PATHS if not (root / name).exists()]
+    if missing:
+        raise SegbenchError(f"{root}: {', '.join(missing)} missing; run 'segbench space deploy' from the segbench "
+                            "repository (the folder holding app.py)")
+    files: dict[str, bytes | Path] = {}
+    for name in SPACE_PATHS:
+        path = root / name
+        if path.is_file():
+            files[name] = path
+            continue
+        for folder, dirs, names in os.walk(path):  # links are not followed: nothing outside the checkout goes up
+            dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith(".")
+                             and not d.endswith(_SKIP_SUFFIXES))
+            for file in sorted(names):
+                full = Path(folder) / file
+                if file.startswith(".") or file.endswith(_SKIP_SUFFIXES) or full.is_symlink() or not full.is_file():
+                    continue
+                files[full.relative_to(root).as_posix()] = full
+    files["requirements.txt"] = cpu_requirements((root / "requirements.txt").read_text(encoding="utf-8")).encode()
+    return dict(sorted(files.items()))
+
+
+def size_of(content: bytes | Path) -> int:
+    return len(content) if isinstance(content, bytes) else content.stat().st_size
+
+
+@dataclass
+class DeployReport:
+    repo_id: str
+    files: dict[str, bytes | Path]
+    commit: str | None = None
+    sent: list[str] = field(default_factory=list)
+    url: str = ""
+
+    @property
+    def total_mb(self) -> float:
+        return sum(size_of(c) for c in self.files.values()) / 1e6
+
+
+def deploy_space(repo_id: str, *, root: str | Path = ".", private: bool | None = None, dry_run: bool = False,
+                 copy_to: str | Path | None = None, endpoint: str | None = None,
+                 log: Callable[[str], None] = print) -> DeployReport:
+    """Create the Space ``repo_id`` (Gradio SDK, ``cpu-basic``) if needed and upload ``space_files`` in one commit;
+    files already there with the same content are not sent, files no longer in the app are deleted, and an
+    unchanged app makes no commit. ``dry_run``: list the files and the total size, nothing sent (no token needed);
+    ``copy_to``: also write those exact files into a new folder (the deployed-files check runs from it)."""
+    from .names import validate_repo
+
+    validate_repo(repo_id, "Space id")
+    files = space_files(root)
+    report = DeployReport(repo_id, files)
+    if report.total_mb > MAX_MB:
+        raise SegbenchError(f"the Space would be {report.total_mb:.1f} MB, over {MAX_MB:g} MB; rebuild the demo pack "
+                            "smaller ('segbench demo-pack --max-mb') or remove files from leaderboard/")
+    if copy_to is not None:
+        write_copy(files, Path(copy_to))
+    if dry_run or copy_to is not None:
+        for path, content in files.items():
+            log(f"{size_of(content) / 1e6:9.3f} MB  {path}")
+        log(f"{len(files)} files, {report.total_mb:.1f} MB" + (f", copied to {copy_to}" if copy_to else "")
+            + ("; dry run: nothing sent" if dry_run else ""))
+        if dry_run:
+            return report
+    return _upload(report, private=private, endpoint=endpoint, log=log)
+
+
+def write_copy(files: dict[str, bytes | Path], out: Path) -> None:
+    """The files a Space would receive, in ``out`` (which must not exist yet, or be empty)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SegbenchError(f"--copy-to {out}: exists and is not an empty folder; give a new folder")
+    for path, content in files.items():
+        target = out / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            shutil.copyfile(content, target)
+
+
+def _upload(report: DeployReport, *, private: bool | None, endpoint: str | None,
+            log: Callable[[str], None]) -> DeployReport:
+    from huggingface_hub import HfApi
+
+    from .http import check_write_access, short_error, with_retries
+    from .names import endpoint_url
+    from .sync import Hashes, Plan, sync_repo
+
+    api = HfApi(endpoint=endpoint_url(endpoint))
+    check_write_access(api)
+    plan = Plan(report.files, summary="Deploy the segbench app", prune=True,
+                details=[f"{len(report.files)} files, {report.total_mb:.1f} MB, from 'segbench space deploy'"])
+    try:
+        commit, sent = with_retries(
+            lambda: sync_repo(api, report.repo_id, "space", lambda remote: plan, private=private, hashes=Hashes(),
+                              space_sdk="gradio"),
+            what=f"Space {report.repo_id}", log=log)
+    except SegbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - after the retries: one line, the token redacted
+        raise SegbenchError(f"Space {report.repo_id}: deploy failed ({short_error(exc)}); nothing half-done stays "
+                            "(one commit or none): run the command again") from None
+    report.commit, report.sent = commit, sent
+    report.url = f"{api.endpoint}/spaces/{report.repo_id}"
+    log(f"{report.repo_id}: " + (f"commit {commit[:8]}, {len(sent)} file(s) sent or deleted" if commit
+                                 else "unchanged, no commit") + f" -> {report.url}")
+    return report
