@@ -7,6 +7,7 @@ prefix is ``""``, ``"datasets/"`` or ``"spaces/"``; a Space is created with its 
     POST /api/validate-yaml                               README metadata check (parses the YAML)
     GET  /api/{t}/{ns}/{name}[/revision/{rev}]            repo info: sha, siblings
     GET  /api/{t}/{ns}/{name}/tree/{rev}[/{path}]         file listing (oid, size, lfs {oid, size})
+    GET|POST /api/spaces/{ns}/{name}/variables            a Space's variables
     POST /api/{t}/{ns}/{name}/preupload/{rev}             upload mode (lfs for *.safetensors or large files)
     POST /{prefix}{ns}/{name}.git/info/lfs/objects/batch  LFS batch: basic transfer, upload href below
     PUT  /lfs-upload/{oid}                                stores the object after checking its sha256
@@ -73,6 +74,7 @@ class Repo:
     private: bool
     commits: list[Commit] = field(default_factory=list)
     sdk: str | None = None  # Spaces only
+    variables: dict[str, str] = field(default_factory=dict)  # Spaces only: their environment
 
     @property
     def head(self) -> Commit:
@@ -273,6 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", r"/api/validate-yaml", self._validate_yaml),
             ("POST", rf"/(?P<prefix>datasets/|spaces/)?(?P<repo>{_NAME}/{_NAME})\.git/info/lfs/objects/batch", self._lfs_batch),
             ("PUT", r"/lfs-upload/(?P<oid>[0-9a-f]{64})", self._lfs_put),
+            ("GET|POST", rf"/api/spaces/(?P<repo>{_NAME}/{_NAME})/variables", self._variables),
             ("GET", rf"/api/(?P<t>models|datasets|spaces)/(?P<repo>{_NAME}/{_NAME})/tree/(?P<rev>[^/]+)(?:/(?P<sub>.+))?", self._tree),
             ("POST", rf"/api/(?P<t>models|datasets|spaces)/(?P<repo>{_NAME}/{_NAME})/preupload/(?P<rev>[^/]+)", self._preupload),
             ("POST", rf"/api/(?P<t>models|datasets|spaces)/(?P<repo>{_NAME}/{_NAME})/commit/(?P<rev>[^/]+)", self._commit),
@@ -285,6 +288,14 @@ class _Handler(BaseHTTPRequestHandler):
                 args = {k: unquote(v) if v else v for k, v in match.groupdict().items()}
                 return handler(method=method, query=query, body=body, **args)
         raise _Reply(404, {"error": f"fake hub: no route for {method} {path}"})
+
+    def _variables(self, method: str, repo: str, body: bytes, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        space = self._find("space", repo)
+        if method == "POST":
+            self._require_write(repo.split("/")[0])
+            payload = json.loads(body)
+            space.variables[payload["key"]] = payload["value"]
+        return 200, {k: {"value": v, "description": None} for k, v in space.variables.items()}, {}
 
     # -- auth + lookup --------------------------------------------------------------------------------------------
 

@@ -81,7 +81,9 @@ def test_copy_to_writes_exactly_those_files(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["space", "deploy", "not a repo", "--dry-run"], "not a repo"),
     (["space", "deploy", SPACE, "--dry-run", "--root", "/nonexistent"], "app.py, README.md, requirements.txt"),
-], ids=["bad-id", "not-a-checkout"])
+    (["space", "deploy", SPACE, "--dry-run", "--results-repo", "../x"], "--results-repo"),
+    (["space", "deploy", SPACE, "--dry-run", "--models", "a/b"], "--models owner"),
+], ids=["bad-id", "not-a-checkout", "bad-results-repo", "bad-models-owner"])
 def test_space_bad_input_is_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -127,6 +129,24 @@ def test_deploy_makes_one_commit_then_none_and_mirrors_deletions(fake, tmp_path,
     files = fake.files(SPACE, "space")
     assert len(fake.repo(SPACE, "space").commits) == 3 and "segbench/old.py" not in files
     assert files["app.py"] == b"print('app 2')\n" and ".gitattributes" in files
+
+
+def test_deploy_links_the_hub_repos_and_sets_the_spaces_variables(fake, tmp_path, capsys):
+    root = _app_copy(tmp_path)
+    from segbench.records import write_record
+    from test_records import make_record
+
+    write_record(make_record(), root / "leaderboard")
+    argv = ["space", "deploy", SPACE, "--root", str(root), "--results-repo", th.RESULTS, "--models", th.OWNER]
+    assert main(argv) == 0
+    space = fake.repo(SPACE, "space")
+    assert space.variables == {"SEGBENCH_HUB_RESULTS": th.RESULTS, "SEGBENCH_HUB_MODELS": th.OWNER}
+    readme = fake.files(SPACE, "space")["README.md"].decode()
+    meta = yaml.safe_load(readme.split("---\n")[1])
+    assert meta["sdk"] == "gradio" and meta["datasets"] == [th.RESULTS]
+    assert meta["models"] == [f"{th.OWNER}/segbench-unet_small-synthetic"] and readme.endswith("# demo\n")
+    assert main(argv) == 0  # the same again: no commit, no variable written
+    assert len(fake.repo(SPACE, "space").commits) == 2 and "variable" not in capsys.readouterr().out.split("unchanged")[-1]
 
 
 def test_deploy_without_write_access_is_one_line(fake, tmp_path, monkeypatch, capsys):

@@ -59,6 +59,10 @@ def _register_space(subparsers: Any) -> None:
     deploy.add_argument("--dry-run", action="store_true", help="list the files and the total size; send nothing")
     deploy.add_argument("--copy-to", metavar="DIR", default=None,
                         help="also write exactly those files into the new folder DIR (with --dry-run: only that)")
+    deploy.add_argument("--results-repo", default=None, metavar="REPO",
+                        help="the Space shows the records of this Hub results repo (sets $SEGBENCH_HUB_RESULTS there)")
+    deploy.add_argument("--models", default=None, metavar="OWNER",
+                        help="the Space runs weights from OWNER's model repos (sets $SEGBENCH_HUB_MODELS there)")
     deploy.add_argument("--root", default=".", metavar="DIR", help="the segbench checkout (default: .)")
     deploy.add_argument("--endpoint", default=None, help="Hub URL (default $HF_ENDPOINT or https://huggingface.co)")
     deploy.set_defaults(func=cmd_space_deploy)
@@ -70,10 +74,11 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_space_deploy(args: argparse.Namespace) -> int:
-    from ..hub.space import deploy_space
+    from ..hub.space import DeployOptions, deploy_space
 
-    deploy_space(args.space, root=args.root, private=True if args.private else None, dry_run=args.dry_run,
-                 copy_to=args.copy_to, endpoint=args.endpoint)
+    deploy_space(args.space, DeployOptions(root=args.root, private=True if args.private else None,
+                                           dry_run=args.dry_run, copy_to=args.copy_to, results_repo=args.results_repo,
+                                           models_owner=args.models, endpoint=args.endpoint))
     return 0
 
 

@@ -49,8 +49,26 @@ def cpu_requirements(text: str) -> str:
     return "\n".join(head + lines) + "\n"
 
 
-def space_files(root: str | Path) -> dict[str, bytes | Path]:
-    """Path in the Space -> content (a local file, or bytes for the rewritten requirements), sorted."""
+def space_readme(text: str, *, results_repo: str | None = None, model_repos: list[str] | None = None) -> str:
+    """README.md with the Hub links in its front matter (the Space's metadata): ``datasets`` names the results repo
+    and ``models`` the model repos the app reads, so the Hub shows them on the Space's page."""
+    import yaml
+
+    match = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    if not match:
+        raise SegbenchError("README.md does not start with the Space's YAML front matter (--- ... ---)")
+    meta = yaml.safe_load(match.group(1)) or {}
+    if results_repo:
+        meta["datasets"] = [results_repo]
+    if model_repos:
+        meta["models"] = sorted(set(model_repos))
+    head = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip()
+    return f"---\n{head}\n---\n" + text[match.end():]
+
+
+def space_files(root: str | Path, *, results_repo: str | None = None,
+                model_repos: list[str] | None = None) -> dict[str, bytes | Path]:
+    """Path in the Space -> content (a local file, or bytes for the rewritten requirements and README), sorted."""
     root = Path(root)
     missing = [name for name in SPACE_PATHS if not (root / name).exists()]
     if missing:
@@ -71,7 +89,26 @@ def space_files(root: str | Path) -> dict[str, bytes | Path]:
                     continue
                 files[full.relative_to(root).as_posix()] = full
     files["requirements.txt"] = cpu_requirements((root / "requirements.txt").read_text(encoding="utf-8")).encode()
+    if results_repo or model_repos:
+        readme = (root / "README.md").read_text(encoding="utf-8")
+        files["README.md"] = space_readme(readme, results_repo=results_repo, model_repos=model_repos).encode()
     return dict(sorted(files.items()))
+
+
+def hub_variables(results_repo: str | None, models_owner: str | None) -> dict[str, str]:
+    """The Space's variables that make the app read records (and weights) from the Hub."""
+    from .names import ENV_MODELS, ENV_RESULTS
+
+    return {k: v for k, v in ((ENV_RESULTS, results_repo), (ENV_MODELS, models_owner)) if v}
+
+
+def model_repos_of(root: Path, owner: str) -> list[str]:
+    """The model repos ``segbench push --owner OWNER`` made for the local records: what the Space links to."""
+    from .. import records as rec
+    from .names import model_repo_id
+
+    found, _ = rec.load_records(root / "leaderboard")
+    return sorted({model_repo_id(r["model"], r["dataset"], owner=owner) for r in found})
 
 
 def size_of(content: bytes | Path) -> int:
@@ -85,37 +122,58 @@ class DeployReport:
     commit: str | None = None
     sent: list[str] = field(default_factory=list)
     url: str = ""
+    variables: dict[str, str] = field(default_factory=dict)  # the Space's environment: where the app reads from
 
     @property
     def total_mb(self) -> float:
         return sum(size_of(c) for c in self.files.values()) / 1e6
 
 
-def deploy_space(repo_id: str, *, root: str | Path = ".", private: bool | None = None, dry_run: bool = False,
-                 copy_to: str | Path | None = None, endpoint: str | None = None,
+@dataclass(frozen=True)
+class DeployOptions:
+    """How to deploy: ``dry_run`` lists the files and the total size and sends nothing (no token needed);
+    ``copy_to`` also writes those exact files into a new folder (the deployed-files check runs from it);
+    ``results_repo`` / ``models_owner`` make the Space read records / weights from the Hub (Space variables and
+    the README's ``datasets`` / ``models`` links)."""
+
+    root: str | Path = "."
+    private: bool | None = None
+    dry_run: bool = False
+    copy_to: str | Path | None = None
+    results_repo: str | None = None
+    models_owner: str | None = None
+    endpoint: str | None = None
+
+
+def deploy_space(repo_id: str, options: DeployOptions = DeployOptions(), *,
                  log: Callable[[str], None] = print) -> DeployReport:
     """Create the Space ``repo_id`` (Gradio SDK, ``cpu-basic``) if needed and upload ``space_files`` in one commit;
     files already there with the same content are not sent, files no longer in the app are deleted, and an
-    unchanged app makes no commit. ``dry_run``: list the files and the total size, nothing sent (no token needed);
-    ``copy_to``: also write those exact files into a new folder (the deployed-files check runs from it)."""
-    from .names import validate_repo
+    unchanged app makes no commit; then set the Space's Hub variables (``DeployOptions``)."""
+    from .names import check_part, validate_repo
 
     validate_repo(repo_id, "Space id")
-    files = space_files(root)
-    report = DeployReport(repo_id, files)
+    if options.results_repo:
+        validate_repo(options.results_repo, "--results-repo")
+    if options.models_owner:
+        check_part(options.models_owner, "--models owner")
+    root = Path(options.root)
+    models = model_repos_of(root, options.models_owner) if options.models_owner else None
+    files = space_files(root, results_repo=options.results_repo, model_repos=models)
+    report = DeployReport(repo_id, files, variables=hub_variables(options.results_repo, options.models_owner))
     if report.total_mb > MAX_MB:
         raise SegbenchError(f"the Space would be {report.total_mb:.1f} MB, over {MAX_MB:g} MB; rebuild the demo pack "
                             "smaller ('segbench demo-pack --max-mb') or remove files from leaderboard/")
-    if copy_to is not None:
-        write_copy(files, Path(copy_to))
-    if dry_run or copy_to is not None:
+    if options.copy_to is not None:
+        write_copy(files, Path(options.copy_to))
+    if options.dry_run or options.copy_to is not None:
         for path, content in files.items():
             log(f"{size_of(content) / 1e6:9.3f} MB  {path}")
-        log(f"{len(files)} files, {report.total_mb:.1f} MB" + (f", copied to {copy_to}" if copy_to else "")
-            + ("; dry run: nothing sent" if dry_run else ""))
-        if dry_run:
+        copied = f", copied to {options.copy_to}" if options.copy_to else ""
+        log(f"{len(files)} files, {report.total_mb:.1f} MB{copied}" + ("; dry run: nothing sent" if options.dry_run else ""))
+        if options.dry_run:
             return report
-    return _upload(report, private=private, endpoint=endpoint, log=log)
+    return _upload(report, private=options.private, endpoint=options.endpoint, log=log)
 
 
 def write_copy(files: dict[str, bytes | Path], out: Path) -> None:
@@ -155,6 +213,11 @@ def _upload(report: DeployReport, *, private: bool | None, endpoint: str | None,
                             "(one commit or none): run the command again") from None
     report.commit, report.sent = commit, sent
     report.url = f"{api.endpoint}/spaces/{report.repo_id}"
+    current = {k: v.value for k, v in api.get_space_variables(report.repo_id).items()} if report.variables else {}
+    for key, value in report.variables.items():
+        if current.get(key) != value:
+            api.add_space_variable(report.repo_id, key, value)
+            log(f"{report.repo_id}: variable {key}={value}")
     log(f"{report.repo_id}: " + (f"commit {commit[:8]}, {len(sent)} file(s) sent or deleted" if commit
                                  else "unchanged, no commit") + f" -> {report.url}")
     return report
