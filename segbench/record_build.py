@@ -152,6 +152,8 @@ def build_record(cfg: RunConfig, model: torch.nn.Module, info: DatasetInfo, *, t
         "seed": cfg.seed, "versions": versions(), "git_commit": git_commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "weights": weights,
         "pretrained": pretrained_weights(model),
+        # cpu_count is the number of threads torch ran with (the name is kept for readers of older records);
+        # the CPU's vector extension picks oneDNN's kernels: both can move scores by float rounding
         "hardware": {"device": device_name(device), "cpu": cpu_name(), "cpu_count": torch.get_num_threads(),
-                     "platform": platform.platform()},
+                     "cpu_capability": torch.backends.cpu.get_cpu_capability(), "platform": platform.platform()},
     }

@@ -156,7 +156,8 @@ def reproduction_report(previous: dict[str, Any], new: dict[str, Any]) -> list[s
                 text += f", {'inside' if inside[-1] else 'OUTSIDE'} the committed 95% CI {ci[0]:.4f}-{ci[1]:.4f}"
             lines.append(text)
     where = [f"{what} {previous.get(k1, {}).get(k2)} -> {new.get(k1, {}).get(k2)}"
-             for what, k1, k2 in (("CPU/GPU", "hardware", "device"), ("torch", "versions", "torch"))
+             for what, k1, k2 in (("CPU/GPU", "hardware", "device"), ("threads", "hardware", "cpu_count"),
+                                  ("CPU kernels", "hardware", "cpu_capability"), ("torch", "versions", "torch"))
              if previous.get(k1, {}).get(k2) != new.get(k1, {}).get(k2)]
     if previous.get("git_commit") != new.get("git_commit"):
         where.append(f"code {str(previous.get('git_commit'))[:8]} -> {str(new.get('git_commit'))[:8]}")

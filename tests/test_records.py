@@ -152,17 +152,17 @@ def test_schema1_record_written_is_migrated(tmp_path):
 def test_reproduction_report_inside_outside_identical(tmp_path):
     from segbench.records import previous_record, reproduction_report
 
-    committed = make_record(git_commit="a" * 40, hardware={"device": "AMD EPYC (2 cores)"})
+    committed = make_record(git_commit="a" * 40, hardware={"device": "AMD EPYC (2 cores)", "cpu_count": 2})
     assert previous_record(tmp_path, committed) is None  # nothing to compare with yet
     write_record(committed, tmp_path)
     previous = previous_record(tmp_path, committed)
     same = reproduction_report(previous, previous)
     assert same[0].startswith("reproduction of the committed record (2026-01-01): bit-identical")
-    inside = make_record(git_commit="b" * 40, hardware={"device": "Intel Xeon (2 cores)"})
+    inside = make_record(git_commit="b" * 40, hardware={"device": "Intel Xeon (2 cores)", "cpu_count": 1})
     inside["metrics"] = {**inside["metrics"], "miou": 0.75, "pixel_accuracy": 0.91}
     lines = reproduction_report(previous, inside)
     assert "reproduced" in lines[0] and "CPU/GPU AMD EPYC (2 cores) -> Intel Xeon (2 cores)" in lines[0]
-    assert "code aaaaaaaa -> bbbbbbbb" in lines[0]
+    assert "code aaaaaaaa -> bbbbbbbb" in lines[0] and "threads 2 -> 1" in lines[0]
     assert "  val mIoU: 0.7000 -> 0.7500 (+0.0500), inside the committed 95% CI 0.6000-0.8000" in lines
     assert "  val PA: 0.9000 -> 0.9100 (+0.0100)" in lines and "  test mIoU: 0.6500 -> 0.6500 (+0.0000)" in lines
     outside = make_record()

@@ -131,7 +131,8 @@ def record_details(record: dict[str, Any], *, seeds: list[dict[str, Any]] | None
     lines.append(training_line(t, record))
     lines += [
         f"- **Hardware**: class {code(record.get('hardware_class', '?'))}; {esc(hw.get('device', '?'))}; CPU "
-        f"{esc(hw.get('cpu', '?'))} ({esc(hw.get('cpu_count', '?'))} threads)"
+        f"{esc(hw.get('cpu', '?'))} ({esc(hw.get('cpu_count', '?'))} threads"
+        + (f", {esc(hw['cpu_capability'])} kernels" if hw.get("cpu_capability") else "") + ")"
         + (f"; {esc(hw['platform'])}" if hw.get("platform") else ""),
         "- **Versions**: " + ", ".join(f"{esc(k)} {esc(v)}" for k, v in versions.items())
         + f"; git commit {code(record.get('git_commit') or 'unknown')}; date {esc(record.get('date'))}",
