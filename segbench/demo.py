@@ -340,7 +340,8 @@ def load_pack(root: str | Path) -> DemoPack:
         if not isinstance(files, dict) or not isinstance(models, list) or not isinstance(examples, list):
             raise TypeError("'files' must be an object, 'models' and 'examples' lists")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        pack.problems.append(f"{path}: unreadable demo manifest ({exc}); rebuild it with 'python -m segbench demo-pack'")
+        pack.problems.append(f"{path}: unreadable demo manifest ({exc}); rebuild it with "
+                             "'python -m segbench demo-pack'")
         return pack
     bad = {}
     for name, info in files.items():

@@ -21,8 +21,8 @@ from .files import atomic_write_text
 from .record_schema import SCHEMA_VERSION, RecordError, upgrade, validate_record
 
 __all__ = ["SCHEMA_VERSION", "RecordError", "validate_record", "write_record", "read_record", "load_records",
-           "records_frame", "load_frame", "flatten", "record_path", "previous_record", "reproduction_report", "csv_text",
-           "markdown_text", "markdown_code",
+           "records_frame", "load_frame", "flatten", "record_path", "previous_record", "reproduction_report",
+           "csv_text", "markdown_text", "markdown_code",
            "COLUMNS", "DEFAULT_ROOT"]
 
 DEFAULT_ROOT = Path("leaderboard")

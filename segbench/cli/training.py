@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import SegbenchError, check_name
+from ..errors import check_name
 from .args import check_input_folder, check_output, check_training_outputs, common_options, int_in, parse_kv, store_of
 from .report import print_groups, print_leaderboard, print_table
 

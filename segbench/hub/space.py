@@ -170,7 +170,8 @@ def deploy_space(repo_id: str, options: DeployOptions = DeployOptions(), *,
         for path, content in files.items():
             log(f"{size_of(content) / 1e6:9.3f} MB  {path}")
         copied = f", copied to {options.copy_to}" if options.copy_to else ""
-        log(f"{len(files)} files, {report.total_mb:.1f} MB{copied}" + ("; dry run: nothing sent" if options.dry_run else ""))
+        dry = "; dry run: nothing sent" if options.dry_run else ""
+        log(f"{len(files)} files, {report.total_mb:.1f} MB{copied}{dry}")
         if options.dry_run:
             return report
     return _upload(report, private=options.private, endpoint=options.endpoint, log=log)

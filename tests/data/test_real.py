@@ -1,6 +1,5 @@
 """ISBI 2012 and CamVid from the shared data folder (skipped when it is not there)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
