@@ -35,7 +35,8 @@ import gradio as gr  # noqa: E402
 
 from segbench.app import about, compare, leaderboard  # noqa: E402
 from segbench.app.catalog import MAX_MODELS, make_examples, no_weights_markdown, preload  # noqa: E402
-from segbench.app.config import AppConfig, AppState  # noqa: E402
+from segbench.app.config import AppConfig  # noqa: E402
+from segbench.app.state import AppState  # noqa: E402
 from segbench.device import keep_freed_memory  # noqa: E402
 
 # A server runs the same models again and again: keep their freed activation buffers instead of page-faulting fresh

@@ -77,11 +77,11 @@ class Predictor:
     def __init__(self, weights: str | Path, *, store: LocalStore | None = None, device: str = "cpu",
                  fast: bool = True, backend: str = "torch", slide_above: int | None = None) -> None:
         """``backend``: "torch" (eager PyTorch) or "onnx" (ONNX Runtime on the CPU, semantic models only; the
-        weights' ``model.onnx`` is exported on first use, see ``segbench.export``)."""
+        weights' ``model.onnx`` is exported on first use, see ``segbench.onnx_runtime``)."""
         if backend not in BACKENDS:
             raise SegbenchError(f"backend '{backend}' is unknown; use one of: {', '.join(BACKENDS)}")
         if backend == "onnx":
-            from .export import load_onnx_model
+            from .onnx_runtime import load_onnx_model
 
             model, meta = load_onnx_model(weights, store=store)
             self._setup(model, meta, torch.device("cpu"), fast, slide_above, owned=True)

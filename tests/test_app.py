@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/app_fixtures.p
 from app_fixtures import fake_record, write_model_store  # noqa: E402
 
 from segbench.app import catalog, compare, details, leaderboard, uploads  # noqa: E402
-from segbench.app.config import AppConfig, AppState  # noqa: E402
+from segbench.app.config import AppConfig  # noqa: E402
+from segbench.app.state import AppState  # noqa: E402
 from segbench.errors import SegbenchError  # noqa: E402
 from segbench.metrics import ConfusionMatrix  # noqa: E402
 from segbench.predict import Predictor, load_image  # noqa: E402
@@ -356,3 +357,12 @@ def test_reproduce_command_rebuilds_the_same_config():
     body = command.split("<<'EOF'\n")[1].split("\nEOF")[0]
     assert command.endswith("python -m segbench train unet_small-synthetic.yaml")
     assert make_config(yaml.safe_load(body)).run_id() == record["id"]
+
+
+def test_the_benchmarks_generated_records_pass_the_trust_boundary(tmp_path):
+    """The app's benchmarks time the app on generated records: they must load like real ones (consistent numbers)."""
+    from segbench.bench.fixtures import write_fake_leaderboard
+    from segbench.records import load_records
+
+    records, problems = load_records(write_fake_leaderboard(tmp_path, 12))
+    assert problems == [] and len(records) == 12

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segbench.app.config import AppConfig, AppState
+from segbench.app.config import AppConfig
+from segbench.app.state import AppState
 from segbench.bench.app import browse, find_chromium
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from app_fixtures import fake_record, write_model_store  # noqa: E402
 
 from segbench.app import about, compare, leaderboard  # noqa: E402
-from segbench.app.config import AppConfig, AppState, dataset_label  # noqa: E402
+from segbench.app.config import AppConfig, dataset_label  # noqa: E402
+from segbench.app.state import AppState  # noqa: E402
 from segbench.app.details import ci_text  # noqa: E402
 from segbench.app.leaderboard import Leaderboard, ensure_columns  # noqa: E402
 from segbench.data import dataset_info  # noqa: E402

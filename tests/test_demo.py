@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from app_fixtures import fake_record
 from segbench import demo
 from segbench.app.catalog import demo_entries, discover_models, make_examples
-from segbench.app.config import AppConfig, AppState
+from segbench.app.config import AppConfig
+from segbench.app.state import AppState
 from segbench.cli import main
 from segbench.data import dataset_info, default_root
 from segbench.errors import SegbenchError

@@ -14,7 +14,7 @@ from app_fixtures import fake_record  # noqa: E402
 from segbench import viz  # noqa: E402
 from segbench.errors import SegbenchError  # noqa: E402
 from segbench.app import catalog, leaderboard  # noqa: E402
-from segbench.app.config import AppState  # noqa: E402
+from segbench.app.state import AppState  # noqa: E402
 from segbench.app.leaderboard import Leaderboard  # noqa: E402
 
 

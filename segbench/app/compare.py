@@ -12,7 +12,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import numpy as np
@@ -24,8 +24,12 @@ from .. import viz
 from ..errors import SegbenchError
 from ..metrics import ConfusionMatrix
 from .catalog import ModelEntry, PredictorCache, default_selection, model_choices, pick_models
-from .config import MAX_MODELS, AppState, dataset_label, one_line
+from .config import MAX_MODELS, dataset_label, one_line
 from .uploads import check_image_header, read_ground_truth, read_upload, upload_path
+
+if TYPE_CHECKING:  # the handlers take the running app's state; state.py imports this module
+    from .state import AppState
+
 
 @dataclass
 class ModelResult:

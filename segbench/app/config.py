@@ -1,23 +1,13 @@
-"""Where the app reads from (``AppConfig``), what one running app holds (``AppState``), and dataset names.
-
-``AppState`` replaces handler closures: every event handler in this package takes the state as its first argument,
-so a test builds one with ``AppState.load(cfg, workdir=...)`` and calls the handler directly, without a browser.
-"""
+"""Where the app reads from (``AppConfig``), the app's display constants, and dataset names. What one running app
+holds is ``state.AppState``."""
 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..store import default_store
-
-if TYPE_CHECKING:
-    from ..demo import DemoPack
-    from .catalog import ModelEntry, PredictorCache
-    from .leaderboard import Leaderboard
 
 FAMILIES = ("unet", "fcn", "deeplab", "maskrcnn")  # display order; the default picks one model of each
 # Domain order in the app (first = the default Compare domain): street scenes first, where the pretrained models
@@ -52,56 +42,6 @@ class AppConfig:
             hub_models=env.get("SEGBENCH_HUB_MODELS") or None,
             demo=None if demo.lower() in ("off", "0", "none") else Path(demo).expanduser() if demo else leaderboard / "demo",
         )
-
-
-@dataclass
-class AppState:
-    """One app's data: the config, a work folder (examples, CSV files), the leaderboard, the models with weights
-    (dataset -> entries, replaced by a rescan), the loaded predictors and the verified demo pack (None when the
-    config has none or a Hub models repo takes precedence)."""
-
-    cfg: AppConfig
-    workdir: Path
-    board: Leaderboard
-    models: dict[str, list[ModelEntry]]
-    cache: PredictorCache
-    demo: DemoPack | None = None
-
-    @classmethod
-    def load(cls, cfg: AppConfig | None = None, *, workdir: str | Path) -> AppState:
-        """Read the records (local and Hub), verify the demo pack (sha256 of every file) and find the models with
-        weights; nothing is loaded into memory yet. A demo file that fails verification is one line in the
-        leaderboard's problems (and on stderr) and its model is left out."""
-        from .catalog import PredictorCache, discover_models
-        from .leaderboard import load_leaderboard
-
-        cfg = cfg or AppConfig.from_env()
-        board = load_leaderboard(cfg)
-        demo = _load_demo(cfg)
-        if demo is not None and demo.problems:
-            board.problems.extend(demo.problems)
-            print("\n".join(demo.problems), file=sys.stderr)
-        models = discover_models(cfg.store, board.records, hub_models=cfg.hub_models, demo=demo)
-        return cls(cfg, Path(workdir), board, models, PredictorCache(), demo)
-
-    @property
-    def domains(self) -> list[str]:
-        return list(self.models)
-
-    def rescan(self) -> None:
-        """Find the models with weights again (the user trained or downloaded some while the app ran)."""
-        from .catalog import discover_models
-
-        self.models = discover_models(self.cfg.store, self.board.records, hub_models=self.cfg.hub_models,
-                                      demo=self.demo)
-
-
-def _load_demo(cfg: AppConfig) -> DemoPack | None:
-    if cfg.demo is None or cfg.hub_models:
-        return None
-    from ..demo import load_pack
-
-    return load_pack(cfg.demo)
 
 
 def dataset_label(name: str) -> str:

@@ -11,16 +11,19 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import numpy as np
 import pandas as pd
 
 from ..records import csv_text, load_records, records_frame
-from .config import AppConfig, AppState, dataset_rank, one_line
+from .config import AppConfig, dataset_rank, one_line
 from .details import END_TO_END_SCOPE, FORWARD_SCOPE, GMACS_CONVENTION, ci_text, code, missing, record_details
 from .ranking import aggregate_seeds, shared_ranks
+
+if TYPE_CHECKING:  # the handlers take the running app's state; state.py imports this module
+    from .state import AppState
 
 # Schema-2 flat columns -> how to read one from a record when the frame lacks it (records.py not yet flattening it).
 SCHEMA2_COLUMNS = {

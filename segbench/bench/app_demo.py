@@ -49,7 +49,7 @@ def build_random_pack(work: Path, records: int) -> tuple[Path, Path]:
     pack built from them in ``<leaderboard>/demo``. Returns (leaderboard, pack)."""
     from ..demo import build_pack
     from ..records import write_record
-    from .app import bench_record, save_random_model, write_fake_leaderboard
+    from .fixtures import bench_record, save_random_model, write_fake_leaderboard
 
     leaderboard = write_fake_leaderboard(work / "leaderboard", records)
     store = work / "store"
@@ -126,7 +126,7 @@ def measure_onnx(pack: Path, image: torch.Tensor, *, repeats: int) -> dict[str, 
 
 def run_demo(*, pack: Path | None, records: int, repeats: int, loads: list[str], onnx: bool) -> dict[str, Any]:
     from ..device import keep_freed_memory
-    from .app import measure_startup
+    from .startup import measure_startup
 
     keep_freed_memory()  # as app.py does: the comparisons below run in this process, as in the app's
     work = Path(tempfile.mkdtemp(prefix="segbench-bench-demo-"))

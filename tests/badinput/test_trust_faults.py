@@ -451,7 +451,8 @@ def test_a_hostile_results_repo_leaves_the_app_serving_every_good_record(fake, l
     """Records uploaded by anyone with write access to the results repo; the app starts and shows the good ones."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from segbench.app.config import AppConfig, AppState
+    from segbench.app.config import AppConfig
+    from segbench.app.state import AppState
     from segbench.app.leaderboard import on_filter
 
     board, store, _ = local
