@@ -12,7 +12,6 @@ instance loaders yield ``(list[uint8 [C,H,W]], list[target dict])``, each target
 
 from __future__ import annotations
 
-import inspect
 import math
 import random
 import time
@@ -144,12 +143,8 @@ def evaluate(model: nn.Module, loader: Iterable, *, info: DatasetInfo, device: t
 
 def confusion_matrix(info: DatasetInfo, device: torch.device, *, per_image: bool, boundary: bool) -> ConfusionMatrix:
     """An empty matrix for ``info``'s classes, on ``device``."""
-    flags = {"per_image": per_image, "boundary": boundary}
-    # The per-image and boundary options arrive in metrics.py with the same change set (issue 10); until both
-    # are merged, ask only for the options this ConfusionMatrix offers.
-    accepted = inspect.signature(ConfusionMatrix).parameters
-    return ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index, device=device,
-                           **{k: v for k, v in flags.items() if k in accepted})
+    return ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index, device=device, per_image=per_image,
+                           boundary=boundary)
 
 
 def semantic_eval_step(model: nn.Module, batch: Any, cm: ConfusionMatrix, *, info: DatasetInfo, device: torch.device,
@@ -196,18 +191,16 @@ def instance_eval_step(model: nn.Module, batch: Any, cm: ConfusionMatrix, *, inf
 
 def predict_logits(model: nn.Module, x: Tensor, *, out_size: tuple[int, int], eval_size: list[int] | None = None,
                    tile: int | None = None, evaluation: Evaluation | None = None, device: torch.device | None = None,
-                   amp: bool = True, cpu_bf16: bool = False) -> Tensor:
+                   amp: bool = True) -> Tensor:
     """float32 class scores [B,K,out_H,out_W] for normalised input ``x`` [B,C,H,W]: resize to ``eval_size``, run as
-    ``evaluation`` says (default whole image: the logits; with TTA: log mean probabilities), resize back.
-
-    ``cpu_bf16`` lets the predict path use bf16 on CPUs that run it natively (see ``cpu_bf16_supported``).
-    """
+    ``evaluation`` says (default whole image: the logits; with TTA: log mean probabilities), resize back. Scoring
+    stays fp32 on the CPU (bf16 autocast on CUDA only); the predict path's CPU bf16 is ``predict.Predictor``'s."""
     device = device or x.device
     if eval_size is not None and tuple(x.shape[-2:]) != tuple(eval_size):
         x = F.interpolate(x, size=tuple(eval_size), mode="bilinear", align_corners=False, antialias=True)
-    if x.ndim == 4 and (device.type == "cuda" or cpu_bf16):
+    if x.ndim == 4 and device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
-    with autocast(device, amp, cpu_bf16=cpu_bf16):
+    with autocast(device, amp):
         return infer(model, x, evaluation or WHOLE, out_size=out_size, tile=tile)
 
 

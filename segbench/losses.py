@@ -1,7 +1,7 @@
 """Segmentation losses and the class / pixel weights the papers use.
 
 Every loss maps ``(logits [B, K, H, W], target int64 [B, H, W], weight_map float [B, H, W] | None) -> scalar``
-and computes in fp32 whatever the autocast state (bf16 logits are cast up), as DESIGN.md asks.
+and computes in fp32 whatever the autocast state (bf16 logits are cast up),.
 Target pixels equal to ``ignore_index`` (default 255) contribute nothing.
 """
 

@@ -19,7 +19,6 @@ import pytest
 import torch
 from PIL import Image
 
-gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

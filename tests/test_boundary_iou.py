@@ -11,7 +11,7 @@ import torch
 from segbench.errors import SegbenchError
 from segbench.metrics import ConfusionMatrix, boundary_dilation, boundary_region
 
-ndimage = pytest.importorskip("scipy.ndimage")
+from scipy import ndimage  # noqa: E402
 
 
 def _reference_boundary(mask: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarray:

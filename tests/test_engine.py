@@ -1,6 +1,5 @@
 """The training loop and evaluation: selection, budgets, checkpoints, and the numbers of the base commit."""
 
-import inspect
 
 import pytest
 import torch
@@ -238,8 +237,6 @@ def test_evaluate_passes_per_image_and_boundary_to_the_matrix(monkeypatch):
     assert _RecordingMatrix.flags == [(True, True), (False, True)]
 
 
-@pytest.mark.skipif("per_image" not in inspect.signature(ConfusionMatrix).parameters,
-                    reason="ConfusionMatrix(per_image=, boundary=) not merged yet (metrics part of issue 10)")
 def test_evaluate_reports_per_image_counts_and_boundary_iou():
     model, kw = _setup()
     metrics = evaluate(model, kw["select_loader"], info=kw["info"], device=torch.device("cpu"))

@@ -12,7 +12,7 @@ import torch
 from segbench.errors import SegbenchError
 from segbench.instance_eval import InstanceEvaluator, coco_results_json
 
-pycocotools = pytest.importorskip("pycocotools")
+import pycocotools  # noqa: E402,F401  (the reference COCO implementation the evaluator is checked against)
 from pycocotools import mask as pmask  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402

@@ -1,4 +1,4 @@
-"""The app's side of issue 11: Compare's default picks put pretrained models first, and the leaderboard's
+"""The app's side of pretrained encoders and label efficiency: Compare's default picks put pretrained models first, and the leaderboard's
 'mIoU vs labelled images' chart (pretrained vs scratch per family) from records with ``training.labelled_images``."""
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ def test_all_reduce_is_a_noop_without_distributed():
 
 
 def test_matches_torchmetrics_on_random_data():
-    tm = pytest.importorskip("torchmetrics.classification")
+    import torchmetrics.classification as tm
     k = 5
     gen = torch.Generator().manual_seed(0)
     targets = torch.randint(0, k, (3, 2, 32, 32), generator=gen)

@@ -1,4 +1,4 @@
-"""Pretrained encoders in runs (issue 11): the encoder's input statistics replace the dataset's in one place (training,
+"""Pretrained encoders in runs: the encoder's input statistics replace the dataset's in one place (training,
 scoring, latency, the weights' meta, the predictor, ``segbench eval``), the record names the weights and the
 BatchNorm policy, the encoder learning-rate multiplier, and label-efficiency subsets (``train_fraction``)."""
 

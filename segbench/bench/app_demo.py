@@ -1,4 +1,4 @@
-"""The app out of the box (issue 16): start-up and a four-model comparison with a demo pack, on a quiet machine and on
+"""The app out of the box: start-up and a four-model comparison with a demo pack, on a quiet machine and on
 a busy one (another process spinning on one core), plus ONNX Runtime against eager PyTorch on the same weights.
 
     python -m segbench.bench.app --demo [--pack DIR] [--records 1000] [--json out.json]

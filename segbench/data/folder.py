@@ -10,7 +10,6 @@ decoded and validated when loaded (readable, same size, values in ``[0, num_clas
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -69,9 +68,7 @@ def with_task(dataset: Dataset, task: str) -> Dataset:
         return dataset
     if task != "instance":
         raise SegbenchError(f"{dataset.info.name}: unknown task '{task}'; use 'semantic' or 'instance'")
-    if importlib.util.find_spec(f"{__package__}.instances") is None:
-        raise SegbenchError(f"instance targets for {dataset.info.name} come with the Mask R-CNN part")
-    from .instances import InstanceView  # lazy: written by the Mask R-CNN part
+    from .instances import InstanceView  # lazy: scipy is imported only for instance targets
 
     return InstanceView(dataset)
 

@@ -1,4 +1,4 @@
-"""Bad input to configs, YAML, names and the command line (issue 15, part 1): each case goes through the real CLI
+"""Bad input to configs, YAML, names and the command line: each case goes through the real CLI
 (``segbench.cli.main`` in-process; a few through ``python -m segbench``) and must end with exit status 2, one
 ``error:`` line holding the expected fragment, no traceback, and nothing written (no record, weights or checkpoint:
 the workspace's file tree is unchanged). tests/README.md lists the cases.

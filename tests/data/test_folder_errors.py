@@ -227,21 +227,7 @@ def test_folder_requires_num_classes(tmp_path):
         build_dataset("folder", split="all", root=str(make_folder(tmp_path)))
 
 
-def test_instance_task_without_the_mask_rcnn_part(tmp_path, monkeypatch):
-    import importlib.util
-
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name.endswith(".instances") else real_find_spec(name, *a)
-    )
-    with pytest.raises(SegbenchError, match="instance targets for folder come with the Mask R-CNN part"):
-        build_dataset("folder", split="all", root=str(make_folder(tmp_path)), num_classes=2, task="instance")
-
-
 def test_instance_task_wraps_in_instance_view(tmp_path):
-    if not (Path(__file__).parents[2] / "segbench" / "data" / "instances.py").exists():
-        pytest.skip("segbench/data/instances.py (Mask R-CNN part) not written yet")
-    pytest.importorskip("scipy", reason="instances.py needs scipy")
     ds = build_dataset("folder", split="all", root=str(make_folder(tmp_path)), num_classes=2, task="instance")
     assert type(ds).__name__ == "InstanceView"
     image, target = ds[0]

@@ -38,7 +38,6 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 @pytest.fixture(scope="module")
 def wheel_file() -> str:
-    pytest.importorskip(EFFICIENTNET_LITE0.module, reason=f"pip install {EFFICIENTNET_LITE0.package}")
     return EFFICIENTNET_LITE0.path()
 
 

