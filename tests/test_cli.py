@@ -213,7 +213,7 @@ def test_leaderboard_shows_miou_ci_and_no_issue_numbers_in_help(tmp_path, capsys
     fixtures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fixtures)
     board = tmp_path / "b"
-    write_record(fixtures.make_record(), board)
+    write_record(fixtures.make_record(test_metrics=None), board)
     assert main(["leaderboard", "--leaderboard", str(board)]) == 0
     out = capsys.readouterr().out
     assert "95% CI" in out and "0.6000-0.8000" in out

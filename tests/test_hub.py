@@ -594,7 +594,8 @@ def test_leaderboard_csv_and_results_card_carry_the_convention_columns(tmp_path)
     assert float(first["gmacs"]) == 0.123 and float(second["gmacs"]) == 0.005
     assert float(first["forward_ms"]) == 1.25 and float(first["end_to_end_ms"]) == 2.5
     assert float(second["forward_ms"]) == 1.5 and second["end_to_end_ms"] == ""
-    assert (float(first["miou_ci_low"]), float(first["miou_ci_high"])) == (0.3811, 0.4602)
+    assert first["split"] == "test" and (float(first["miou_ci_low"]), float(first["miou_ci_high"])) == (0.35, 0.43)
+    assert (float(first["val_miou_ci_low"]), float(first["val_miou_ci_high"])) == (0.3811, 0.4602)  # val beside
     assert first["hardware_class"] == "cpu" and first["selection"] == "holdout"
     assert float(first["mean_boundary_iou"]) == 0.475 and first["pretrained_sha256"] == "ab" * 32
     assert "path" not in first and first["weights_uri"].startswith("local:")

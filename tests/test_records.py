@@ -53,7 +53,7 @@ def test_write_and_load_roundtrip(tmp_path):
     stored = json.loads(path.read_text())
     assert stored["metrics"]["iou"]["b"] is None  # NaN stored as null
     frame, problems = load_frame(tmp_path)
-    assert problems == [] and list(frame["model"]) == ["unet_small"] and frame.loc[0, "miou"] == 0.9
+    assert problems == [] and list(frame["model"]) == ["unet_small"] and frame.loc[0, "val_miou"] == 0.9
     assert not list(path.parent.glob(".*tmp"))  # no temporary files left
 
 
@@ -131,15 +131,56 @@ def test_committed_leaderboard_loads():
 
 
 def test_flat_columns_and_latency_alias(tmp_path):
-    write_record(make_record(), tmp_path)
+    write_record(make_record(test_metrics=None), tmp_path)
     frame, _ = load_frame(tmp_path)
     row = frame.iloc[0]
-    assert (row["miou_ci_low"], row["miou_ci_high"]) == (0.6, 0.8) and row["test_miou"] == 0.65
+    assert (row["miou_ci_low"], row["miou_ci_high"]) == (0.6, 0.8) and row["test_miou"] is None
+    assert row["split"] == row["reported_split"] == "val" and row["val_miou"] == row["miou"] == 0.7
     assert row["latency_ms"] == row["end_to_end_ms"] == 2.0 and row["forward_ms"] == 1.0
     assert row["gmacs"] == 0.05 and row["gflops"] == 0.1 and row["hardware_class"] == "cpu"
     assert row["capped"] is False or row["capped"] == False  # noqa: E712 (numpy bool)
     assert (row["track"], row["selection"], row["group"], row["seed"]) == ("steps", "final", "fedcba654321", 0)
     assert row["mean_boundary_iou"] == 0.5
+
+
+def test_board_rows_show_test_where_the_record_has_it_and_val_beside(tmp_path):
+    """One rule for every table: a record with test_metrics is a test row (its scores, CI, per-image counts), val
+    mIoU beside it; a record without stays on its reported split; per dataset test rows come first."""
+    from segbench.cli.report import markdown_table
+    from segbench.records import board_scores
+
+    test = {"pixel_accuracy": 0.8, "mean_pixel_accuracy": 0.7, "miou": 0.55, "fwiou": 0.7, "mean_dice": 0.6,
+            "iou": {"a": 0.8, "b": 0.3}, "miou_ci": [0.5, 0.6],
+            "per_image": {"intersection": [[4, 1], [4, 2]], "union": [[5, 5], [5, 5]]}}
+    scored = make_record(test_metrics=test)
+    val_only = make_record(id="abcdef123457", model="fcn8s", family="fcn", test_metrics=None,
+                           weights={"sha256": "0" * 64, "uri": "local:synthetic/fcn8s--abcdef123457"})
+    for record in (scored, val_only):
+        write_record(record, tmp_path)
+    assert board_scores(scored) == ("test", test) and board_scores(val_only) == ("val", val_only["metrics"])
+    frame, _ = load_frame(tmp_path)
+    first, second = frame.iloc[0], frame.iloc[1]
+    assert (first["model"], first["split"], first["miou"], first["miou_ci_low"]) == ("unet_small", "test", 0.55, 0.5)
+    assert (first["val_miou"], first["val_miou_ci_low"], first["pixel_accuracy"]) == (0.7, 0.6, 0.8)
+    assert (second["model"], second["split"], second["miou"]) == ("fcn8s", "val", 0.7)
+    assert second["test_miou"] != second["test_miou"]  # NaN: no test score
+    table = markdown_table(load_records(tmp_path)[0]).splitlines()
+    assert "| split |" in table[0] and "| val mIoU (95% CI) |" in table[0]
+    assert table[2].startswith("| synthetic | unet_small | unet | test | 80.0 | 70.0 | 55.0 (50.0-60.0) | 70.0 (60.0-80.0) |")
+    assert table[3].startswith("| synthetic | fcn8s | fcn | val | 90.0 | 80.0 | 70.0 (60.0-80.0) | 70.0 (60.0-80.0) |")
+
+
+def test_board_ranks_test_rows_by_their_test_counts(tmp_path):
+    """The app's ranks read the per-image counts of the split a row shows: a record whose val counts would tie
+    is ranked on its test counts."""
+    from segbench.app.leaderboard import Leaderboard
+
+    test = {"pixel_accuracy": 0.8, "mean_pixel_accuracy": 0.7, "miou": 0.55, "fwiou": 0.7, "mean_dice": 0.6,
+            "iou": {"a": 0.8, "b": 0.3}, "miou_ci": [0.5, 0.6],
+            "per_image": {"intersection": [[4, 1], [4, 2]], "union": [[5, 5], [5, 5]]}}
+    board = Leaderboard.from_records([make_record(test_metrics=test)])
+    inter, union = board.counts("abcdef123456")
+    assert inter.tolist() == [[4, 1], [4, 2]] and union.tolist() == [[5, 5], [5, 5]]
 
 
 def test_schema1_record_written_is_migrated(tmp_path):

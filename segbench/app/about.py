@@ -13,7 +13,8 @@ PROTOCOL = {
                   "background, disc, rectangle, triangle, line, blob"),
     "isbi2012": ("binary semantic (EM)", "slices 0-24 / slices 25-29 (`val`) of the 30 labelled slices",
                  "membrane (label 0), cell (label 255)"),
-    "camvid": ("11-class street scenes", "`train` (367) / `val` (101); `test` (233) scored when present",
+    "camvid": ("11-class street scenes", "`train` (367) / `val` (101) and `test` (233, the split published "
+               "results use; the board's CamVid column where a record has it)",
                "11 classes; *Unlabelled* is ignored"),
     "balloon": ("instances, one class", "`train` (61) / `val` (13), VIA polygons", "background, balloon"),
 }
@@ -57,8 +58,12 @@ HOW_TO_READ = f"""
 - **Latency** has two scopes, both at batch 1, on the device in the *Latency device* column, median of timed runs:
   *Forward (ms)* = {FORWARD_SCOPE}; *End-to-end (ms)* = {END_TO_END_SCOPE}. Mask R-CNN is timed on real
   validation images (its cost depends on the detections; the record gives their mean count).
+- **Split**: scores are on **test** where a record has a test score (CamVid: the split every published number
+  is on), with the val score beside it (*mIoU % (val)*); elsewhere on the record's reported split (val). Test rows
+  and val rows are ranked apart. Test is scored once, when the record is written.
 - **Selection**: the reported checkpoint is the final one, or the best one on a recorded holdout slice of the
-  training images; never one chosen on the split it is reported on (each record's details say which).
+  training images; never one chosen on the split it is reported on, and never on test; recipes are chosen on val
+  or a holdout of train (each record's details say which).
 - **CI and ties**: *mIoU 95% CI* is a percentile bootstrap over the split's images (1,000 resamples). Rows of one
   dataset and split are ranked by mIoU; when a paired bootstrap over the same images cannot separate a model from
   the one above it (the 95% CI of the mIoU difference includes 0), the two share a rank. Differences inside a tie

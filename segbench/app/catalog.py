@@ -52,11 +52,15 @@ class ModelEntry:
     source: str = "store"  # "store" | "hub" | "demo" (the committed demo pack, fp16 weights)
     license: str = ""  # demo models: the training data's licence (and the pretrained encoder's)
     pretrained: bool = False  # its encoder started from pretrained weights (record "pretrained", model_args)
+    test_miou: float | None = None  # the record's test mIoU, where the data has a test split
 
     def label(self, *, with_id: bool = False) -> str:
-        """'unet_small (unet) · val mIoU 81.2%' ('(unet, pretrained)' for a pretrained encoder), with the run id
-        when two runs share a name; '· demo' for the pack."""
+        """'unet_small (unet) · val mIoU 81.2%' ('· test 75.0%' beside it where the record has a test score;
+        '(unet, pretrained)' for a pretrained encoder), with the run id when two runs share a name; '· demo' for
+        the pack."""
         score = f"{self.split} mIoU {100 * self.miou:.1f}%" if self.miou is not None else "no record"
+        if self.test_miou is not None:
+            score += f" · test {100 * self.test_miou:.1f}%"
         family = f"{self.family}, pretrained" if self.pretrained else self.family
         return (f"{self.name} ({family}) · {score}" + (f" · #{self.run_id[:6]}" if with_id else "")
                 + (" · demo" if self.source == "demo" else ""))
@@ -133,7 +137,8 @@ def demo_entries(pack: DemoPack) -> list[ModelEntry]:
         entries.append(ModelEntry(
             key=m["key"], dataset=m["dataset"], name=m["name"], run_id=m["run_id"], family=m["family"],
             variant=str(m.get("variant", "")), task=m.get("task", "semantic"), miou=m.get("miou"),
-            weights=m["folder"], sha256=None, split=str(m.get("split", "val")), source="demo", license=licence))
+            weights=m["folder"], sha256=None, split=str(m.get("split", "val")), source="demo", license=licence,
+            test_miou=m.get("test_miou")))
     return entries
 
 
@@ -152,6 +157,7 @@ def _entry(dataset: str, name: str, run_id: str, weights: str, record: dict | No
             variant=str(record.get("variant", "")), task=record.get("task", "semantic"),
             miou=record["metrics"].get("miou"), weights=weights, sha256=record["weights"].get("sha256"),
             split=str(record.get("split", "val")), pretrained=bool(record.get("pretrained")),
+            test_miou=(record.get("test_metrics") or {}).get("miou"),
         )
     meta = meta or {}
     builder = str(meta.get("model", name))

@@ -196,7 +196,7 @@ HERE_LATENCY_SCOPE = ("resize to the model's evaluation size + normalise + forwa
 
 def results_table(cmp: Comparison) -> pd.DataFrame:
     """One row per model: end-to-end latency here; PA / mPA / mIoU on the uploaded ground truth (blank without one);
-    the record's mIoU on its own split."""
+    the record's mIoU on its own split and on test (blank where the record has no test score)."""
     rows = []
     for r in cmp.results:
         m = r.metrics or {}
@@ -209,6 +209,7 @@ def results_table(cmp: Comparison) -> pd.DataFrame:
                        + (f", {r.evaluation}" if r.evaluation and r.evaluation != "whole image" else ""),
             "Classes found": int(r.mask.unique().numel()),
             f"Record mIoU % ({r.entry.split})": _round_pct(r.entry.miou),
+            "Record mIoU % (test)": _round_pct(r.entry.test_miou),
             "Family": r.entry.family, "Backbone": r.entry.variant,
             "Weights": f"demo pack · {r.entry.license}" if r.entry.source == "demo" else r.entry.source,
         })

@@ -17,7 +17,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from ..records import csv_text, load_records, records_frame
+from ..records import board_scores, csv_text, load_records, records_frame
 from .config import AppConfig, dataset_rank, one_line
 from .details import END_TO_END_SCOPE, FORWARD_SCOPE, GMACS_CONVENTION, ci_text, code, missing, record_details
 from .ranking import aggregate_seeds, shared_ranks
@@ -60,7 +60,7 @@ COLUMNS = [
     Column("dataset", "Dataset"), Column("split", "Split"),
     Column("miou", "mIoU % ({split})", scale=100), Column("miou_ci", "mIoU 95% CI ({split})"),
     Column("seeds", "Seeds"), Column("miou_std", "mIoU s.d. over seeds", scale=100),
-    Column("test_miou", "mIoU % (test)", scale=100),
+    Column("val_miou", "mIoU % (val)", scale=100),
     Column("pixel_accuracy", "PA % ({split})", scale=100), Column("mean_pixel_accuracy", "mPA % ({split})", scale=100),
     Column("fwiou", "FWIoU % ({split})", scale=100), Column("mean_boundary_iou", "Boundary IoU % ({split})", scale=100),
     Column("mask_ap", "Mask AP % ({split})", scale=100),
@@ -79,10 +79,12 @@ _NUMERIC = {c.key for c in COLUMNS if c.scale is not None} | {"rank", "seeds", "
 _SORT_SOURCE = {"miou_ci": "miou_ci_low", "run": "capped"}  # text columns sorted by a number behind them
 
 TABLE_NOTES = (
-    "**How to read the table.** Scores are on the split named in the header and in *Split* (the record's reported "
-    "split; *test* when the data has one). *mIoU 95% CI*: bootstrap over images (percentile, 1,000 resamples). "
-    "*Rank*: within a dataset and split, by mIoU; a model the paired bootstrap over the same images cannot separate "
-    "from the one above (95% CI of the difference includes 0) shares its rank; runs without per-image scores get "
+    "**How to read the table.** Scores are on the split in *Split*: **test** where the record has a test score (the "
+    "split published results are on; scored once, when the record was written, never used to choose a recipe or a "
+    "checkpoint), else the record's reported split (val). *mIoU % (val)*: the validation score beside it, the split "
+    "recipes and checkpoints are chosen on. *mIoU 95% CI*: bootstrap over images (percentile, 1,000 resamples). "
+    "*Rank*: within a dataset and split (test rows and val rows are ranked apart), by mIoU; a model the paired "
+    "bootstrap over the same images cannot separate from the one above (95% CI of the difference includes 0) shares its rank; runs without per-image scores get "
     f"their own. *GMACs*: {GMACS_CONVENTION}, at the evaluation size. *Forward (ms)*: {FORWARD_SCOPE}, batch 1. "
     f"*End-to-end (ms)*: {END_TO_END_SCOPE}, batch 1. *Hardware*: the class the run trained and was timed on; runs "
     "on different hardware are separate rows. Capped runs (a wall-clock safety stop ended training) and the "
@@ -164,9 +166,11 @@ class Leaderboard:
         return sorted(values, key=dataset_rank) if column == "dataset" else sorted(values)
 
     def counts(self, record_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """Per-image (intersection, union) int64 [N,K] of a record (``metrics.per_image``), None without them."""
+        """Per-image (intersection, union) int64 [N,K] of a record on the split its row shows
+        (``records.board_scores``: test where it has it), None without them."""
         if record_id not in self._counts:
-            per_image = ((self.record(record_id) or {}).get("metrics") or {}).get("per_image") or {}
+            record = self.record(record_id)
+            per_image = (board_scores(record)[1].get("per_image") or {}) if record else {}
             try:
                 pair = (np.asarray(per_image["intersection"], dtype=np.int64),
                         np.asarray(per_image["union"], dtype=np.int64))

@@ -27,8 +27,9 @@ def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]])
 
 
 LEADERBOARD_COLUMNS = [
-    ("model", "model", ""), ("dataset", "dataset", ""), ("hardware_class", "hw", ""), ("pixel_accuracy", "PA", ".4f"),
-    ("mean_pixel_accuracy", "mPA", ".4f"), ("miou", "mIoU", ".4f"), ("miou_ci", "95% CI", ""),
+    ("model", "model", ""), ("dataset", "dataset", ""), ("split", "split", ""), ("hardware_class", "hw", ""),
+    ("pixel_accuracy", "PA", ".4f"), ("mean_pixel_accuracy", "mPA", ".4f"), ("miou", "mIoU", ".4f"),
+    ("miou_ci", "95% CI", ""), ("val_miou", "val mIoU", ".4f"),
     ("params_m", "params(M)", ".2f"), ("gmacs", "GMACs", ".2f"), ("forward_ms", "fwd(ms)", ".1f"),
     ("end_to_end_ms", "e2e(ms)", ".1f"), ("epochs", "epochs", ""), ("train_seconds", "train(s)", ".1f"),
     ("capped", "capped", ""),
@@ -45,14 +46,19 @@ def print_leaderboard(records: list[dict[str, Any]]) -> None:
         row["miou_ci"] = _ci_text(row)
         row["capped"] = "yes" if row["capped"] else ""
         rows.append(row)
-    rows.sort(key=lambda r: (r["dataset"], -(r["miou"] or 0)))
+    rows.sort(key=_board_order)
     print()
     print_table(rows, LEADERBOARD_COLUMNS)
 
 
-def _ci_text(row: dict[str, Any], scale: float = 1.0, digits: int = 4) -> str | None:
-    """"low-high" of the bootstrap 95% CI of mIoU, or None when the record has none."""
-    low, high = row.get("miou_ci_low"), row.get("miou_ci_high")
+def _board_order(row: dict[str, Any]) -> tuple:
+    """Per dataset, rows scored on test first (``records.board_scores``), then best mIoU first."""
+    return row["dataset"], row["split"] != "test", -(row["miou"] or 0)
+
+
+def _ci_text(row: dict[str, Any], scale: float = 1.0, digits: int = 4, prefix: str = "") -> str | None:
+    """"low-high" of the bootstrap 95% CI of mIoU (``prefix`` "val_": of val mIoU), or None when it has none."""
+    low, high = row.get(prefix + "miou_ci_low"), row.get(prefix + "miou_ci_high")
     if low is None or high is None or low != low:
         return None
     return f"{scale * low:.{digits}f}-{scale * high:.{digits}f}"
@@ -102,23 +108,26 @@ def print_suite_status(suite: str, status: list[dict[str, Any]]) -> None:
 
 
 def markdown_table(records: list[dict[str, Any]]) -> str:
-    """The README's table: one row per record, best mIoU first within each dataset."""
+    """The README's table: one row per record; per dataset the rows scored on test first, then best mIoU first.
+    PA, mPA, mIoU and mask AP are on the row's split (``records.board_scores``), val mIoU beside them."""
     from ..records import flatten
 
-    rows = sorted((flatten(r) | {"_r": r} for r in records), key=lambda r: (r["dataset"], -(r["miou"] or 0)))
-    lines = ["| dataset | model | family | PA | mPA | mIoU (95% CI) | test mIoU | mask AP | params (M) | GMACs "
-             "| forward (ms) | end-to-end (ms) | epochs | train (s) | device |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = sorted((flatten(r) | {"_r": r} for r in records), key=_board_order)
+    lines = ["| dataset | model | family | split | PA | mPA | mIoU (95% CI) | val mIoU (95% CI) | mask AP | params (M) "
+             "| GMACs | forward (ms) | end-to-end (ms) | epochs | train (s) | device |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     pct = lambda v: "–" if v is None or v != v else f"{100 * v:.1f}"  # noqa: E731
     num = lambda v, d: "–" if v is None or v != v else f"{v:.{d}f}"  # noqa: E731
     for r in rows:
         lat = r["_r"]["efficiency"]["latency"]
         precision = lat.get("precision", "fp32") + (", BN folded" if lat.get("batchnorm_folded") else "")
         ci = _ci_text(r, scale=100, digits=1)
+        val_ci = _ci_text(r, scale=100, digits=1, prefix="val_")
         capped = " (capped)" if r["capped"] else ""
         lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['family']} | {pct(r['pixel_accuracy'])} "
-            f"| {pct(r['mean_pixel_accuracy'])} | {pct(r['miou'])}{f' ({ci})' if ci else ''} | {pct(r['test_miou'])} "
+            f"| {r['dataset']} | {r['model']} | {r['family']} | {r['split']} | {pct(r['pixel_accuracy'])} "
+            f"| {pct(r['mean_pixel_accuracy'])} | {pct(r['miou'])}{f' ({ci})' if ci else ''} "
+            f"| {pct(r['val_miou'])}{f' ({val_ci})' if val_ci else ''} "
             f"| {pct(r['mask_ap'])} | {r['params'] / 1e6:.2f} | {num(r['gmacs'], 1)} "
             f"| {num(r['forward_ms'], 1)} ({precision}) | {num(r['end_to_end_ms'], 1)} "
             f"| {r['epochs']}{capped} | {num(r['train_seconds'], 0)} | {r['train_device']} |"
