@@ -80,6 +80,7 @@ class RunConfig:
     track: str = "steps"  # steps: the budget is `epochs` | time: the separately labelled speed-run track
     max_train_seconds: float | None = None  # steps track: a safety stop (the record says capped); time track: the budget
     # --- checkpoint selection ---
+    recipe: str | None = None  # how this recipe was chosen (on val, a holdout of train, a prior run; never on test): the record's selection.recipe
     select_on: str = "final"  # final: the last epoch's weights | holdout: best mIoU on a slice carved out of train
     holdout_fraction: float | None = None  # select_on=holdout: share of train images held out (default 0.1)
     holdout_images: int | None = None  # select_on=holdout: or this many images (wins over holdout_fraction)
@@ -132,7 +133,7 @@ class RunConfig:
         return self._hash(with_seed=True)
 
     def _hash(self, *, with_seed: bool) -> str:
-        ignored = {"num_workers", "latency_runs"}  # same weights, same scores
+        ignored = {"num_workers", "latency_runs", "recipe"}  # same weights, same scores
         # Keys at their default value are left out, so adding a config key (with a default that keeps today's
         # behaviour) does not change the id of any existing run.
         payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored and v != _default(k)}

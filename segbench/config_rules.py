@@ -18,12 +18,14 @@ from .errors import NAME_RULE, SegbenchError, check_name, short_repr
 MAX_PIXELS = 16384  # crop, eval size, tile: one side in pixels
 MAX_ITEMS = 1024  # class_weights, one option's list or mapping
 MAX_TEXT = 4096  # one string (paths included)
+RECORD_TEXT = 200  # free text copied into a record (record_schema.MAX_TEXT)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 MAX_SCALES = 16  # test-time scales
 
 
 @dataclass(frozen=True)
 class Rule:
-    """``kind``: int | float | bool | str | choice | name | size | weights | options | device.
+    """``kind``: int | float | bool | str | text | choice | name | size | weights | options | device.
     ``low``/``high``: the range, closed unless ``open_low``/``open_high``; ``null``: None allowed."""
 
     kind: str
@@ -37,6 +39,7 @@ class Rule:
     def describe(self) -> str:
         text = {
             "int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string",
+            "text": f"one line of at most {RECORD_TEXT} characters",
             "choice": "one of " + ", ".join(self.choices), "name": NAME_RULE,
             "size": f"[H, W], two integers in [1, {MAX_PIXELS}]",
             "weights": f"'auto' or a list of 1-{MAX_ITEMS} numbers >= 0 (one per class)",
@@ -97,6 +100,7 @@ RULES: dict[str, Rule] = {
     "track": R("choice", choices=("steps", "time")),
     "max_train_seconds": R("float", 0, 1e9, open_low=True, null=True),
     # --- checkpoint selection ---
+    "recipe": R("text", null=True),
     "select_on": R("choice", choices=("final", "holdout")),
     "holdout_fraction": R("float", 0, 1, open_low=True, open_high=True, null=True),
     "holdout_images": R("int", 1, None, null=True),
@@ -110,7 +114,7 @@ RULES: dict[str, Rule] = {
     "channels_last": R("bool"),
     "compile": R("bool"),
     "latency_runs": R("int", 1, 100_000),
-    # --- keys of the pretrained / label-efficiency part (issue 11; it checks them further in check_subset_and_lr)
+    # --- pretrained encoders and label efficiency (checked further in check_subset_and_lr)
     "train_fraction": R("float", 0, 1, open_low=True, null=True),
     "train_fraction_seed": R("int", 0, 2**32 - 1),
     "encoder_lr_mult": R("float", 0, 1e6, open_low=True),
@@ -161,6 +165,10 @@ def _check(rule: Rule, value: Any) -> Any:
         if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
             raise _Invalid()
         return value
+    if kind == "text":  # shown in records and the app: the record's own text limit, checked before training
+        if not isinstance(value, str) or not value.strip() or len(value) > RECORD_TEXT or _CONTROL.search(value):
+            raise _Invalid()
+        return " ".join(value.split())
     if kind == "name":
         try:
             return check_name("name", value)

@@ -134,7 +134,7 @@ def selection_entry(cfg: RunConfig, result: Any, holdout: list[int]) -> dict[str
     return {
         "checkpoint": result.selection, "holdout_images": len(holdout) or None,
         "holdout_seed": cfg.holdout_seed if holdout else None, "holdout_indices": holdout or None,
-        "selected_epoch": result.selected_epoch,
+        "selected_epoch": result.selected_epoch, "recipe": cfg.recipe,
     }
 
 

@@ -158,6 +158,8 @@ def validate_record(record: Any) -> None:
     _number(selection.get("holdout_images"), "selection.holdout_images", low=1)
     _number(selection.get("holdout_seed"), "selection.holdout_seed")
     _number(selection.get("selected_epoch"), "selection.selected_epoch", low=0)
+    if selection.get("recipe") is not None:
+        _text(selection["recipe"], "selection.recipe")
     _efficiency(record["efficiency"])
     _training(record["training"])
     for key in ("sha256", "uri"):

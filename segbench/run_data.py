@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from . import distributed
 from .config import RunConfig
 from .data import DatasetInfo, build_dataset
 from .data.resident import DeviceAugment, NotResident, ResidentLoader, resident_budget
+from .data.registry import default_root
 from .data.sharding import EvalShard, ShardedBatches
 from .data.transforms import TrainTransform, collate_instance, collate_semantic
 from .device import device_name
@@ -263,11 +265,20 @@ def _resident_loader(cfg: RunConfig, info: DatasetInfo, build: Callable[..., Dat
 
 
 def find_test_split(cfg: RunConfig) -> Dataset | None:
-    """The dataset's ``test`` split when its data root has one (and it is not the reported split), else None."""
+    """The dataset's ``test`` split when its data root has one (and it is not the reported split), else None.
+
+    A data root without a test split scores none; one with a top-level ``test*`` entry (CamVid's ``test/`` and
+    ``testannot/``, a folder dataset's ``test/``) whose split cannot be built is an error naming the problem, so a
+    half-copied test split never turns silently into a record without test scores."""
     if cfg.eval_split == "test":
         return None
     try:
         dataset = split_builder(cfg)("test")
-    except SegbenchError:
+    except SegbenchError as exc:
+        folder = cfg.data_root or default_root(cfg.dataset)
+        root = Path(folder) if folder else None
+        if root is not None and root.is_dir() and any(p.name.lower().startswith("test") for p in root.iterdir()):
+            raise SegbenchError(f"{exc} (the data root {root} has a test split that cannot be read: complete it, "
+                                "or move it away to record no test scores)") from None
         return None
     return dataset if len(dataset) else None

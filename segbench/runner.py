@@ -195,6 +195,7 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
     reuse = not retrain and distributed.on_main(
         lambda: store.has(cfg.dataset, name, run_id) and "selection" in read_meta(run_dir))
     data = build_data(cfg, task, need_train=not reuse, device=device, log=log)
+    test = find_test_split(cfg)  # before training: a test split that is there but unreadable stops the run now
     model_args = {"in_channels": data.info.in_channels, **cfg.model_args}
     seed_everything(cfg.seed)
     model = build_model(cfg.model, num_classes=data.model_classes, **model_args)
@@ -228,7 +229,7 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
         meta["selection"] = selection_entry(cfg, result, data.holdout)
         weights = store.save(model.cpu(), meta, cfg.dataset, name, run_id) if distributed.is_main_process() else {}
     model.to(device)
-    metrics, test_metrics = _score_splits(cfg, model, meta, data, task=task, device=device, log=log)
+    metrics, test_metrics = _score_splits(cfg, model, meta, data, test, task=task, device=device, log=log)
     if not distributed.is_main_process():
         return None
     record = build_record(cfg, model, data.info, task=task, metrics=metrics, test_metrics=test_metrics,
@@ -244,16 +245,16 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
     return record
 
 
-def _score_splits(cfg: RunConfig, model: torch.nn.Module, meta: dict[str, Any], data: Data, *, task: str,
-                  device: torch.device, log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The record's ``metrics`` on the reported split and ``test_metrics`` (None when the data has no test split).
-    Under DDP every rank scores its slice and the counts are reduced, so all ranks get the same numbers."""
+def _score_splits(cfg: RunConfig, model: torch.nn.Module, meta: dict[str, Any], data: Data, test: Any, *,
+                  task: str, device: torch.device,
+                  log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The record's ``metrics`` on the reported split and ``test_metrics`` on ``test`` (``find_test_split``; None
+    when the data has no test split). Under DDP every rank scores its slice and the counts are reduced."""
     info = data.info
     log(f"[{cfg.display_name()} / {cfg.dataset}] evaluating on '{cfg.eval_split}' ({len(data.val.dataset)} images)")
     entry = dict(task=task, score_threshold=cfg.score_threshold, max_dets=meta.get("max_dets"))
     metrics = metrics_entry(score(model, meta, data.val, info=info, device=device), info, **entry)
     test_metrics = None
-    test = find_test_split(cfg)
     if test is not None:
         log(f"[{cfg.display_name()} / {cfg.dataset}] evaluating on 'test' ({len(test)} images)")
         instances = None

@@ -51,6 +51,19 @@ def test_run_id_ignores_cosmetic_fields(tiny_config):
     assert len(a.run_id()) == 12
 
 
+def test_recipe_note_is_checked_before_training_and_changes_no_id(tiny_config):
+    """``recipe`` says how a recipe was chosen; it goes into the record (selection.recipe), so the record's text
+    limit is enforced here, before any training, and it names no other weights."""
+    from segbench import record_schema
+
+    plain = make_config(tiny_config)
+    noted = make_config({**tiny_config, "recipe": "chosen on val:\n  one candidate"})
+    assert noted.recipe == "chosen on val: one candidate" and noted.run_id() == plain.run_id()
+    for bad in ("x" * (record_schema.MAX_TEXT + 1), "   ", "bell\x07", 3):
+        with pytest.raises(SegbenchError, match="recipe=.* is invalid; valid: one line of at most 200 characters"):
+            make_config({**tiny_config, "recipe": bad})
+
+
 def test_yaml_files(tmp_path, tiny_config):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(tiny_config))

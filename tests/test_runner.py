@@ -10,6 +10,7 @@ from PIL import Image
 
 from segbench.cli import main
 from segbench.config import make_config
+from segbench.errors import SegbenchError
 from segbench.records import load_frame, load_records
 from segbench.run_data import build_data, holdout_indices
 from segbench.runner import run_one
@@ -57,7 +58,7 @@ def test_holdout_slice_is_fixed_and_removed_from_training(folder_data):
 
 
 def test_run_selects_on_holdout_and_scores_the_test_split(tmp_path, folder_data):
-    cfg = _folder_config(folder_data, select_on="holdout", holdout_fraction=0.2)
+    cfg = _folder_config(folder_data, select_on="holdout", holdout_fraction=0.2, recipe="the folder default, untuned")
     record = run_one(cfg, store=LocalStore(tmp_path / "store"), leaderboard=tmp_path / "board", progress=False,
                      log=lambda _: None)
     selection = record["selection"]
@@ -68,7 +69,26 @@ def test_run_selects_on_holdout_and_scores_the_test_split(tmp_path, folder_data)
     assert record["training"]["budget"] == {"epochs": 2, "steps": 2 * 2}  # 8 images, batches of 4
     frame, problems = load_frame(tmp_path / "board")
     assert problems == [] and frame.loc[0, "test_miou"] == record["test_metrics"]["miou"]
-    assert frame.loc[0, "selection"] == "holdout"
+    assert frame.loc[0, "selection"] == "holdout" and selection["recipe"] == "the folder default, untuned"
+    assert (frame.loc[0, "split"], frame.loc[0, "miou"]) == ("test", record["test_metrics"]["miou"])
+    assert frame.loc[0, "val_miou"] == record["metrics"]["miou"]
+
+
+def test_a_test_split_that_cannot_be_read_stops_the_run_before_training(tmp_path, folder_data):
+    """A half-copied test split (images without masks) is one line before any training, not a record that
+    silently lacks its test scores; nothing is written."""
+    import shutil
+
+    shutil.rmtree(folder_data / "test" / "masks")
+    cfg = _folder_config(folder_data)
+    trained = []
+    with pytest.raises(SegbenchError) as err:
+        run_one(cfg, store=LocalStore(tmp_path / "store"), leaderboard=tmp_path / "board", progress=False,
+                log=trained.append)
+    message = str(err.value)
+    assert "\n" not in message and "has a test split that cannot be read" in message and str(folder_data) in message
+    assert not any("training on" in line for line in trained)
+    assert not (tmp_path / "board").exists() and not (tmp_path / "store" / "weights").exists()
 
 
 def test_final_checkpoint_by_default_and_safety_cap_marks_the_record(tmp_path, folder_data):

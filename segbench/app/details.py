@@ -46,17 +46,18 @@ def duration(seconds: Any) -> str:
 
 
 def selection_text(selection: Any) -> str:
-    """The rule that picked the reported checkpoint, in words."""
+    """The rule that picked the reported checkpoint, in words, and how the recipe was chosen where recorded."""
     if not isinstance(selection, dict) or not selection.get("checkpoint"):
         return "not recorded"
     rule, epoch = esc(selection["checkpoint"]), selection.get("selected_epoch")
     at = f" (epoch {epoch})" if epoch is not None else ""
+    recipe = f"; recipe: {esc(selection['recipe'])}" if isinstance(selection.get("recipe"), str) else ""
     if rule == "final":
-        return f"final checkpoint{at}; no model selection"
+        return f"final checkpoint{at}; no model selection{recipe}"
     if rule == "holdout":
         return (f"best mIoU on a holdout of {selection.get('holdout_images', '?')} training images (seed "
-                f"{selection.get('holdout_seed', '?')}), never on the reported split{at}")
-    return f"{rule}{at}"
+                f"{selection.get('holdout_seed', '?')}), never on the reported split{at}{recipe}")
+    return f"{rule}{at}{recipe}"
 
 
 def scores_line(metrics: dict[str, Any], split: str) -> str:

@@ -123,6 +123,10 @@ RECORD_CASES = [
          _set("metrics.per_image", {"intersection": [[4, 1, 0], [5, 0, 0]], "union": [[5, 2, 0], [5, 0, 0]]})),
     Case("test-miou-not-mean", "test_metrics.miou 0.3, its IoU 0.8 and 0.6", "test_metrics.miou 0.3 is not the mean",
          _set("test_metrics", {"miou": 0.3, "iou": {"a": 0.8, "b": 0.6}})),
+    Case("recipe-long", "selection.recipe: 300 letters", "selection.recipe must be text of at most 200 characters",
+         _set("selection.recipe", "r" * 300)),
+    Case("recipe-not-text", "selection.recipe: a mapping", "selection.recipe must be text",
+         _set("selection.recipe", {"chosen_on": "test"})),
 ]
 
 
@@ -300,6 +304,8 @@ PACK_CASES = [
          lambda m, root: _extra_model(key="camvid/other--000000000000")(m)),
     Case("pack-miou-5", "a model entry with miou: 5", "miou=5 is not a fraction",
          lambda m, root: _extra_model(miou=5)(m)),
+    Case("pack-test-miou-string", 'a model entry with test_miou: "55.9"', "test_miou='55.9' is not a fraction",
+         lambda m, root: _extra_model(test_miou="55.9")(m)),
     Case("pack-task", 'a model entry with task: "shell"', "task 'shell' is not",
          lambda m, root: _extra_model(task="shell")(m)),
     Case("pack-example-not-object", 'examples: [42, ...]', "an example entry without image, mask and dataset",
