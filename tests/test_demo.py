@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from app_fixtures import fake_record
 from segbench import demo
-from segbench.app.catalog import demo_entries, discover_models, make_examples
+from segbench.app.catalog import discover_models, make_examples
 from segbench.app.config import AppConfig
 from segbench.app.state import AppState
 from segbench.cli import main
@@ -204,3 +204,26 @@ def test_examples_copied_with_ground_truth(tmp_path):
     examples = make_examples(tmp_path / "ex", ["isbi2012"], demo=pack)
     assert len(examples) == len(rows) and all(Path(p).is_file() for row in examples for p in row[:2])
     assert json.loads((tmp_path / "demo" / "manifest.json").read_text())["examples"][0]["license"].startswith("ISBI")
+
+
+def _committed_pack_models(dataset: str) -> list[str]:
+    manifest = json.loads((REPO_PACK / "manifest.json").read_text())
+    return [m["path"] for m in manifest["models"] if m["dataset"] == dataset]
+
+
+REPO_PACK = Path(__file__).resolve().parents[1] / "leaderboard" / "demo"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", _committed_pack_models("camvid"))
+def test_demo_camvid_model_scores_its_record_on_test(folder, shared_data, tmp_path):
+    """`segbench eval` of each committed CamVid demo model (fp16 weights) on --split test gives its record's test
+    mIoU within 0.002, and the board's record says the same as the pack's copy of it."""
+    pack_model = REPO_PACK / "models" / "camvid" / folder
+    record = json.loads((pack_model / "record.json").read_text())
+    committed = json.loads((REPO_PACK.parent / "records" / "camvid" / f"{folder}.json").read_text())
+    assert record["test_metrics"] is not None and committed["test_metrics"]["miou"] == record["test_metrics"]["miou"]
+    out = tmp_path / "test.json"
+    assert main(["eval", str(pack_model), "--split", "test", "--data-root", str(shared_data / "camvid"),
+                 "--json", str(out), "--no-progress"]) == 0
+    assert abs(json.loads(out.read_text())["miou"] - record["test_metrics"]["miou"]) <= 0.002
