@@ -22,7 +22,7 @@ from .record_schema import SCHEMA_VERSION, RecordError, upgrade, validate_record
 
 __all__ = ["SCHEMA_VERSION", "RecordError", "validate_record", "write_record", "read_record", "load_records",
            "records_frame", "load_frame", "flatten", "record_path", "previous_record", "reproduction_report",
-           "csv_text", "markdown_text", "markdown_code", "board_scores",
+           "csv_text", "markdown_text", "markdown_code", "board_scores", "board_order",
            "COLUMNS", "DEFAULT_ROOT"]
 
 DEFAULT_ROOT = Path("leaderboard")
@@ -213,12 +213,13 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """A DataFrame with the COLUMNS above, one row per record; within each dataset the rows scored on test first,
     then best mIoU first."""
-    frame = pd.DataFrame([flatten(r) for r in records], columns=COLUMNS)
-    if frame.empty:
-        return frame
-    return (frame.assign(_test=frame["split"] != "test")
-            .sort_values(["dataset", "_test", "miou"], ascending=[True, True, False], na_position="last")
-            .drop(columns="_test").reset_index(drop=True))
+    return pd.DataFrame(sorted((flatten(r) for r in records), key=board_order), columns=COLUMNS)
+
+
+def board_order(row: dict[str, Any]) -> tuple:
+    """Sort key of a flattened row: per dataset, rows scored on test first (``board_scores``), then best mIoU."""
+    miou = row.get("miou")
+    return row["dataset"], row["split"] != "test", -(miou if miou is not None and miou == miou else -1.0)
 
 
 _MARKDOWN = re.compile(r"([\\`*_\[\]|~])")  # emphasis, links and images, code, table cells, strike

@@ -37,7 +37,7 @@ LEADERBOARD_COLUMNS = [
 
 
 def print_leaderboard(records: list[dict[str, Any]]) -> None:
-    from ..records import flatten
+    from ..records import board_order, flatten
 
     rows = []
     for r in records:
@@ -46,14 +46,9 @@ def print_leaderboard(records: list[dict[str, Any]]) -> None:
         row["miou_ci"] = _ci_text(row)
         row["capped"] = "yes" if row["capped"] else ""
         rows.append(row)
-    rows.sort(key=_board_order)
+    rows.sort(key=board_order)
     print()
     print_table(rows, LEADERBOARD_COLUMNS)
-
-
-def _board_order(row: dict[str, Any]) -> tuple:
-    """Per dataset, rows scored on test first (``records.board_scores``), then best mIoU first."""
-    return row["dataset"], row["split"] != "test", -(row["miou"] or 0)
 
 
 def _ci_text(row: dict[str, Any], scale: float = 1.0, digits: int = 4, prefix: str = "") -> str | None:
@@ -110,9 +105,9 @@ def print_suite_status(suite: str, status: list[dict[str, Any]]) -> None:
 def markdown_table(records: list[dict[str, Any]]) -> str:
     """The README's table: one row per record; per dataset the rows scored on test first, then best mIoU first.
     PA, mPA, mIoU and mask AP are on the row's split (``records.board_scores``), val mIoU beside them."""
-    from ..records import flatten
+    from ..records import board_order, flatten
 
-    rows = sorted((flatten(r) | {"_r": r} for r in records), key=_board_order)
+    rows = sorted((flatten(r) | {"_r": r} for r in records), key=board_order)
     lines = ["| dataset | model | family | split | PA | mPA | mIoU (95% CI) | val mIoU (95% CI) | mask AP | params (M) "
              "| GMACs | forward (ms) | end-to-end (ms) | epochs | train (s) | device |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
