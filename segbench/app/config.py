@@ -7,12 +7,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.facts import dataset_rank
 from ..store import default_store
 
-FAMILIES = ("unet", "fcn", "deeplab", "maskrcnn")  # display order; the default picks one model of each
-# Domain order in the app (first = the default Compare domain): street scenes first, where the pretrained models
-# are; the built-in synthetic data last (it exists so a fresh clone has models, not to be looked at).
-DATASET_ORDER = ("camvid", "balloon", "isbi2012", "synthetic")
+__all__ = ["MAX_MODELS", "AppConfig", "dataset_label", "dataset_license", "dataset_rank", "one_line"]
+
 MAX_MODELS = 4
 
 
@@ -58,11 +57,6 @@ def dataset_license(name: str) -> str:
 
     info = dataset_info(name)
     return info.license if info is not None else ""
-
-
-def dataset_rank(name: str) -> tuple[int, str]:
-    """Sort key: the built-in datasets in DATASET_ORDER, then the others by name."""
-    return (DATASET_ORDER.index(name) if name in DATASET_ORDER else len(DATASET_ORDER), name)
 
 
 def one_line(exc: BaseException) -> str:

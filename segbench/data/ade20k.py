@@ -142,4 +142,3 @@ def build(*, split: str, root: str | None = None, task: str = "semantic", transf
 build.info = INFO  # type: ignore[attr-defined]  (static info: no files read)
 build.scan = scan  # type: ignore[attr-defined]  (the data doctor's listing)
 build.table = TABLE  # type: ignore[attr-defined]  (stored value -> class, for the data doctor)
-build.splits = lambda **_: tuple(SPLITS)  # type: ignore[attr-defined]

@@ -19,17 +19,17 @@ from pathlib import Path
 import torch
 
 from ..errors import SegbenchError
+from .facts import DATASET_FACTS
 from .info import DatasetInfo
 from .registry import DATASETS, build_dataset, default_root
 from .io import read_image, read_mask
 
-# splits checked by default for datasets that do not list their own (build.splits); their test sets are not shipped
-DEFAULT_SPLITS = {"isbi2012": ("train", "val"), "camvid": ("train", "val"), "balloon": ("train", "val")}
-
 
 def _splits(name: str, options: dict) -> tuple[str, ...]:
+    """The splits checked by default: the table's (``facts.DatasetFacts.splits``), or the builder's own list where
+    it depends on an option (Cityscapes' ``mode``)."""
     listed = getattr(DATASETS[name], "splits", None)
-    return tuple(listed(**options)) if callable(listed) else DEFAULT_SPLITS.get(name, ("train", "val"))
+    return tuple(listed(**options)) if callable(listed) else DATASET_FACTS[name].splits
 
 
 def _accepted(fn: Callable, options: dict) -> dict:

@@ -180,4 +180,3 @@ def build(
 build.info = INFO  # type: ignore[attr-defined]  (static info: no files read)
 build.scan = scan  # type: ignore[attr-defined]  (the data doctor's listing)
 build.table = TABLE  # type: ignore[attr-defined]  (stored value -> class, for the data doctor)
-build.splits = lambda **_: ("train", "val")  # type: ignore[attr-defined]  (trainval repeats them)
