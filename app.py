@@ -38,6 +38,7 @@ from segbench.app.catalog import MAX_MODELS, make_examples, no_weights_markdown,
 from segbench.app.config import AppConfig  # noqa: E402
 from segbench.app.state import AppState  # noqa: E402
 from segbench.device import keep_freed_memory  # noqa: E402
+from segbench.models.families import FAMILIES  # noqa: E402
 
 # A server runs the same models again and again: keep their freed activation buffers instead of page-faulting fresh
 # ones in on every call (1.3-1.5x faster comparisons on this project's CPU; segbench.device.keep_freed_memory).
@@ -197,7 +198,8 @@ def build_app(state: AppState) -> gr.Blocks:
     """The whole UI over ``state`` (``AppState.load(cfg, workdir=...)``)."""
     with gr.Blocks(title="segbench: compare segmentation models", delete_cache=(300, UPLOAD_LIFETIME_S),
                    analytics_enabled=False) as demo:
-        gr.Markdown("# segbench\nClassic segmentation models (U-Net, FCN, DeepLab, Mask R-CNN) trained under one "
+        families = ", ".join(f.label for f in FAMILIES.values())
+        gr.Markdown(f"# segbench\nClassic segmentation models ({families}) trained under one "
                     "protocol, from scratch and on an ImageNet-pretrained encoder: compare them on your own image, "
                     "or browse the results.")
         with gr.Tabs():

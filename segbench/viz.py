@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .models.families import FAMILIES
+
 IGNORE_COLOUR = (0, 0, 0)
 
 
@@ -278,7 +280,6 @@ def training_curve_figure(history: list[dict]):
 # Config keys that may differ between the points of one label-efficiency curve (the subset, and what follows from it).
 _CURVE_FREE_KEYS = ("train_fraction", "train_fraction_seed", "epochs", "name", "seed", "max_train_seconds",
                     "latency_runs", "num_workers")
-_FAMILY_COLOURS = {"unet": "#1f77b4", "fcn": "#ff7f0e", "deeplab": "#2ca02c", "maskrcnn": "#d62728"}
 
 
 def label_efficiency_series(records: list[dict], dataset: str) -> list[dict]:
@@ -326,10 +327,11 @@ def label_efficiency_figure(records: list[dict], dataset: str):
     fig = go.Figure()
     for s in series:
         images, miou, runs = zip(*s["points"])
+        colour = FAMILIES[s["family"]].colour if s["family"] in FAMILIES else "#7f7f7f"
         fig.add_trace(go.Scatter(
             x=images, y=[100 * m for m in miou], mode="lines+markers", name=s["label"],
             text=[f"{n} run{'s' * (n > 1)}" for n in runs],
-            line={"color": _FAMILY_COLOURS.get(s["family"], "#7f7f7f"), "dash": "solid" if s["pretrained"] else "dash"},
+            line={"color": colour, "dash": "solid" if s["pretrained"] else "dash"},
             marker={"symbol": "circle" if s["pretrained"] else "circle-open", "size": 9},
             hovertemplate="%{x} labelled images<br>mIoU %{y:.1f}% (%{text})<extra>" + s["label"] + "</extra>",
         ))

@@ -26,11 +26,12 @@ import torch
 
 from .. import viz
 from ..errors import SegbenchError
+from ..models import FAMILIES, FAMILY_OF
 from ..store import CONFIG_FILE, WEIGHTS_FILE, LocalStore
 
 if TYPE_CHECKING:
     from ..demo import DemoPack
-from .config import FAMILIES, MAX_MODELS, AppConfig, dataset_rank, one_line
+from .config import MAX_MODELS, AppConfig, dataset_rank, one_line
 
 SLIDE_ABOVE = 2048  # longer side (px, at the model's input) above which whole-image models slide over the upload
 
@@ -73,12 +74,12 @@ def model_choices(entries: list[ModelEntry]) -> list[tuple[str, str]]:
 
 
 def family_of(model: str) -> str:
-    """The family from a builder name (unet_small -> unet, deeplabv3_resnet50 -> deeplab), 'other' if unknown."""
+    """The family of a builder name (unet_small -> unet, deeplabv3_resnet50 -> deeplab) from the model table; for a
+    name it lacks, the first family key in the name; 'other' if none."""
+    if model in FAMILY_OF:
+        return FAMILY_OF[model]
     flat = model.lower().replace("_", "").replace("-", "")
-    for family in ("maskrcnn", "deeplab", "unet", "fcn"):
-        if family in flat:
-            return family
-    return "other"
+    return next((key for key in FAMILIES if key in flat), "other")
 
 
 def discover_models(store_root: str | Path, records: list[dict[str, Any]], *,
@@ -182,7 +183,8 @@ def default_selection(entries: list[ModelEntry], limit: int = MAX_MODELS) -> lis
     best: dict[str, ModelEntry] = {}
     for entry in sorted(entries, key=lambda e: not e.pretrained):  # stable: pretrained first, each best first
         best.setdefault(entry.family, entry)
-    order = sorted(best, key=lambda f: (FAMILIES.index(f) if f in FAMILIES else len(FAMILIES), f))
+    keys = list(FAMILIES)
+    order = sorted(best, key=lambda f: (keys.index(f) if f in keys else len(keys), f))
     return [best[f].key for f in order][:limit]
 
 

@@ -1,7 +1,8 @@
 """Model lookup: one plain dict from public name to keyword-only builder.
 
 Every builder takes ``num_classes`` plus its own options (``OPTIONS[name]``: option -> default) and returns a
-module with ``task`` ("semantic" or "instance"), ``family`` and ``variant`` attributes. Semantic models are
+module with ``task`` ("semantic" or "instance"), ``family`` (a key of ``families.FAMILIES``, the table of families)
+and ``variant`` attributes. Semantic models are
 ``Segmenter``s (segmenter.py; FCN-ResNet, DeepLab), ``FCNVGG`` or ``UNet``; instance models are ``MaskRCNN``.
 """
 
@@ -13,17 +14,20 @@ from torch import nn
 
 from ..errors import SegbenchError, nearest
 from . import deeplab, fcn, maskrcnn, unet
+from .families import FAMILIES
 from .options import merge_options
 
-__all__ = ["MODELS", "OPTIONS", "TASKS", "build_model", "check_model_args", "get_builder", "model_options",
-           "model_task"]  # fmt: skip
+__all__ = ["FAMILIES", "FAMILY_OF", "MODELS", "OPTIONS", "TASKS", "build_model", "check_model_args", "get_builder",
+           "model_options", "model_task"]  # fmt: skip
 
-_FAMILIES = (unet, fcn, deeplab, maskrcnn)
+_FILES = {module.__name__.rpartition(".")[2]: module for module in (deeplab, fcn, maskrcnn, unet)}
+_FAMILIES = tuple(_FILES[key] for key in FAMILIES)  # in the table's order; a row without its file fails here
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     name: builder for family in _FAMILIES for name, builder in family.BUILDERS.items()
 }
 TASKS: dict[str, str] = {name: family.TASK for family in _FAMILIES for name in family.BUILDERS}
+FAMILY_OF: dict[str, str] = {name: key for key in FAMILIES for name in _FILES[key].BUILDERS}
 OPTIONS: dict[str, dict[str, object]] = {
     name: family.DEFAULTS[name] for family in _FAMILIES for name in family.BUILDERS
 }
