@@ -40,5 +40,6 @@ def store_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real datasets not found at {SHARED_DATA}")
+        pytest.skip(f"needs the real datasets (camvid, isbi2012, balloon) in {SHARED_DATA} "
+                    "(README: Datasets and protocol)")
     return SHARED_DATA

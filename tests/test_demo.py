@@ -192,7 +192,8 @@ def test_half_state_keeps_values_fp16_cannot_hold():
     assert half["w"].dtype == torch.float16 and half["var"].dtype == torch.float32 and half["n"].dtype == torch.int64
 
 
-@pytest.mark.skipif(default_root("isbi2012") is None, reason="ISBI 2012 data not found (set SEGBENCH_DATA)")
+@pytest.mark.skipif(default_root("isbi2012") is None, reason="needs the isbi2012 data in "
+                    "$SEGBENCH_DATA/isbi2012 or ../shared/data/isbi2012 (README: Datasets and protocol)")
 def test_examples_copied_with_ground_truth(tmp_path):
     store, board = tmp_path / "store", tmp_path / "board"
     add_run(store, board, 1, "isbi2012", miou=0.5)

@@ -176,7 +176,8 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
 
 
-@pytest.mark.skipif(not (REPO / ".git").exists(), reason="not a git checkout (an sdist or a Space copy)")
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="needs a git checkout (it reads git ls-files): "
+                    "run it in a clone, not in an sdist or a Space copy")
 def test_every_tracked_binary_file_is_under_an_lfs_rule():
     tracked = [p for p in _git("ls-files", "-z").split("\0") if p and (REPO / p).is_file()]
     binary = [p for p in tracked if b"\0" in (REPO / p).read_bytes()[:8000]]

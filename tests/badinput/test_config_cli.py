@@ -290,7 +290,7 @@ def test_there_are_at_least_80_distinct_cases() -> None:
     assert len({c.id for c in CASES}) == len(CASES) >= 80
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs no visible CUDA GPU: run with CUDA_VISIBLE_DEVICES=''")
 def test_cuda_on_a_cpu_machine_is_refused_before_training(workspace, capsys) -> None:
     assert_refused(train("device=cuda"), "tiny.yaml: device 'cuda' asked for but no CUDA GPU is visible", workspace, capsys)
 
@@ -305,7 +305,8 @@ def test_read_only_leaderboard_is_refused_before_training(workspace, capsys, mon
     assert_refused(train(), "--leaderboard lb: folder lb is not writable", workspace, capsys)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into a read-only folder")
+@pytest.mark.skipif(os.geteuid() == 0, reason="needs a non-root user (root writes into read-only folders): "
+                    "run the tests as an ordinary user")
 def test_read_only_leaderboard_folder_for_real(workspace, capsys) -> None:
     (workspace / "lb").mkdir()
     (workspace / "lb").chmod(0o500)

@@ -337,7 +337,7 @@ def tiny_disk(tmp_path):
     mount.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
                       capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
+        pytest.skip("needs root to mount a tmpfs (run the tests as root, e.g. in a container)")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
@@ -368,7 +368,7 @@ def test_read_only_disk_is_one_line_naming_the_folder(tmp_path):
     mount.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(mount)],
                       capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
+        pytest.skip("needs root to mount a tmpfs (run the tests as root, e.g. in a container)")
     try:
         with pytest.raises(SegbenchError, match="read-only file system") as info:
             write_record(make_record(), mount)

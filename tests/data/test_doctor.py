@@ -54,7 +54,8 @@ def test_wrong_root_is_one_problem(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["isbi2012", "camvid", "balloon"])
 def test_shipped_datasets_are_clean(name):
     if default_root(name) is None:
-        pytest.skip(f"{name} not found under $SEGBENCH_DATA or ../shared/data")
+        pytest.skip(f"needs the {name} data in $SEGBENCH_DATA/{name} or ../shared/data/{name} "
+                    "(README: Datasets and protocol)")
     lines = []
     assert check(name, log=lines.append) == [], "\n".join(lines)
     assert lines[-1].startswith(f"{name}: clean;")

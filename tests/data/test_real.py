@@ -13,8 +13,10 @@ from segbench.errors import SegbenchError
 
 ISBI = default_root("isbi2012")
 CAMVID = default_root("camvid")
-needs_isbi = pytest.mark.skipif(ISBI is None, reason="isbi2012 data not found ($SEGBENCH_DATA or ../shared/data)")
-needs_camvid = pytest.mark.skipif(CAMVID is None, reason="camvid data not found ($SEGBENCH_DATA or ../shared/data)")
+needs_isbi = pytest.mark.skipif(ISBI is None, reason="needs the isbi2012 data in $SEGBENCH_DATA/isbi2012 or "
+                               "../shared/data/isbi2012 (README: Datasets and protocol)")
+needs_camvid = pytest.mark.skipif(CAMVID is None, reason="needs the camvid data in $SEGBENCH_DATA/camvid or "
+                                 "../shared/data/camvid (README: Datasets and protocol)")
 
 
 @needs_isbi

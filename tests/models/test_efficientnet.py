@@ -246,7 +246,8 @@ def _normalise(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
 def _frames(dataset: str, count: int) -> list[str]:
     files = sorted(glob.glob(os.path.join(DATA, dataset, "val", "*.jpg")))
     if not files:
-        pytest.skip(f"no {dataset} val images under {DATA} (set SEGBENCH_DATA)")
+        pytest.skip(f"needs {dataset} val images in {DATA}/{dataset}/val/*.jpg (set SEGBENCH_DATA to the folder "
+                    f"holding {dataset}/; README: Datasets and protocol)")
     return files[:: max(1, len(files) // count)][:count]
 
 
