@@ -115,7 +115,7 @@ def test_chunked_classes_and_reset(monkeypatch):
 
 
 def test_bench_boundary_and_bootstrap_run_small():
-    from segbench.bench.metrics import bench_bootstrap, bench_boundary
+    from segbench.analysis.baselines.metrics import bench_bootstrap, bench_boundary
 
     result = bench_boundary(updates=2, size=64, num_classes=4)
     assert result["matches_reference"] and result["dilation_px"] == 2

@@ -62,7 +62,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_speed(args: argparse.Namespace) -> int:
-    from ..bench.run import run_speed
+    from ..analysis.baselines import run_speed
 
     if args.json:
         check_output(args.json, "--json", folder=False)

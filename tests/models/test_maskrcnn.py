@@ -171,7 +171,7 @@ def test_full_weights_fine_tune_to_other_classes(tmp_path):
 
 
 def test_bench_postprocess_reports_agreement():
-    from segbench.bench.maskrcnn import bench_postprocess
+    from segbench.analysis.baselines.maskrcnn import bench_postprocess
 
     report = bench_postprocess(size=64, batch=1, detections=10, iters=1, backbone="resnet18_fpn")
     assert report["detections_per_image"] == 10

@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
-from ..data.transforms import normalize
-from ..device import device_name
-from ..models import build_model
-from ..models.inference import forward_full
-from ..predict import Predictor
-from ..speed import timed_ms
-from ..store import save_weights
+from ...data.transforms import normalize
+from ...device import device_name
+from ...models import build_model
+from ...models.inference import forward_full
+from ...predict import Predictor
+from ...speed import timed_ms
+from ...store import save_weights
 
 
 def _time(fn, runs: int, device: torch.device) -> tuple[float, Any]:
@@ -51,7 +51,7 @@ def bench_predict_path(model_name: str = "unet", *, device: str = "cpu", size: i
             weights = tmp
         predictor = Predictor(weights, device=str(dev))
         if image is not None:
-            from ..predict import adapt_channels, load_image
+            from ...predict import adapt_channels, load_image
 
             picture = adapt_channels(load_image(image), predictor.in_channels)
         else:

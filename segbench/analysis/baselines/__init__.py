@@ -1,11 +1,16 @@
-"""Dispatch for `segbench speed`: each baseline lives in its own module of this package."""
+"""``segbench speed``: segbench's parts timed against reference implementations, one baseline per module.
+
+``metrics`` (ConfusionMatrix vs torchmetrics, the bootstrap, Boundary IoU), ``torchvision_models`` (FCN-ResNet50 and
+DeepLab v3 vs torchvision's), ``maskrcnn`` (batched mask post-processing vs torchvision's), ``predict_path`` (the
+predict path vs plain eager PyTorch) and ``train_loop`` (``engine.train`` vs a plain loop). The development
+benchmarks of the app and the data (``segbench.bench``) are not part of the product and are not imported here."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..device import resolve_device
-from ..errors import SegbenchError
+from ...device import resolve_device
+from ...errors import SegbenchError
 
 
 def run_speed(model: str | None, *, baseline: str, device: str = "auto", size: int = 512, batch: int | None = None,

@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..data import DatasetInfo
-from ..data.transforms import collate_semantic, normalize
-from ..device import device_name
-from ..engine import make_optimizer, make_scheduler, train
-from ..losses import build_loss
-from ..models import build_model
-from ..speed import count_gmacs
+from ...data import DatasetInfo
+from ...data.transforms import collate_semantic, normalize
+from ...device import device_name
+from ...engine import make_optimizer, make_scheduler, train
+from ...losses import build_loss
+from ...models import build_model
+from ...speed import count_gmacs
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16 tensor-core peaks
 

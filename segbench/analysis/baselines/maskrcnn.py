@@ -28,9 +28,9 @@ import torch
 from torch import Tensor
 from torchvision.models.detection.roi_heads import maskrcnn_inference, paste_masks_in_image
 
-from ..errors import SegbenchError
-from ..models.maskpaste import paste_masks
-from ..models.maskrcnn import maskrcnn
+from ...errors import SegbenchError
+from ...models.maskpaste import paste_masks
+from ...models.maskrcnn import maskrcnn
 
 __all__ = ["bench_postprocess"]
 
@@ -220,7 +220,7 @@ def _paste_calls(model: torch.nn.Module, head: dict, threshold: float | None) ->
     return {"stock": stock, "ours": ours}
 
 
-if __name__ == "__main__":  # python -m segbench.bench.maskrcnn [cpu|cuda]
+if __name__ == "__main__":  # python -m segbench.analysis.baselines.maskrcnn [cpu|cuda]
     import json
     import sys
 
