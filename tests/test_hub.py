@@ -25,6 +25,7 @@ from segbench.cli.hub import register
 from segbench.hub.pull import _VERIFIED
 from segbench.errors import SegbenchError
 from segbench.store import LocalStore, sha256_file
+from segbench.weights_meta import WeightsMeta
 
 try:  # tests/ is on sys.path (pytest's default rootdir-less layout) or a package
     from hub_server import FakeHub
@@ -90,9 +91,9 @@ def _net(model: str) -> nn.Module:
 def _record(store: LocalStore, model: str, dataset: str, run_id: str, miou: float, *, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     net = _net(model)
-    meta = {"model": model, "model_args": {}, "num_classes": 3, "in_channels": 3, "class_names": ["bg", "a", "b"],
-            "mean": [0.5] * 3, "std": [0.25] * 3, "ignore_index": 255, "dataset": dataset, "palette": [[0, 0, 0]] * 3,
-            "eval_size": None, "task": "semantic"}
+    meta = WeightsMeta(model=model, model_args={}, num_classes=3, in_channels=3, class_names=("bg", "a", "b"),
+                       mean=(0.5,) * 3, std=(0.25,) * 3, ignore_index=255, dataset=dataset, palette=((0, 0, 0),) * 3,
+                       eval_size=None, task="semantic")
     weights = store.save(net, meta, dataset, model, run_id)
     return {
         "schema": 1, "id": run_id, "model": model, "family": "unet", "variant": "same-8", "task": "semantic",
@@ -291,7 +292,7 @@ def test_pull_verifies_sha256_and_rejects_tampered_weights(fake, local, tmp_path
         from segbench.store import load_model
 
         model, meta = load_model(pulled[0]["weights"]["uri"], store=fresh_store)
-        assert meta["dataset"] == pulled[0]["dataset"] and not model.training
+        assert meta.dataset == pulled[0]["dataset"] and not model.training
 
     # A corrupted download: the server serves flipped bytes under the right ETag. Fresh cache, fresh store.
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache2"))
