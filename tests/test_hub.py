@@ -23,6 +23,7 @@ from segbench.hub import cards, names
 from segbench.hub import http as hub_http
 from segbench.cli.hub import register
 from segbench.hub.pull import _VERIFIED
+from segbench.hub.push import PushTarget
 from segbench.errors import SegbenchError
 from segbench.store import LocalStore, sha256_file
 from segbench.weights_meta import WeightsMeta
@@ -437,7 +438,7 @@ def test_repo_names_are_sanitised_and_validated_before_any_request(fake, tmp_pat
     store = LocalStore(tmp_path / "s")
     record = _record(store, "unet_small", "camvid", "dddddddddddd", 0.5)
     with pytest.raises(SegbenchError, match="--owner"):
-        hub.push_records([record], store=store, owner="bad owner!")
+        hub.push_records([record], store=store, target=PushTarget(owner="bad owner!"))
     assert not fake.calls
 
 
@@ -456,16 +457,16 @@ def test_push_one_for_run_push(fake, tmp_path):
     store = LocalStore(tmp_path / "store")
     record = _record(store, "unet_small", "synthetic", "ffffffffffff", 0.5)
     assert hub.check_push_access(owner=OWNER) == OWNER
-    assert hub.push_one(record, store=store, owner=OWNER, log=lambda line: None).ok
+    assert hub.push_one(record, store=store, target=PushTarget(owner=OWNER), log=lambda line: None).ok
     assert "runs/ffffffffffff/model.safetensors" in fake.files(SYN)
     assert "records/synthetic/unet_small--ffffffffffff.json" in fake.files(RESULTS, "dataset")
     fake.fail("POST", r"/commit/", status=500, times=100)
     record2 = _record(store, "unet_small", "synthetic", "999999999999", 0.6)
     lines = []
-    report = hub.push_one(record2, store=store, owner=OWNER, log=lines.append)  # the suite goes on
+    report = hub.push_one(record2, store=store, target=PushTarget(owner=OWNER), log=lines.append)  # the suite goes on
     assert not report.ok and SYN in report.failed and "rerun 'python -m segbench push'" in lines[-1]
     with pytest.raises(SegbenchError, match="saved locally"):
-        hub.push_one(record2, store=store, owner=OWNER, strict=True, log=lambda line: None)
+        hub.push_one(record2, store=store, target=PushTarget(owner=OWNER), strict=True, log=lambda line: None)
 
 
 def test_run_push_end_to_end_through_the_cli(fake, tmp_path, monkeypatch):

@@ -43,13 +43,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _pusher(args: argparse.Namespace):
     """The per-record Hub push of ``run --push``; the token is checked here, before any training."""
-    from ..hub import check_push_access, push_one
+    from ..hub import PushTarget, check_push_access, push_one
 
     store = store_of(args)
     owner = check_push_access(owner=args.owner)
 
     def push(record: dict[str, Any]) -> None:
-        push_one(record, store=store, owner=owner, results_repo=args.results_repo)
+        push_one(record, store=store, target=PushTarget(owner=owner, results_repo=args.results_repo))
 
     return push
 
