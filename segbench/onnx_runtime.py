@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from .errors import SegbenchError
 from .models.blocks import center_crop, mirror_pad
 from .store import WEIGHTS_FILE, LocalStore, load_model, sha256_file
+from .weights_meta import WeightsMeta
 
 ONNX_FILE = "model.onnx"
 WEIGHTS_KEY = "segbench.weights_sha256"  # graph metadata: the sha256 of the safetensors file it was exported from
@@ -101,13 +102,13 @@ class OnnxModel(nn.Module):
         return {"out": center_crop(logits, height, width)}
 
 
-def load_onnx_model(weights: str | Path, *, store: LocalStore | None = None) -> tuple[OnnxModel, dict[str, Any]]:
+def load_onnx_model(weights: str | Path, *, store: LocalStore | None = None) -> tuple[OnnxModel, WeightsMeta]:
     """(OnnxModel, meta) for a semantic model's weights, exporting ``model.onnx`` first when it is missing (to
     ``default_onnx_path``; no parity check here: ``export_onnx`` is tested for it)."""
     require_onnxruntime()  # before any export: without the runtime the graph would be written for nothing
     model, meta = load_model(weights, store=store)
-    if meta.get("task", "semantic") != "semantic":
-        raise SegbenchError(f"{weights}: {meta['model']} is an instance model; the ONNX backend runs semantic models")
+    if meta.task != "semantic":
+        raise SegbenchError(f"{weights}: {meta.model} is an instance model; the ONNX backend runs semantic models")
     folder = (store or LocalStore()).resolve(weights)
     path = default_onnx_path(folder)
     if not path.is_file() or graph_weights_sha256(path) != sha256_file(folder / WEIGHTS_FILE):
@@ -137,7 +138,7 @@ def default_onnx_path(weights_dir: Path) -> Path:
     return LocalStore().root / "onnx" / f"{sha256_file(weights_dir / WEIGHTS_FILE)[:16]}.onnx"
 
 
-def write_graph(model: nn.Module, meta: dict[str, Any], weights: str | Path, *, out: str | Path | None = None,
+def write_graph(model: nn.Module, meta: WeightsMeta, weights: str | Path, *, out: str | Path | None = None,
                 store: LocalStore | None = None, opset: int = 17) -> tuple[Path, float]:
     """Trace ``model`` (float32, eval) to an ONNX file with dynamic H/W, written atomically to ``out`` (default
     ``default_onnx_path``) with the sha256 of the weights it came from in its metadata. Returns (path, seconds)."""
@@ -145,7 +146,7 @@ def write_graph(model: nn.Module, meta: dict[str, Any], weights: str | Path, *, 
     target = Path(out) if out else default_onnx_path(folder)
     target.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    in_channels = int(meta.get("in_channels", 3))
+    in_channels = meta.in_channels
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".onnx")
     os.close(fd)
     try:
@@ -162,5 +163,5 @@ def write_graph(model: nn.Module, meta: dict[str, Any], weights: str | Path, *, 
         os.replace(tmp, target)
     except Exception as exc:  # noqa: BLE001 - an operator ONNX lacks must be one line naming the model
         Path(tmp).unlink(missing_ok=True)
-        raise SegbenchError(f"{weights}: ONNX export of {meta['model']} failed ({str(exc).splitlines()[0]})") from None
+        raise SegbenchError(f"{weights}: ONNX export of {meta.model} failed ({str(exc).splitlines()[0]})") from None
     return target, time.perf_counter() - t0

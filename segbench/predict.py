@@ -3,7 +3,7 @@
 ``Predictor(weights)`` loads a model once (safetensors + model.json) and maps any image to a class map at
 the image's own size: channels are adapted to the model (grey <-> RGB, alpha dropped), the image is
 normalised on the device, resized to the model's evaluation size if it has one, run as the weights were
-evaluated (``meta["evaluation"]``: whole image or sliding window, with their test-time scales and flip; see
+evaluated (``meta.evaluation``: whole image or sliding window, with their test-time scales and flip; see
 ``models.inference``), and the logits are resized back. Instance models (Mask R-CNN) also return their instances.
 
 ``fast`` (default): BatchNorm is folded into the convolution before it (``models.fold``; the same outputs up to
@@ -36,6 +36,7 @@ from .metrics import to_semantic
 from .models.fold import fold_batchnorm, folded_copy
 from .models.inference import Evaluation, evaluation_from, infer
 from .store import LocalStore, load_model
+from .weights_meta import WeightsMeta
 
 MAX_PIXELS = DEFAULT_MAX_PIXELS  # refuse decompression bombs above ~8000 x 8000 (data.io reads the header first)
 BACKENDS = ("torch", "onnx")
@@ -91,7 +92,7 @@ class Predictor:
         self._setup(model, meta, device_, fast, slide_above, owned=True)
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, meta: dict[str, Any], *, device: torch.device | str = "cpu",
+    def from_model(cls, model: torch.nn.Module, meta: WeightsMeta, *, device: torch.device | str = "cpu",
                    fast: bool = True, slide_above: int | None = None) -> Predictor:
         """Wrap a model already in memory; ``meta`` holds what model.json holds (task, in_channels, mean, std,
         num_classes, eval_size, eval_tile, evaluation; instance models: semantic_classes, score_threshold,
@@ -101,12 +102,12 @@ class Predictor:
         predictor._setup(model, meta, torch.device(device), fast, slide_above, owned=False)
         return predictor
 
-    def _setup(self, model: torch.nn.Module, meta: dict[str, Any], device: torch.device, fast: bool,
+    def _setup(self, model: torch.nn.Module, meta: WeightsMeta, device: torch.device, fast: bool,
                slide_above: int | None, *, owned: bool) -> None:
         self.device, self.meta = device, meta
-        self.evaluation = evaluation_from(meta.get("evaluation"))  # whole for weights saved before it was recorded
+        self.evaluation = evaluation_from(meta.evaluation)  # whole for weights saved before it was recorded
         self.slide_above = slide_above
-        self.task = meta.get("task", "semantic")
+        self.task = meta.task
         # An ONNX Runtime session runs its own float32 graph: no autocast, no memory-format change.
         self.backend = "onnx" if hasattr(model, "session") else "torch"
         fast = fast and self.backend == "torch"
@@ -125,19 +126,19 @@ class Predictor:
         self.channels_last = fast and semantic
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.in_channels = int(meta.get("in_channels", 3))
-        self.class_names = list(meta.get("class_names", []))
-        self.palette = [tuple(c) for c in meta.get("palette", [])]
-        self.num_classes = int(meta.get("semantic_classes", meta["num_classes"]))
-        l2c = meta.get("label_to_class")
+        self.in_channels = meta.in_channels
+        self.class_names = list(meta.class_names)
+        self.palette = [tuple(c) for c in meta.palette]
+        self.num_classes = meta.semantic_classes
+        l2c = meta.label_to_class
         self.label_to_class = torch.tensor(l2c, dtype=torch.int64) if l2c is not None else None
 
     def prepare(self, image: Tensor) -> Tensor:
         """uint8 [C,H,W] host image -> float32 [1,in_channels,h,w] on the device, normalised with the training
-        mean/std; semantic models: resized to ``meta["eval_size"]`` when set (instance models resize inside)."""
+        mean/std; semantic models: resized to ``meta.eval_size`` when set (instance models resize inside)."""
         image = adapt_channels(image, self.in_channels)
-        x = normalize(image[None].to(self.device), self.meta["mean"], self.meta["std"])
-        eval_size = self.meta.get("eval_size")
+        x = normalize(image[None].to(self.device), self.meta.mean, self.meta.std)
+        eval_size = self.meta.eval_size
         if self.task == "semantic" and eval_size is not None and tuple(x.shape[-2:]) != tuple(eval_size):
             x = F.interpolate(x, size=tuple(eval_size), mode="bilinear", align_corners=False, antialias=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -157,7 +158,7 @@ class Predictor:
             if self.task == "instance":
                 return self.model([x[0]])[0]
             return infer(self.model, x, self.evaluation_for(tuple(x.shape[-2:])), out_size=out_size,
-                         tile=self.meta.get("eval_tile"))
+                         tile=self.meta.eval_tile)
 
     @torch.inference_mode()
     def __call__(self, image: Tensor, *, with_probs: bool = False) -> Prediction:
@@ -166,8 +167,8 @@ class Predictor:
         out = self.forward(self.prepare(image), out_size=(h, w))
         if self.task == "instance":
             pred = {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
-            threshold = float(self.meta.get("score_threshold", 0.5))
-            fill = self.meta.get("fill")
+            threshold = float(self.meta.score_threshold)
+            fill = self.meta.fill
             mask = to_semantic(pred, self.num_classes, h, w, score_threshold=threshold,
                                label_to_class=self.label_to_class, fill=0 if fill is None else int(fill))
             keep = pred["scores"] >= threshold
@@ -261,7 +262,7 @@ def _write_outputs(predictor: Predictor, image: Tensor, pred: Prediction, out: P
         from .instance_eval import coco_results_json
         from .instance_viz import draw_instances, instance_id_map
 
-        labels = predictor.meta.get("label_names") or ["background", *predictor.class_names]
+        labels = predictor.meta.label_names or ["background", *predictor.class_names]
         shown = draw_instances(viz.to_rgb(image), pred.instances, labels, predictor.palette)
         _save_png(viz.to_pil(shown), out / f"{name}_overlay.png")
         ids = instance_id_map(pred.instances, 0.0)
@@ -276,5 +277,5 @@ def _write_outputs(predictor: Predictor, image: Tensor, pred: Prediction, out: P
         atomic_write(out / f"{name}_probs.npy", lambda f: np.save(f, probs))
 
 
-def describe(meta: dict[str, Any]) -> str:
-    return f"{meta.get('name', meta['model'])} ({meta['model']}) trained on {meta.get('dataset')}"
+def describe(meta: WeightsMeta) -> str:
+    return f"{meta.display_name} ({meta.model}) trained on {meta.dataset}"

@@ -24,6 +24,7 @@ from .device import cpu_name, device_name
 from .engine import uses_channels_last
 from .models.pretrained import pretrained_weights
 from .record_schema import SCHEMA_VERSION
+from .weights_meta import WeightsMeta
 
 
 def git_commit() -> str | None:
@@ -67,22 +68,24 @@ def metrics_entry(metrics: dict[str, Any], info: DatasetInfo, *, task: str, scor
     }
 
 
-def model_meta(cfg: RunConfig, info: DatasetInfo, *, model_args: dict[str, Any], model_classes: int, task: str,
-               label_to_class: torch.Tensor | None, fill: int | None, label_names: list[str] | None,
-               max_dets: list[int] | None) -> dict[str, Any]:
-    """The weights' ``model.json``: enough to rebuild the model and to evaluate it as the run did."""
-    return {
-        "model": cfg.model, "model_args": model_args, "num_classes": model_classes, "in_channels": info.in_channels,
-        "class_names": list(info.class_names), "semantic_classes": info.num_classes, "mean": list(info.mean),
-        "std": list(info.std), "ignore_index": info.ignore_index, "dataset": cfg.dataset,
-        "palette": [list(c) for c in info.palette], "eval_size": cfg.eval_size, "eval_tile": cfg.eval_tile,
-        "evaluation": cfg.evaluation().to_dict(),  # whole / slide + TTA: predict and the app run the same
-        "amp": cfg.amp, "channels_last": cfg.channels_last, "task": task, "name": cfg.display_name(),
-        "score_threshold": cfg.score_threshold, "max_dets": max_dets,
-        "label_to_class": label_to_class.tolist() if label_to_class is not None else None,
-        "fill": fill, "label_names": label_names, "license": info.license, "run_id": cfg.run_id(),
-        "group": cfg.group_id(), "hardware_class": cfg.hardware_class(),
-    }
+def model_meta(cfg: RunConfig, data: Any, *, model_args: dict[str, Any], task: str,
+               max_dets: list[int] | None) -> WeightsMeta:
+    """The weights' ``model.json``: enough to rebuild the model and to evaluate it as the run did. ``data``: the
+    run's ``run_data.Data`` (its info, model classes, label -> class map, fill class and label names)."""
+    info, label_to_class = data.info, data.label_to_class
+    return WeightsMeta(
+        model=cfg.model, model_args=model_args, num_classes=data.model_classes, in_channels=info.in_channels,
+        class_names=tuple(info.class_names), semantic_classes=info.num_classes, mean=tuple(info.mean),
+        std=tuple(info.std), ignore_index=info.ignore_index, dataset=cfg.dataset,
+        palette=tuple(tuple(c) for c in info.palette),
+        eval_size=tuple(cfg.eval_size) if cfg.eval_size is not None else None, eval_tile=cfg.eval_tile,
+        evaluation=cfg.evaluation().to_dict(),  # whole / slide + TTA: predict and the app run the same
+        amp=cfg.amp, channels_last=cfg.channels_last, task=task, name=cfg.display_name(),
+        score_threshold=cfg.score_threshold, max_dets=tuple(max_dets) if max_dets is not None else None,
+        label_to_class=tuple(label_to_class.tolist()) if label_to_class is not None else None,
+        fill=data.fill, label_names=tuple(data.label_names) if data.label_names is not None else None,
+        license=info.license, run_id=cfg.run_id(), group=cfg.group_id(), hardware_class=cfg.hardware_class(),
+    )
 
 
 def batchnorm_policy(model: torch.nn.Module) -> str:

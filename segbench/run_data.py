@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 from . import distributed
 from .config import RunConfig
 from .data import DatasetInfo, build_dataset
-from .data.resident import DeviceAugment, NotResident, ResidentLoader, resident_budget
+from .data.resident import DeviceAugment, NotResident, Preload, ResidentLoader, resident_budget
 from .data.registry import default_root
-from .data.sharding import EvalShard, ShardedBatches
+from .data.sharding import EvalShard, Shard, ShardedBatches
 from .data.transforms import TrainTransform, collate_instance, collate_semantic
 from .device import device_name
 from .errors import SegbenchError
@@ -251,9 +251,9 @@ def _resident_loader(cfg: RunConfig, info: DatasetInfo, build: Callable[..., Dat
                                 color_jitter=cfg.color_jitter, ignore_index=info.ignore_index)
         t0 = time.perf_counter()
         loader = ResidentLoader(_only(build(cfg.train_split), keep), batch_size=cfg.batch_size, device=device,
-                                augment=augment, seed=cfg.seed, num_workers=cfg.num_workers,
-                                max_bytes=resident_budget(device), rank=distributed.rank(),
-                                world_size=distributed.world_size())
+                                augment=augment, seed=cfg.seed,
+                                preload=Preload(num_workers=cfg.num_workers, max_bytes=resident_budget(device)),
+                                shard=Shard(rank=distributed.rank(), world_size=distributed.world_size()))
     except NotResident as exc:
         if cfg.loader == "device":
             raise SegbenchError(f"loader=device: {exc}; use loader=host") from None

@@ -36,7 +36,8 @@ from .optim import make_optimizer, make_scheduler
 from .record_build import build_record, metrics_entry, model_meta, selection_entry, training_entry
 from .records import DEFAULT_ROOT, previous_record, read_record, reproduction_report, write_record
 from .run_data import Data, _with_fill, build_data, eval_loader, find_test_split
-from .store import LocalStore, read_meta
+from .store import CONFIG_FILE, LocalStore, read_meta, read_meta_json
+from .weights_meta import WeightsMeta
 
 LATENCY_IMAGES = 8  # instance models: latency and GMACs on the first N val images (their cost depends on content)
 
@@ -88,49 +89,49 @@ def max_dets_for(model: torch.nn.Module) -> list[int] | None:
 
 # ---------------------------------------------------------------- evaluation (shared by run and eval)
 
-def score(model: torch.nn.Module, meta: dict[str, Any], loader: DataLoader, *, info: DatasetInfo,
+def score(model: torch.nn.Module, meta: WeightsMeta, loader: DataLoader, *, info: DatasetInfo,
           device: torch.device, progress: bool = False) -> dict[str, Any]:
     """Metrics of ``model`` on ``loader`` with the evaluation settings stored in its ``meta`` (eval size and tile,
     precision; instance models: score threshold, label -> class map, fill class, COCO ``max_dets``)."""
     kwargs: dict[str, Any] = score_kwargs(meta)
-    if meta.get("task") == "instance":
+    if meta.task == "instance":
         from .instance_eval import InstanceEvaluator
 
-        l2c = meta.get("label_to_class")
-        kwargs = {"score_threshold": float(meta.get("score_threshold", 0.5)), "fill": meta.get("fill"),
+        l2c = meta.label_to_class
+        kwargs = {"score_threshold": float(meta.score_threshold), "fill": meta.fill,
                   "label_to_class": torch.tensor(l2c) if l2c is not None else None,
-                  "instance_evaluator": InstanceEvaluator(max_dets=meta.get("max_dets") or (1, 10, 100))}
-    return evaluate(model, loader, info=info, device=device, amp=meta.get("amp", True),
-                    channels_last=meta.get("channels_last", True), progress=progress, **kwargs)
+                  "instance_evaluator": InstanceEvaluator(max_dets=meta.max_dets or (1, 10, 100))}
+    return evaluate(model, loader, info=info, device=device, amp=meta.amp,
+                    channels_last=meta.channels_last, progress=progress, **kwargs)
 
 
 def evaluate_weights(weights: str, *, store: LocalStore, dataset: str | None = None, split: str = "val",
                      data_root: str | None = None, dataset_args: dict[str, Any] | None = None, batch_size: int = 4,
-                     device: str = "auto", progress: bool = False) -> tuple[dict[str, Any], DatasetInfo, dict, int]:
+                     device: str = "auto", progress: bool = False) -> tuple[dict[str, Any], DatasetInfo, WeightsMeta, int]:
     """``segbench eval``: (metrics, info, meta, number of images) of stored weights on one split."""
     from .store import load_model
 
     dev = resolve_device(device)
     model, meta = load_model(weights, store=store, map_location=str(dev))
-    name = dataset or meta.get("dataset")
+    name = dataset or meta.dataset
     options = dict(dataset_args or {})
     semantic = build_dataset(name, split=split, root=data_root, **options)
-    info = with_stats(semantic.info, meta.get("mean"), meta.get("std"))  # what the weights were trained with
-    expected = int(meta.get("semantic_classes", meta["num_classes"]))
+    info = with_stats(semantic.info, meta.mean, meta.std)  # what the weights were trained with
+    expected = meta.semantic_classes
     if info.num_classes != expected:
         raise SegbenchError(f"{weights}: weights predict {expected} classes but dataset '{name}' has "
                             f"{info.num_classes}; evaluate on the dataset the model was trained on")
     instances = None
-    if meta.get("task") == "instance":
+    if meta.task == "instance":
         instances = _with_fill(build_dataset(name, split=split, root=data_root, task="instance", **options),
-                               meta.get("fill"))
-    loader = eval_loader(semantic, task=meta.get("task", "semantic"), batch_size=batch_size, instances=instances)
+                               meta.fill)
+    loader = eval_loader(semantic, task=meta.task, batch_size=batch_size, instances=instances)
     return score(model, meta, loader, info=info, device=dev, progress=progress), info, meta, len(semantic)
 
 
 # ---------------------------------------------------------------- one pair
 
-def _train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: dict[str, Any], *, task: str,
+def _train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: WeightsMeta, *, task: str,
            device: torch.device, checkpoint_dir: Path, resume: bool, sync_bn: bool, progress: bool,
            log: Callable[[str], None]):
     """Train ``model`` for the config's budget; returns the engine's TrainResult."""
@@ -156,7 +157,7 @@ def _train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: dict[str, A
                              scheduler=scheduler, loss_fn=loss_fn, monitor=monitor)
 
 
-def _engine_train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: dict[str, Any], *, task: str,
+def _engine_train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: WeightsMeta, *, task: str,
                   device: torch.device, checkpoint_dir: Path, resume: bool, sync_bn: bool, progress: bool,
                   log: Callable[[str], None], optimizer: Any, scheduler: Any, loss_fn: Any, monitor: Any):
     return train(
@@ -169,14 +170,13 @@ def _engine_train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: dict
         progress=progress, log=log)
 
 
-def score_kwargs(meta: dict[str, Any]) -> dict[str, Any]:
+def score_kwargs(meta: WeightsMeta) -> dict[str, Any]:
     """The evaluation settings of :func:`score` for the engine's selection and monitoring passes (no COCO AP)."""
-    if meta.get("task") == "instance":
-        l2c = meta.get("label_to_class")
-        return {"score_threshold": float(meta.get("score_threshold", 0.5)), "fill": meta.get("fill"),
+    if meta.task == "instance":
+        l2c = meta.label_to_class
+        return {"score_threshold": float(meta.score_threshold), "fill": meta.fill,
                 "label_to_class": torch.tensor(l2c) if l2c is not None else None}
-    return {"eval_size": meta.get("eval_size"), "tile": meta.get("eval_tile"),
-            "evaluation": evaluation_from(meta.get("evaluation"))}
+    return {"eval_size": meta.eval_size, "tile": meta.eval_tile, "evaluation": evaluation_from(meta.evaluation)}
 
 
 def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFAULT_ROOT, retrain: bool = False,
@@ -193,7 +193,7 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
     name, run_id, task = cfg.display_name(), cfg.run_id(), model_task(cfg.model)
     run_dir = store.run_dir(cfg.dataset, name, run_id)
     reuse = not retrain and distributed.on_main(
-        lambda: store.has(cfg.dataset, name, run_id) and "selection" in read_meta(run_dir))
+        lambda: store.has(cfg.dataset, name, run_id) and read_meta(run_dir).selection is not None)
     data = build_data(cfg, task, need_train=not reuse, device=device, log=log)
     test = find_test_split(cfg)  # before training: a test split that is there but unreadable stops the run now
     model_args = {"in_channels": data.info.in_channels, **cfg.model_args}
@@ -207,15 +207,15 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
     if stats is not None:
         data = dataclasses.replace(data, info=with_stats(data.info, *stats))
     info = data.info
-    meta = model_meta(cfg, info, model_args=model_args, model_classes=data.model_classes, task=task,
-                      label_to_class=data.label_to_class, fill=data.fill, label_names=data.label_names,
-                      max_dets=max_dets_for(model))
+    meta = model_meta(cfg, data, model_args=model_args, task=task, max_dets=max_dets_for(model))
     if reuse:
         from .store import load_model
 
         log(f"[{name} / {cfg.dataset}] reusing weights {run_dir} (same run id {run_id})")
-        model, stored = load_model(run_dir, store=store)
-        meta, weights = {**meta, **stored}, _weights_entry(store, cfg.dataset, name, run_id)
+        model, _ = load_model(run_dir, store=store)
+        stored = read_meta_json(run_dir / CONFIG_FILE)  # its keys win; keys older weights lack come from cfg
+        meta = WeightsMeta.from_dict({**meta.to_dict(), **stored}, source=run_dir / CONFIG_FILE)
+        weights = _weights_entry(store, cfg.dataset, name, run_id)
     else:
         log(f"[{name} / {cfg.dataset}] training on {device_name(device)}: {len(data.train.dataset)} images x "
             f"{cfg.epochs} epochs" + (f", {len(data.holdout)} train images held out for selection" if data.holdout else ""))
@@ -223,18 +223,18 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
                         progress=progress, log=log,
                         checkpoint_dir=store.root / "checkpoints" / cfg.dataset / f"{name}--{run_id}")
         loader = "device" if isinstance(data.train, ResidentLoader) else "host"
-        meta["training"] = {**training_entry(cfg, result, steps_per_epoch=len(data.train), device=device, loader=loader,
-                                             model=model, data=data),
-                            "world_size": distributed.world_size(), "per_device_batch": per_device, "sync_bn": sync_bn}
-        meta["selection"] = selection_entry(cfg, result, data.holdout)
+        training = {**training_entry(cfg, result, steps_per_epoch=len(data.train), device=device, loader=loader,
+                                     model=model, data=data),
+                    "world_size": distributed.world_size(), "per_device_batch": per_device, "sync_bn": sync_bn}
+        meta = dataclasses.replace(meta, training=training, selection=selection_entry(cfg, result, data.holdout))
         weights = store.save(model.cpu(), meta, cfg.dataset, name, run_id) if distributed.is_main_process() else {}
     model.to(device)
     metrics, test_metrics = _score_splits(cfg, model, meta, data, test, task=task, device=device, log=log)
     if not distributed.is_main_process():
         return None
     record = build_record(cfg, model, data.info, task=task, metrics=metrics, test_metrics=test_metrics,
-                          selection=meta["selection"], efficiency=measure(model, cfg, meta, data, device),
-                          training=meta["training"], weights=weights, device=device)
+                          selection=meta.selection, efficiency=measure(model, cfg, meta, data, device),
+                          training=meta.training, weights=weights, device=device)
     previous = previous_record(leaderboard, record)
     path = write_record(record, leaderboard)
     log(f"[{name} / {cfg.dataset}] mIoU {record['metrics']['miou']:.4f}  PA {record['metrics']['pixel_accuracy']:.4f}"
@@ -245,14 +245,14 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
     return record
 
 
-def _score_splits(cfg: RunConfig, model: torch.nn.Module, meta: dict[str, Any], data: Data, test: Any, *,
+def _score_splits(cfg: RunConfig, model: torch.nn.Module, meta: WeightsMeta, data: Data, test: Any, *,
                   task: str, device: torch.device,
                   log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The record's ``metrics`` on the reported split and ``test_metrics`` on ``test`` (``find_test_split``; None
     when the data has no test split). Under DDP every rank scores its slice and the counts are reduced."""
     info = data.info
     log(f"[{cfg.display_name()} / {cfg.dataset}] evaluating on '{cfg.eval_split}' ({len(data.val.dataset)} images)")
-    entry = dict(task=task, score_threshold=cfg.score_threshold, max_dets=meta.get("max_dets"))
+    entry = dict(task=task, score_threshold=cfg.score_threshold, max_dets=meta.max_dets)
     metrics = metrics_entry(score(model, meta, data.val, info=info, device=device), info, **entry)
     test_metrics = None
     if test is not None:
@@ -260,13 +260,13 @@ def _score_splits(cfg: RunConfig, model: torch.nn.Module, meta: dict[str, Any], 
         instances = None
         if task == "instance":
             instances = _with_fill(build_dataset(cfg.dataset, split="test", root=cfg.data_root, task="instance",
-                                                 **cfg.dataset_args), meta.get("fill"))
+                                                 **cfg.dataset_args), meta.fill)
         loader = eval_loader(test, task=task, batch_size=cfg.batch_size, instances=instances)
         test_metrics = metrics_entry(score(model, meta, loader, info=info, device=device), info, **entry)
     return metrics, test_metrics
 
 
-def measure(model: torch.nn.Module, cfg: RunConfig, meta: dict[str, Any], data: Data,
+def measure(model: torch.nn.Module, cfg: RunConfig, meta: WeightsMeta, data: Data,
             device: torch.device) -> dict[str, Any]:
     """The record's ``efficiency`` at the evaluation size; instance models on the first val images (their
     cost depends on how many objects they find), named in ``latency.inputs``."""

@@ -38,6 +38,7 @@ from .device import device_name
 from .errors import SegbenchError
 from .models.inference import forward_full
 from .record_schema import END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE, MACS_CONVENTION
+from .weights_meta import WeightsMeta
 
 SYNTHETIC_INPUTS = "random"
 LATENCY_IMAGES = 4  # real validation images an instance model is measured on
@@ -165,24 +166,24 @@ def timed_ms(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
 
 
 def predict_meta(model: nn.Module, *, in_channels: int, info: DatasetInfo | None = None,
-                 eval_size: Sequence[int] | None = None, tile: int | None = None) -> dict[str, Any]:
+                 eval_size: Sequence[int] | None = None, tile: int | None = None) -> WeightsMeta:
     """The model.json fields ``Predictor`` needs, for a model in memory (the runner passes its own meta instead)."""
     mean, std = _stats(info, in_channels)
     # Without a dataset every detector label is its own class (the class map is only timed, not scored).
     box_predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
     labels = box_predictor.cls_score.out_features if box_predictor is not None else 1
     classes = info.num_classes if info is not None else labels
-    return {"task": getattr(model, "task", "semantic"), "in_channels": in_channels, "mean": mean, "std": std,
-            "num_classes": classes, "semantic_classes": classes,
-            "eval_size": list(eval_size) if eval_size is not None else None, "eval_tile": tile,
-            "score_threshold": 0.5, "fill": info.background_index if info is not None else 0}
+    return WeightsMeta(task=getattr(model, "task", "semantic"), in_channels=in_channels, mean=tuple(mean),
+                       std=tuple(std), num_classes=classes, semantic_classes=classes,
+                       eval_size=tuple(eval_size) if eval_size is not None else None, eval_tile=tile,
+                       score_threshold=0.5, fill=info.background_index if info is not None else 0)
 
 
 @torch.inference_mode()
 def measure_latency(model: nn.Module, *, in_channels: int, size: int | Sequence[int],
                     device: torch.device | str = "cpu", runs: int = 10, warmup: int = 2, amp: bool = True,
                     tile: int | None = None, images: Sequence[Tensor] | None = None, info: DatasetInfo | None = None,
-                    eval_size: Sequence[int] | None = None, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+                    eval_size: Sequence[int] | None = None, meta: WeightsMeta | None = None) -> dict[str, Any]:
     """Forward and end-to-end latency (module docstring) on ``images`` or one random uint8 image of ``size``.
 
     Returns ``forward_ms``, ``forward_ms_std``, ``end_to_end_ms``, ``end_to_end_ms_std`` (ms per image),
@@ -234,7 +235,7 @@ def _std(values: list[float]) -> float:
 def measure_efficiency(model: nn.Module, *, in_channels: int, size: int | Sequence[int], device: torch.device | str,
                        runs: int, amp: bool, tile: int | None = None, images: Sequence[Tensor] | None = None,
                        info: DatasetInfo | None = None, eval_size: Sequence[int] | None = None,
-                       meta: dict[str, Any] | None = None, inputs: str | None = None) -> dict[str, Any]:
+                       meta: WeightsMeta | None = None, inputs: str | None = None) -> dict[str, Any]:
     """The record's ``efficiency`` dict (schema 2): params, gmacs, gmacs_aux, macs_convention, macs_input,
     receptive_field, output_stride, latency{...}.
 

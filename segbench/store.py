@@ -29,6 +29,7 @@ from torch import nn
 
 from .errors import SegbenchError
 from .files import make_temp_dir, path_lock, recover_dir, replace_dir, write_errors
+from .weights_meta import WeightsMeta
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
@@ -83,7 +84,7 @@ class LocalStore:
         recover_dir(d)
         return (d / WEIGHTS_FILE).is_file() and (d / CONFIG_FILE).is_file()
 
-    def save(self, model: nn.Module, meta: dict[str, Any], dataset: str, name: str, run_id: str, *,
+    def save(self, model: nn.Module, meta: WeightsMeta, dataset: str, name: str, run_id: str, *,
              log: Callable[[str], None] = print) -> dict[str, str]:
         """Write weights + config crash- and concurrency-safely (module docstring); returns the record's
         ``weights`` entry {sha256, uri, config_uri}. A second writer of the same run waits (and says for whom)."""
@@ -118,25 +119,31 @@ def install_dir(final: Path, write: Callable[[Path], None], *, expected_sha256: 
     return sha
 
 
-def save_weights(model: nn.Module, meta: dict[str, Any], directory: str | Path) -> Path:
+def save_weights(model: nn.Module, meta: WeightsMeta, directory: str | Path) -> Path:
     """``model.safetensors`` (contiguous CPU tensors, shared storages cloned) and ``model.json`` in ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     try:
-        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model": str(meta.get("model"))})
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model": meta.model})
     except SafetensorError as exc:  # its I/O errors are not OSErrors: give a full disk its errno back
         found = re.search(r"os error (\d+)", str(exc))
         if found is None:
             raise
         code = int(found.group(1))
         raise OSError(code, os.strerror(code), str(directory / WEIGHTS_FILE)) from None
-    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (directory / CONFIG_FILE).write_text(json.dumps(meta.to_dict(), indent=2) + "\n", encoding="utf-8")
     return directory / WEIGHTS_FILE
 
 
-def read_meta(directory: str | Path) -> dict[str, Any]:
+def read_meta(directory: str | Path) -> WeightsMeta:
+    """The checked :class:`WeightsMeta` of ``directory/model.json``; SegbenchError names the file and the fix."""
     path = Path(directory) / CONFIG_FILE
+    return WeightsMeta.from_dict(read_meta_json(path), source=path)
+
+
+def read_meta_json(path: Path) -> Any:
+    """model.json's parsed JSON, unchecked (:meth:`WeightsMeta.from_dict` checks it)."""
     if not path.is_file():
         raise SegbenchError(f"{path}: weights config not found; pass a folder made by 'segbench train' or a model.safetensors beside its model.json")
     try:
@@ -145,7 +152,7 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
         raise SegbenchError(f"{path}: unreadable weights config ({exc}); retrain or pull the weights again") from None
 
 
-def load_model(path: str | Path, *, store: LocalStore | None = None, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_model(path: str | Path, *, store: LocalStore | None = None, map_location: str = "cpu") -> tuple[nn.Module, WeightsMeta]:
     """Rebuild a model from its weights folder (or ``model.safetensors`` path or ``local:`` URI).
 
     Returns (model in eval mode on ``map_location``, meta). A missing file, a corrupt file or weights whose
@@ -158,7 +165,7 @@ def load_model(path: str | Path, *, store: LocalStore | None = None, map_locatio
     if not weights.is_file():
         raise SegbenchError(f"{weights}: weights file not found; train it with 'python -m segbench run' or fetch it with 'python -m segbench pull'")
     meta = read_meta(directory)
-    model = build_model(meta["model"], num_classes=int(meta["num_classes"]), **meta.get("model_args", {}))
+    model = build_model(meta.model, num_classes=meta.num_classes, **meta.model_args)
     try:
         state = load_file(str(weights), device=map_location)
     except (SafetensorError, OSError) as exc:

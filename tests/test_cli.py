@@ -97,10 +97,12 @@ def test_bad_input_is_one_line(argv, message, capsys):
 def test_predict_corrupt_image(tmp_path, tiny_config, capsys):
     from segbench.models import build_model
     from segbench.store import save_weights
+    from segbench.weights_meta import WeightsMeta
 
     model = build_model("unet_small", num_classes=6, base_channels=4, depth=2)
-    save_weights(model, {"model": "unet_small", "model_args": {"base_channels": 4, "depth": 2}, "num_classes": 6,
-                         "mean": [0.5] * 3, "std": [0.25] * 3, "palette": [[0, 0, 0]] * 6, "in_channels": 3}, tmp_path / "w")
+    save_weights(model, WeightsMeta.from_dict({"model": "unet_small", "model_args": {"base_channels": 4, "depth": 2},
+                                               "num_classes": 6, "mean": [0.5] * 3, "std": [0.25] * 3,
+                                               "palette": [[0, 0, 0]] * 6, "in_channels": 3}), tmp_path / "w")
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     assert main(["predict", str(tmp_path / "w"), str(bad), "--out", str(tmp_path / "o")]) == 2

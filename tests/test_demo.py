@@ -22,6 +22,7 @@ from segbench.models import build_model
 from segbench.predict import Predictor
 from segbench.records import write_record
 from segbench.store import LocalStore
+from segbench.weights_meta import WeightsMeta
 
 TINY_ARGS = {"base_channels": 4, "depth": 2}
 
@@ -36,11 +37,12 @@ def save_tiny(store: Path, dataset: str, run_id: str, *, seed: int = 0) -> dict[
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
-    meta = {"model": "unet_small", "model_args": {"in_channels": info.in_channels, **TINY_ARGS},
-            "num_classes": info.num_classes, "in_channels": info.in_channels, "class_names": list(info.class_names),
-            "semantic_classes": info.num_classes, "mean": list(info.mean), "std": list(info.std),
-            "ignore_index": info.ignore_index, "dataset": dataset, "palette": [list(c) for c in info.palette],
-            "eval_size": None, "eval_tile": None, "task": "semantic", "name": "unet_small", "run_id": run_id}
+    meta = WeightsMeta.from_dict({
+        "model": "unet_small", "model_args": {"in_channels": info.in_channels, **TINY_ARGS},
+        "num_classes": info.num_classes, "in_channels": info.in_channels, "class_names": list(info.class_names),
+        "semantic_classes": info.num_classes, "mean": list(info.mean), "std": list(info.std),
+        "ignore_index": info.ignore_index, "dataset": dataset, "palette": [list(c) for c in info.palette],
+        "eval_size": None, "eval_tile": None, "task": "semantic", "name": "unet_small", "run_id": run_id})
     return LocalStore(store).save(model, meta, dataset, "unet_small", run_id)
 
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from segbench import distributed
 from segbench.cli import main
 from segbench.data.resident import DeviceAugment, ResidentLoader
-from segbench.data.sharding import EvalShard, ShardedBatches
+from segbench.data.sharding import EvalShard, Shard, ShardedBatches
 from segbench.data.synthetic import SyntheticShapes
 from segbench.errors import SegbenchError
 from segbench.metrics import ConfusionMatrix
@@ -88,8 +88,8 @@ def test_resident_loader_shards_give_the_one_process_batches_and_augmentation():
     data = SyntheticShapes(split="train", num_images=10, size=24)
     augment = DeviceAugment(16, (0.75, 1.25), hflip=True, color_jitter=0.2)
     single = ResidentLoader(data, batch_size=4, device=torch.device("cpu"), augment=augment, seed=5)
-    parts = [ResidentLoader(data, batch_size=4, device=torch.device("cpu"), augment=augment, seed=5, rank=r,
-                            world_size=2) for r in range(2)]
+    parts = [ResidentLoader(data, batch_size=4, device=torch.device("cpu"), augment=augment, seed=5,
+                            shard=Shard(rank=r, world_size=2)) for r in range(2)]
     assert len(parts[0]) == len(single) == 2
     for (img, mask), (img0, mask0), (img1, mask1) in zip(single, *parts):
         assert torch.equal(img, torch.cat([img0, img1])) and torch.equal(mask, torch.cat([mask0, mask1]))

@@ -23,8 +23,10 @@ from segbench.hub import cards, names
 from segbench.hub import http as hub_http
 from segbench.cli.hub import register
 from segbench.hub.pull import _VERIFIED
+from segbench.hub.push import PushTarget
 from segbench.errors import SegbenchError
 from segbench.store import LocalStore, sha256_file
+from segbench.weights_meta import WeightsMeta
 
 try:  # tests/ is on sys.path (pytest's default rootdir-less layout) or a package
     from hub_server import FakeHub
@@ -90,9 +92,9 @@ def _net(model: str) -> nn.Module:
 def _record(store: LocalStore, model: str, dataset: str, run_id: str, miou: float, *, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     net = _net(model)
-    meta = {"model": model, "model_args": {}, "num_classes": 3, "in_channels": 3, "class_names": ["bg", "a", "b"],
-            "mean": [0.5] * 3, "std": [0.25] * 3, "ignore_index": 255, "dataset": dataset, "palette": [[0, 0, 0]] * 3,
-            "eval_size": None, "task": "semantic"}
+    meta = WeightsMeta(model=model, model_args={}, num_classes=3, in_channels=3, class_names=("bg", "a", "b"),
+                       mean=(0.5,) * 3, std=(0.25,) * 3, ignore_index=255, dataset=dataset, palette=((0, 0, 0),) * 3,
+                       eval_size=None, task="semantic")
     weights = store.save(net, meta, dataset, model, run_id)
     return {
         "schema": 1, "id": run_id, "model": model, "family": "unet", "variant": "same-8", "task": "semantic",
@@ -291,7 +293,7 @@ def test_pull_verifies_sha256_and_rejects_tampered_weights(fake, local, tmp_path
         from segbench.store import load_model
 
         model, meta = load_model(pulled[0]["weights"]["uri"], store=fresh_store)
-        assert meta["dataset"] == pulled[0]["dataset"] and not model.training
+        assert meta.dataset == pulled[0]["dataset"] and not model.training
 
     # A corrupted download: the server serves flipped bytes under the right ETag. Fresh cache, fresh store.
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache2"))
@@ -436,7 +438,7 @@ def test_repo_names_are_sanitised_and_validated_before_any_request(fake, tmp_pat
     store = LocalStore(tmp_path / "s")
     record = _record(store, "unet_small", "camvid", "dddddddddddd", 0.5)
     with pytest.raises(SegbenchError, match="--owner"):
-        hub.push_records([record], store=store, owner="bad owner!")
+        hub.push_records([record], store=store, target=PushTarget(owner="bad owner!"))
     assert not fake.calls
 
 
@@ -455,16 +457,16 @@ def test_push_one_for_run_push(fake, tmp_path):
     store = LocalStore(tmp_path / "store")
     record = _record(store, "unet_small", "synthetic", "ffffffffffff", 0.5)
     assert hub.check_push_access(owner=OWNER) == OWNER
-    assert hub.push_one(record, store=store, owner=OWNER, log=lambda line: None).ok
+    assert hub.push_one(record, store=store, target=PushTarget(owner=OWNER), log=lambda line: None).ok
     assert "runs/ffffffffffff/model.safetensors" in fake.files(SYN)
     assert "records/synthetic/unet_small--ffffffffffff.json" in fake.files(RESULTS, "dataset")
     fake.fail("POST", r"/commit/", status=500, times=100)
     record2 = _record(store, "unet_small", "synthetic", "999999999999", 0.6)
     lines = []
-    report = hub.push_one(record2, store=store, owner=OWNER, log=lines.append)  # the suite goes on
+    report = hub.push_one(record2, store=store, target=PushTarget(owner=OWNER), log=lines.append)  # the suite goes on
     assert not report.ok and SYN in report.failed and "rerun 'python -m segbench push'" in lines[-1]
     with pytest.raises(SegbenchError, match="saved locally"):
-        hub.push_one(record2, store=store, owner=OWNER, strict=True, log=lambda line: None)
+        hub.push_one(record2, store=store, target=PushTarget(owner=OWNER), strict=True, log=lambda line: None)
 
 
 def test_run_push_end_to_end_through_the_cli(fake, tmp_path, monkeypatch):

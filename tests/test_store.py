@@ -4,12 +4,13 @@ import torch
 from segbench.errors import SegbenchError
 from segbench.models import build_model
 from segbench.store import LocalStore, load_model, save_weights, sha256_file
+from segbench.weights_meta import WeightsMeta
 
 
 def _meta(num_classes=3):
-    return {"model": "unet_small", "model_args": {"base_channels": 4, "depth": 2, "in_channels": 3},
+    return WeightsMeta.from_dict({"model": "unet_small", "model_args": {"base_channels": 4, "depth": 2, "in_channels": 3},
             "num_classes": num_classes, "mean": [0.5] * 3, "std": [0.25] * 3, "class_names": ["a", "b", "c"][:num_classes],
-            "palette": [[0, 0, 0]] * num_classes, "task": "semantic", "in_channels": 3}
+            "palette": [[0, 0, 0]] * num_classes, "task": "semantic", "in_channels": 3})
 
 
 def test_save_and_load_roundtrip(tmp_path):
@@ -21,7 +22,7 @@ def test_save_and_load_roundtrip(tmp_path):
     loaded, meta = load_model(entry["uri"], store=store)
     x = torch.rand(1, 3, 16, 16)
     model.eval()
-    assert torch.equal(model(x)["out"], loaded(x)["out"]) and meta["num_classes"] == 3
+    assert torch.equal(model(x)["out"], loaded(x)["out"]) and meta.num_classes == 3
     assert not [p for p in (tmp_path / "weights/synthetic").iterdir() if p.name.startswith(".")]
 
 

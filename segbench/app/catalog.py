@@ -27,7 +27,8 @@ import torch
 from .. import viz
 from ..errors import SegbenchError
 from ..models import FAMILIES, FAMILY_OF
-from ..store import CONFIG_FILE, WEIGHTS_FILE, LocalStore
+from ..store import CONFIG_FILE, WEIGHTS_FILE, LocalStore, read_meta
+from ..weights_meta import WeightsMeta
 
 if TYPE_CHECKING:
     from ..demo import DemoPack
@@ -111,7 +112,7 @@ def discover_models(store_root: str | Path, records: list[dict[str, Any]], *,
             continue  # half-written (store.save renames a hidden temporary folder) or foreign
         name, run_id = folder.name.rsplit("--", 1)
         record = by_dir.get(str(folder.resolve()))
-        meta = None if record else _read_json(meta_path)
+        meta = None if record else _read_meta(meta_path)
         entry = _entry(folder.parent.name, name, run_id, str(folder), record, meta)
         entries[entry.key] = entry
     for entry in hub_entries:
@@ -151,7 +152,8 @@ def _hub_uri(record: dict[str, Any], hub_models: str | None) -> str | None:
     return hub_weights_uri(record, models=hub_models)
 
 
-def _entry(dataset: str, name: str, run_id: str, weights: str, record: dict | None, meta: dict | None) -> ModelEntry:
+def _entry(dataset: str, name: str, run_id: str, weights: str, record: dict | None,
+           meta: WeightsMeta | None) -> ModelEntry:
     if record is not None:
         return ModelEntry(
             key=f"{dataset}/{name}--{run_id}", dataset=dataset, name=name, run_id=run_id, family=record["family"],
@@ -160,19 +162,20 @@ def _entry(dataset: str, name: str, run_id: str, weights: str, record: dict | No
             split=str(record.get("split", "val")), pretrained=bool(record.get("pretrained")),
             test_miou=(record.get("test_metrics") or {}).get("miou"),
         )
-    meta = meta or {}
-    builder = str(meta.get("model", name))
-    pretrained = (meta.get("model_args") or {}).get("backbone_weights") is not None
+    builder = meta.model if meta is not None else name
+    pretrained = meta is not None and meta.model_args.get("backbone_weights") is not None
+    task = meta.task if meta is not None else WeightsMeta.task
     return ModelEntry(key=f"{dataset}/{name}--{run_id}", dataset=dataset, name=name, run_id=run_id,
-                      family=family_of(builder), variant=builder, task=str(meta.get("task", "semantic")), miou=None,
+                      family=family_of(builder), variant=builder, task=task, miou=None,
                       weights=weights, pretrained=pretrained)
 
 
-def _read_json(path: Path) -> dict | None:
+def _read_meta(path: Path) -> WeightsMeta | None:
+    """The folder's weights config, or None when unreadable or invalid (the entry then shows the folder's name;
+    loading the model reports what is wrong)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
+        return read_meta(path.parent)
+    except SegbenchError:
         return None
 
 

@@ -38,7 +38,7 @@ class ModelResult:
     instances: dict[str, Tensor] | None  # Mask R-CNN: boxes, labels (semantic classes), scores, masks bool [N,H,W]
     latency_ms: float
     metrics: dict[str, Any] | None  # ConfusionMatrix.compute() against the ground truth
-    eval_size: list[int] | None  # [H, W] the model runs at (None: the image's own size)
+    eval_size: tuple[int, int] | None  # [H, W] the model runs at (None: the image's own size)
     evaluation: str = ""  # how it ran over the image (Evaluation.describe(): whole image, sliding windows, TTA)
 
 
@@ -87,7 +87,7 @@ def compare(image: Tensor, entries: list[ModelEntry], cache: PredictorCache, *,
     num_classes = first.num_classes
     class_names = list(first.class_names) or [str(i) for i in range(num_classes)]
     palette = [tuple(c) for c in first.palette] or viz.default_palette(num_classes)
-    ignore_index = int(first.meta.get("ignore_index", 255))
+    ignore_index = first.meta.ignore_index
     gt = None
     if ground_truth is not None:
         gt, gt_notices = read_ground_truth(ground_truth[0], name=ground_truth[1], size=tuple(image.shape[-2:]),
@@ -107,10 +107,10 @@ def compare(image: Tensor, entries: list[ModelEntry], cache: PredictorCache, *,
             instances = {**instances, "labels": predictor.label_to_class[instances["labels"]]}
         metrics = None
         if gt is not None:
-            cm = ConfusionMatrix(predictor.num_classes, ignore_index=int(predictor.meta.get("ignore_index", 255)))
+            cm = ConfusionMatrix(predictor.num_classes, ignore_index=predictor.meta.ignore_index)
             cm.update(prediction.mask, gt)
             metrics = cm.compute()
-        eval_size = predictor.meta.get("eval_size")
+        eval_size = predictor.meta.eval_size
         how = ""
         if predictor.task == "semantic":
             evaluation = predictor.evaluation_for(tuple(eval_size or image.shape[-2:]))

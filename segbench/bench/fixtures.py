@@ -73,18 +73,19 @@ def save_random_model(store_root: str | Path, name: str, options: dict, *, datas
     from ..data import build_dataset, dataset_info
     from ..models import build_model
     from ..store import LocalStore
+    from ..weights_meta import WeightsMeta
 
     info = dataset_info(dataset) or build_dataset(dataset, split="val").info  # static info: no data needed
     torch.manual_seed(seed)
     model = build_model(name, num_classes=info.num_classes, in_channels=info.in_channels, **options)
-    meta = {
+    meta = WeightsMeta.from_dict({
         "model": name, "model_args": {"in_channels": info.in_channels, **options},
         "num_classes": info.num_classes, "in_channels": info.in_channels, "class_names": list(info.class_names),
         "semantic_classes": info.num_classes, "mean": list(info.mean), "std": list(info.std),
         "ignore_index": info.ignore_index, "dataset": dataset, "palette": [list(c) for c in info.palette],
         "eval_size": eval_size, "eval_tile": None, "task": model.task, "name": name, "score_threshold": 0.5,
         "label_to_class": None, "fill": 0 if model.task == "instance" else None, "run_id": run_id,
-    }
+    })
     return LocalStore(store_root).save(model, meta, dataset, name, run_id), model, info
 
 

@@ -42,7 +42,7 @@ def semantic_gap(weights: str, *, store: Any, data_root: str | None) -> dict[str
         metrics, info, meta, n = evaluate_weights(weights, store=store, split=split, data_root=data_root)
         out[split] = {"images": n, "miou": metrics["miou"], "miou_ci": metrics.get("miou_ci"),
                       "iou": dict(zip(info.class_names, metrics["iou"]))}
-    out["model"] = meta.get("name", meta["model"])
+    out["model"] = meta.display_name
     return out
 
 
@@ -57,14 +57,13 @@ def instance_gap(weights: str, *, store: Any, data_root: str | None) -> dict[str
 
     model, meta = load_model(weights, store=store, map_location="cpu")
     model.eval()
-    name = meta.get("dataset")
-    l2c = torch.tensor(meta["label_to_class"]) if meta.get("label_to_class") is not None else None
-    out: dict[str, Any] = {"model": meta.get("name", meta["model"]), "fill": meta.get("fill"),
-                           "score_threshold": meta.get("score_threshold", 0.5)}
+    name = meta.dataset
+    l2c = torch.tensor(meta.label_to_class) if meta.label_to_class is not None else None
+    out: dict[str, Any] = {"model": meta.display_name, "fill": meta.fill, "score_threshold": meta.score_threshold}
     for split in ("val", "test"):
         semantic = build_dataset(name, split=split, root=data_root)
-        info = with_stats(semantic.info, meta.get("mean"), meta.get("std"))  # the weights' input normalisation
-        instances = _with_fill(build_dataset(name, split=split, root=data_root, task="instance"), meta.get("fill"))
+        info = with_stats(semantic.info, meta.mean, meta.std)  # the weights' input normalisation
+        instances = _with_fill(build_dataset(name, split=split, root=data_root, task="instance"), meta.fill)
         fill = int(instances.fill)
         loader = eval_loader(semantic, task="instance", batch_size=1, instances=instances)
         cms = {t: ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index) for t in THRESHOLDS}
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for weights in args.weights:
             _, meta = load_model(weights, store=store, map_location="cpu")
-            gap = instance_gap if meta.get("task") == "instance" else semantic_gap
+            gap = instance_gap if meta.task == "instance" else semantic_gap
             result = gap(weights, store=store, data_root=args.data_root)
             results.append(result)
             print(json.dumps(result, indent=1), flush=True)

@@ -103,7 +103,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     from .. import records
     from ..store import LocalStore
     from ..hub.names import ENV_RESULTS
-    from ..hub.push import push_records
+    from ..hub.push import PushTarget, push_records
 
     found, problems = records.load_records(args.leaderboard)
     for problem in problems:
@@ -118,11 +118,9 @@ def cmd_push(args: argparse.Namespace) -> int:
     report = push_records(
         selected,
         store=LocalStore(args.store) if args.store else None,
-        owner=args.owner,
-        results_repo=args.results_repo or os.environ.get(ENV_RESULTS) or None,
-        repo_template=args.repo_template,
-        private=True if args.private else None,
-        endpoint=args.endpoint,
+        target=PushTarget(owner=args.owner, results_repo=args.results_repo or os.environ.get(ENV_RESULTS) or None,
+                          repo_template=args.repo_template, private=True if args.private else None,
+                          endpoint=args.endpoint),
     )
     return 0 if report.ok else 1
 
@@ -130,7 +128,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_pull(args: argparse.Namespace) -> int:
     from ..store import LocalStore
     from ..hub.names import DEFAULT_RESULTS_NAME, ENV_RESULTS
-    from ..hub.pull import pull
+    from ..hub.pull import RecordFilter, pull
 
     results_repo = args.repo or args.results_repo or os.environ.get(ENV_RESULTS) or (
         f"{args.owner}/{DEFAULT_RESULTS_NAME}" if args.owner else None
@@ -142,8 +140,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         leaderboard=args.leaderboard,
         store=LocalStore(args.store) if args.store else None,
         weights=args.weights,
-        datasets=_names(args.dataset),
-        models=_names(args.model),
+        only=RecordFilter.of(_names(args.dataset), _names(args.model)),
         revision=args.revision,
         endpoint=args.endpoint,
     )

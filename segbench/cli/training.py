@@ -43,13 +43,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _pusher(args: argparse.Namespace):
     """The per-record Hub push of ``run --push``; the token is checked here, before any training."""
-    from ..hub import check_push_access, push_one
+    from ..hub import PushTarget, check_push_access, push_one
 
     store = store_of(args)
     owner = check_push_access(owner=args.owner)
 
     def push(record: dict[str, Any]) -> None:
-        push_one(record, store=store, owner=owner, results_repo=args.results_repo)
+        push_one(record, store=store, target=PushTarget(owner=owner, results_repo=args.results_repo))
 
     return push
 
@@ -89,7 +89,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress)
     rows = [{"class": name, "iou": iou, "accuracy": acc, "dice": dice}
             for name, iou, acc, dice in zip(info.class_names, metrics["iou"], metrics["accuracy"], metrics["dice"])]
-    print(f"{meta.get('name', meta['model'])} on {info.name}/{args.split} ({n} images)\n")
+    print(f"{meta.display_name} on {info.name}/{args.split} ({n} images)\n")
     print_table(rows, [("class", "class", ""), ("iou", "IoU", ".4f"), ("accuracy", "accuracy", ".4f"), ("dice", "Dice", ".4f")])
     ci = metrics.get("miou_ci")
     print(f"\nPA {metrics['pixel_accuracy']:.4f}  mPA {metrics['mean_pixel_accuracy']:.4f}  mIoU {metrics['miou']:.4f}"
@@ -99,7 +99,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("absent classes (excluded from means): " + ", ".join(info.class_names[i] for i in metrics["absent"]))
     if "mask_ap" in metrics:
         print(f"mask AP {metrics['mask_ap']:.4f}  box AP {metrics.get('box_ap', float('nan')):.4f}  "
-              f"(max_dets {meta.get('max_dets') or [1, 10, 100]})")
+              f"(max_dets {list(meta.max_dets or (1, 10, 100))})")
     if args.json:
         from ..records import _clean, atomic_write_text
 

@@ -1,6 +1,6 @@
 """Image/mask folders: the shared base of the file-backed semantic datasets, and ``ImageMaskFolder`` for your own data.
 
-Layout read by ``ImageMaskFolder(root, split)``::
+Layout read by ``ImageMaskFolder(root, split, info=folder_info(num_classes=K))``::
 
     root/<split>/images/<stem>.png|jpg|...    root/<split>/masks/<stem>.png    (split None or "all": root/images, ...)
 
@@ -11,6 +11,7 @@ decoded and validated when loaded (readable, same size, values in ``[0, num_clas
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import Tensor
@@ -88,12 +89,50 @@ def default_palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(palette)
 
 
+@dataclass(frozen=True)
+class MaskFolders:
+    """Where a split's files are: ``<split>/<image_dir>`` and ``<split>/<mask_dir>``."""
+
+    image_dir: str = "images"
+    mask_dir: str = "masks"
+
+
+def folder_info(*, num_classes: int, class_names: tuple[str, ...] | list[str] | None = None, ignore_index: int = 255,
+                in_channels: int = 3, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                background_index: int | None = 0, name: str = "folder") -> DatasetInfo:
+    """The checked :class:`DatasetInfo` of your own data. ``class_names`` default ``class0..``; ``mean``/``std``
+    default to the ImageNet statistics (RGB) or 0.5/0.25 (grey)."""
+    if num_classes is None or int(num_classes) < 1:
+        raise SegbenchError(f"{name}: num_classes={num_classes} is invalid; pass the number of classes (>= 1)")
+    num_classes = int(num_classes)
+    names = tuple(class_names) if class_names is not None else tuple(f"class{i}" for i in range(num_classes))
+    if len(names) != num_classes:
+        raise SegbenchError(
+            f"{name}: {len(names)} class_names for num_classes={num_classes}; give one name per class"
+        )
+    if in_channels not in (1, 3):
+        raise SegbenchError(f"{name}: in_channels={in_channels} is not supported; use 1 (grey) or 3 (RGB)")
+    return DatasetInfo(
+        name=name,
+        num_classes=num_classes,
+        class_names=names,
+        ignore_index=ignore_index,
+        in_channels=in_channels,
+        mean=mean or ((0.485, 0.456, 0.406) if in_channels == 3 else (0.5,)),
+        std=std or ((0.229, 0.224, 0.225) if in_channels == 3 else (0.25,)),
+        palette=default_palette(num_classes),
+        background_index=background_index,
+        license="see the data's own terms",
+        citation="",
+    )
+
+
 class ImageMaskFolder(PairedImageMask):
     """Your own data: ``root/[split/]image_dir`` and ``root/[split/]mask_dir``, paired by file stem.
 
-    Masks hold class indices ``0..num_classes-1`` (single-channel or palette PNG) or ``ignore_index``.
-    ``value_map`` remaps stored values first, e.g. ``{255: 1}`` for binary masks saved as {0, 255}.
-    ``mean``/``std`` default to the ImageNet statistics (RGB) or 0.5/0.25 (grey).
+    ``info`` (from :func:`folder_info`) gives the classes, ignore value, channels and statistics. Masks hold class
+    indices ``0..num_classes-1`` (single-channel or palette PNG) or the ignore value. ``value_map`` remaps stored
+    values first, e.g. ``{255: 1}`` for binary masks saved as {0, 255}.
     """
 
     def __init__(
@@ -101,30 +140,13 @@ class ImageMaskFolder(PairedImageMask):
         root: str | Path,
         split: str | None = None,
         *,
-        num_classes: int,
-        class_names: tuple[str, ...] | list[str] | None = None,
-        image_dir: str = "images",
-        mask_dir: str = "masks",
-        ignore_index: int = 255,
-        in_channels: int = 3,
+        info: DatasetInfo,
+        folders: MaskFolders = MaskFolders(),
         value_map: Mapping[int, int] | None = None,
         transform: Callable | None = None,
-        mean: tuple[float, ...] | None = None,
-        std: tuple[float, ...] | None = None,
-        background_index: int | None = 0,
-        name: str = "folder",
     ) -> None:
+        name, image_dir, mask_dir = info.name, folders.image_dir, folders.mask_dir
         root = require_dir(root, what=name)
-        if num_classes is None or int(num_classes) < 1:
-            raise SegbenchError(f"{name}: num_classes={num_classes} is invalid; pass the number of classes (>= 1)")
-        num_classes = int(num_classes)
-        names = tuple(class_names) if class_names is not None else tuple(f"class{i}" for i in range(num_classes))
-        if len(names) != num_classes:
-            raise SegbenchError(
-                f"{name}: {len(names)} class_names for num_classes={num_classes}; give one name per class"
-            )
-        if in_channels not in (1, 3):
-            raise SegbenchError(f"{name}: in_channels={in_channels} is not supported; use 1 (grey) or 3 (RGB)")
         base = root
         if split not in (None, "all"):
             base = root / split
@@ -139,19 +161,6 @@ class ImageMaskFolder(PairedImageMask):
                 self.value_map = {int(k): int(v) for k, v in dict(value_map).items()}
         except (TypeError, ValueError):
             raise SegbenchError(f"{name}: value_map={value_map!r} is invalid; give integers, e.g. {{255: 1}}") from None
-        info = DatasetInfo(
-            name=name,
-            num_classes=num_classes,
-            class_names=names,
-            ignore_index=ignore_index,
-            in_channels=in_channels,
-            mean=mean or ((0.485, 0.456, 0.406) if in_channels == 3 else (0.5,)),
-            std=std or ((0.229, 0.224, 0.225) if in_channels == 3 else (0.25,)),
-            palette=default_palette(num_classes),
-            background_index=background_index,
-            license="see the data's own terms",
-            citation="",
-        )
         super().__init__(pair_by_stem(base / image_dir, base / mask_dir), info, transform=transform)
 
     def map_mask(self, raw: Tensor, path: Path) -> Tensor:
@@ -192,22 +201,11 @@ def build(
     """``build_dataset("folder", split=..., root=..., num_classes=K, ...)``; split "all" reads ``root`` itself."""
     if num_classes is None:
         raise SegbenchError("folder: num_classes is required; pass num_classes=<number of classes>")
-    dataset = ImageMaskFolder(
-        root,
-        split,
-        num_classes=num_classes,
-        class_names=class_names,
-        image_dir=image_dir,
-        mask_dir=mask_dir,
-        ignore_index=ignore_index,
-        in_channels=in_channels,
-        value_map=value_map,
-        transform=transform,
-        mean=mean,
-        std=std,
-        background_index=background_index,
-    )
+    info = folder_info(num_classes=num_classes, class_names=class_names, ignore_index=ignore_index,
+                       in_channels=in_channels, mean=mean, std=std, background_index=background_index)
+    dataset = ImageMaskFolder(root, split, info=info, folders=MaskFolders(image_dir, mask_dir), value_map=value_map,
+                              transform=transform)
     return with_task(dataset, task)
 
 
-__all__ = ["ImageMaskFolder", "PairedImageMask", "build", "default_palette", "with_task"]
+__all__ = ["ImageMaskFolder", "MaskFolders", "PairedImageMask", "build", "default_palette", "folder_info", "with_task"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as tf
@@ -24,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import SegbenchError
-from .sharding import batch_count, check_feeds, rank_slice
+from .sharding import Shard, batch_count, check_feeds, rank_slice
 
 # RGB <-> YIQ (NTSC); hue rotates the (I, Q) plane, luma Y is kept.
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
@@ -142,6 +143,15 @@ def _offset(u: Tensor, scaled: Tensor, crop: int) -> Tensor:
     return torch.where(scaled >= crop, step, -step)
 
 
+@dataclass(frozen=True)
+class Preload:
+    """How a split is read onto the device, once: DataLoader ``num_workers`` and the ``max_bytes`` it may take there
+    (None: no limit; over it, NotResident)."""
+
+    num_workers: int = 0
+    max_bytes: int | None = None
+
+
 class ResidentLoader:
     """Batches of a semantic training split held on ``device``; iterate like a ``DataLoader``.
 
@@ -149,23 +159,22 @@ class ResidentLoader:
     ``generator`` (a CPU ``torch.Generator``) draws the order and the augmentation; the engine reseeds it each epoch,
     so a resumed run sees the same batches. ``dataset`` is the un-augmented split.
 
-    Under DDP (``world_size`` > 1) every rank holds the whole split and yields its slice of each global batch of
+    Under DDP (``shard.world_size`` > 1) every rank holds the whole split and yields its slice of each global batch of
     ``batch_size`` (``data.sharding``), augmented with the draws the one-process run gives those images: the ranks
     together see exactly the one-process epoch.
     """
 
     def __init__(self, dataset: Dataset, *, batch_size: int, device: torch.device, augment: DeviceAugment | None,
-                 seed: int = 0, drop_last: bool = True, num_workers: int = 0, max_bytes: int | None = None,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 seed: int = 0, drop_last: bool = True, preload: Preload = Preload(), shard: Shard = Shard()) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.device = device
         self.augment = augment
         self.drop_last = drop_last and len(dataset) > batch_size
-        self.rank, self.world_size = rank, world_size
-        check_feeds(len(dataset), batch_size, world_size, self.drop_last)
+        self.rank, self.world_size = shard.rank, shard.world_size
+        check_feeds(len(dataset), batch_size, shard.world_size, self.drop_last)
         self.generator = torch.Generator().manual_seed(seed)
-        self.images, self.masks = _load_all(dataset, device, num_workers, max_bytes)
+        self.images, self.masks = _load_all(dataset, device, preload.num_workers, preload.max_bytes)
 
     def __len__(self) -> int:
         return batch_count(self.images.shape[0], self.batch_size, self.drop_last)

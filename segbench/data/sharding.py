@@ -12,11 +12,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Sampler
 
 from ..errors import SegbenchError
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place under DDP: rank ``rank`` of ``world_size`` processes (one process: 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
 
 
 def rank_slice(length: int, rank: int, world_size: int) -> tuple[int, int]:

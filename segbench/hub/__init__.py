@@ -34,26 +34,28 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on first use
     from .names import ENV_MODELS, ENV_RESULTS, hub_weights_uri
-    from .pull import PullReport, fetch_weights, load_hub_records, pull
-    from .push import PushReport, check_push_access, push_one, push_records
+    from .pull import PullReport, RecordFilter, fetch_weights, load_hub_records, pull
+    from .push import PushReport, PushTarget, check_push_access, push_one, push_records
 
 _EXPORTS = {
     "ENV_MODELS": "names",
     "ENV_RESULTS": "names",
     "hub_weights_uri": "names",
     "PullReport": "pull",
+    "RecordFilter": "pull",
     "fetch_weights": "pull",
     "load_hub_records": "pull",
     "pull": "pull",
     "PushReport": "push",
+    "PushTarget": "push",
     "check_push_access": "push",
     "push_one": "push",
     "push_records": "push",
 }
 
 __all__ = [
-    "ENV_MODELS", "ENV_RESULTS", "PullReport", "PushReport", "check_push_access", "fetch_weights", "hub_weights_uri",
-    "load_hub_records", "pull", "push_one", "push_records",
+    "ENV_MODELS", "ENV_RESULTS", "PullReport", "PushReport", "PushTarget", "RecordFilter", "check_push_access",
+    "fetch_weights", "hub_weights_uri", "load_hub_records", "pull", "push_one", "push_records",
 ]
 
 

@@ -14,7 +14,7 @@ from huggingface_hub import snapshot_download
 
 from .. import records as rec
 from ..errors import SegbenchError
-from ..store import CONFIG_FILE, WEIGHTS_FILE, LocalStore, install_dir, sha256_file
+from ..store import CONFIG_FILE, WEIGHTS_FILE, LocalStore, install_dir, read_meta, sha256_file
 from .http import short_error
 from .names import RECORDS_GLOB, check_part, endpoint_url, hub_weights_uri, parse_hf_uri, validate_repo
 
@@ -92,6 +92,7 @@ def fetch_weights(
             f"{expected_sha256[:12]}…; "
             "the download was discarded: pull again, or re-push if the Hub copy is wrong"
         )
+    read_meta(folder)  # the config is checked too (WeightsMeta): a bad one is refused before it is installed
     return folder
 
 
@@ -109,6 +110,22 @@ def _install_weights(folder: Path, target: Path, expected_sha256: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Pull
 # ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RecordFilter:
+    """The records of these datasets and these models; an empty set does not filter."""
+
+    datasets: frozenset[str] = frozenset()
+    models: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, datasets: Iterable[str] | None = None, models: Iterable[str] | None = None) -> RecordFilter:
+        return cls(frozenset(datasets or ()), frozenset(models or ()))
+
+    def matches(self, record: dict[str, Any]) -> bool:
+        return ((not self.datasets or record["dataset"] in self.datasets)
+                and (not self.models or record["model"] in self.models))
+
 
 @dataclass
 class PullReport:
@@ -129,8 +146,7 @@ def pull(
     leaderboard: str | Path = rec.DEFAULT_ROOT,
     store: LocalStore | None = None,
     weights: bool = False,
-    datasets: Iterable[str] | None = None,
-    models: Iterable[str] | None = None,
+    only: RecordFilter = RecordFilter(),
     revision: str | None = None,
     endpoint: str | None = None,
     log: Callable[[str], None] = print,
@@ -139,16 +155,16 @@ def pull(
     local store (sha256 checked against each record; a mismatch is reported and nothing is written for it).
 
     A record whose weights are in the local store (pulled now or before, same sha256) points at ``local:...``;
-    otherwise it keeps its ``hf://`` URI, which the app resolves through the HF cache.
+    otherwise it keeps its ``hf://`` URI, which the app resolves through the HF cache. ``only``: which records
+    (default all).
     """
     store = store or LocalStore()
-    datasets, models = set(datasets or ()), set(models or ())
     hub_records, problems = load_hub_records(results_repo, revision=revision, endpoint=endpoint)
     report = PullReport(problems=list(problems))
     for p in problems:
         log(f"skipped    {p}")
     for record in hub_records:
-        if (datasets and record["dataset"] not in datasets) or (models and record["model"] not in models):
+        if not only.matches(record):
             continue
         try:
             path = _pull_one(record, leaderboard=leaderboard, store=store, weights=weights, endpoint=endpoint,

@@ -69,15 +69,24 @@ def check_push_access(*, owner: str | None = None, endpoint: str | None = None) 
     return owner or user
 
 
+@dataclass(frozen=True)
+class PushTarget:
+    """Where a push goes: model repos ``{owner}/segbench-{model}-{dataset}`` (``repo_template`` overrides the name;
+    owner default: the token's user), the results repo (default ``$SEGBENCH_HUB_RESULTS``, else
+    ``<owner>/segbench-results``), ``private`` for repos it creates, and the Hub ``endpoint`` (default hf.co)."""
+
+    owner: str | None = None
+    results_repo: str | None = None
+    repo_template: str | None = None
+    private: bool | None = None
+    endpoint: str | None = None
+
+
 def push_one(
     record: dict[str, Any],
     *,
     store: LocalStore | None = None,
-    owner: str | None = None,
-    results_repo: str | None = None,
-    repo_template: str | None = None,
-    private: bool | None = None,
-    endpoint: str | None = None,
+    target: PushTarget = PushTarget(),
     strict: bool = False,
     log: Callable[[str], None] = print,
 ) -> PushReport:
@@ -88,8 +97,7 @@ def push_one(
     ``strict=True`` raises SegbenchError instead. A missing or read-only token always raises (one line); call
     :func:`check_push_access` before training to fail early.
     """
-    report = push_records([record], store=store, owner=owner, results_repo=results_repo, repo_template=repo_template,
-                          private=private, endpoint=endpoint, log=log)
+    report = push_records([record], store=store, target=target, log=log)
     if strict and not report.ok:
         reasons = "; ".join(f"{k}: {v}" for k, v in report.failed.items())
         raise SegbenchError(
@@ -103,37 +111,33 @@ def push_records(
     records: Iterable[dict[str, Any]],
     *,
     store: LocalStore | None = None,
-    owner: str | None = None,
-    results_repo: str | None = None,
-    repo_template: str | None = None,
-    private: bool | None = None,
-    endpoint: str | None = None,
+    target: PushTarget = PushTarget(),
     attempts: int | None = None,
     backoff_s: float | None = None,
     log: Callable[[str], None] = print,
 ) -> PushReport:
-    """Push ``records`` (validated dicts, e.g. from records.load_records) and their local weights.
+    """Push ``records`` (validated dicts, e.g. from records.load_records) and their local weights to ``target``;
+    ``attempts`` and ``backoff_s`` tune the retries of each repo's commit (default: ``http.with_retries``'s).
 
-    The results repo defaults to ``$SEGBENCH_HUB_RESULTS``, else ``<owner>/segbench-results``.
     Model repos first (one commit each, skipped when nothing changed), then the results repo with the records
     whose weights made it. A failed repo is reported and skipped; the others go on. Nothing local is written.
     Raises SegbenchError before any upload for a missing/read-only token or an invalid repo name.
     """
     store = store or LocalStore()
-    results_repo = results_repo or os.environ.get(ENV_RESULTS) or None
+    results_repo = target.results_repo or os.environ.get(ENV_RESULTS) or None
+    repo_template = target.repo_template
     records = list(records)
-    _check_names(records, owner=owner, results_repo=results_repo, repo_template=repo_template)
-    endpoint = endpoint_url(endpoint)
+    _check_names(records, owner=target.owner, results_repo=results_repo, repo_template=repo_template)
+    endpoint = endpoint_url(target.endpoint)
     api = HfApi(endpoint=endpoint)
     user = check_write_access(api)  # one clear line for a missing, invalid or read-only token
-    owner = owner or user
+    owner = target.owner or user
     results_id = results_repo_id(owner, results_repo)
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         groups.setdefault(model_repo_id(r["model"], r["dataset"], owner=owner, template=repo_template), []).append(r)
 
-    sync = functools.partial(_sync_reported, api, private=private, hashes=Hashes(), attempts=attempts,
-                             backoff_s=backoff_s, log=log)
+    sync = _Sync(api, private=target.private, hashes=Hashes(), attempts=attempts, backoff_s=backoff_s, log=log)
     report, published = PushReport(), []
     for repo_id, group in groups.items():
         try:
@@ -166,27 +170,37 @@ def _check_names(records: list[dict[str, Any]], *, owner: str | None, results_re
         results_repo_id(owner, results_repo)
 
 
-def _sync_reported(
-    api: HfApi, repo_id: str, repo_type: str, plan: Callable[[Remote], Plan], report: PushReport, *,
-    private: bool | None, hashes: Hashes, attempts: int | None, backoff_s: float | None, log: Callable[[str], None],
-) -> bool:
-    """sync_repo with retries; the outcome goes into ``report`` and the log. Returns whether it succeeded."""
-    try:
-        commit, changed = with_retries(
-            lambda: sync_repo(api, repo_id, repo_type, plan, private=private, hashes=hashes),
-            what=repo_id, attempts=attempts, backoff_s=backoff_s, log=log,
-        )
-    except Exception as exc:
-        report.failed[repo_id] = short_error(exc)
-        log(f"FAILED     {repo_id}: {report.failed[repo_id]}")
-        return False
-    if commit is None:
-        report.unchanged.append(repo_id)
-        log(f"unchanged  {repo_id} (no commit)")
-    else:
-        report.done.append(repo_id)
-        log(f"pushed     {repo_id} @ {commit[:8]} ({len(changed)} file(s))")
-    return True
+@dataclass(frozen=True)
+class _Sync:
+    """One push's settings for :func:`sync_repo` (the API, new repos' privacy, the upload hashes shared across repos,
+    the retries, the log); called once per repo."""
+
+    api: HfApi
+    private: bool | None
+    hashes: Hashes
+    attempts: int | None
+    backoff_s: float | None
+    log: Callable[[str], None]
+
+    def __call__(self, repo_id: str, repo_type: str, plan: Callable[[Remote], Plan], report: PushReport) -> bool:
+        """sync_repo with retries; the outcome goes into ``report`` and the log. Returns whether it succeeded."""
+        log = self.log
+        try:
+            commit, changed = with_retries(
+                lambda: sync_repo(self.api, repo_id, repo_type, plan, private=self.private, hashes=self.hashes),
+                what=repo_id, attempts=self.attempts, backoff_s=self.backoff_s, log=log,
+            )
+        except Exception as exc:
+            report.failed[repo_id] = short_error(exc)
+            log(f"FAILED     {repo_id}: {report.failed[repo_id]}")
+            return False
+        if commit is None:
+            report.unchanged.append(repo_id)
+            log(f"unchanged  {repo_id} (no commit)")
+        else:
+            report.done.append(repo_id)
+            log(f"pushed     {repo_id} @ {commit[:8]} ({len(changed)} file(s))")
+        return True
 
 
 # ---------------------------------------------------------------------------------------------------------------

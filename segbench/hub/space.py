@@ -57,12 +57,12 @@ def space_readme(text: str, *, results_repo: str | None = None, model_repos: lis
     match = re.match(r"---\n(.*?)\n---\n", text, re.S)
     if not match:
         raise SegbenchError("README.md does not start with the Space's YAML front matter (--- ... ---)")
-    meta = yaml.safe_load(match.group(1)) or {}
+    front = yaml.safe_load(match.group(1)) or {}
     if results_repo:
-        meta["datasets"] = [results_repo]
+        front["datasets"] = [results_repo]
     if model_repos:
-        meta["models"] = sorted(set(model_repos))
-    head = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip()
+        front["models"] = sorted(set(model_repos))
+    head = yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip()
     return f"---\n{head}\n---\n" + text[match.end():]
 
 

@@ -260,11 +260,13 @@ def _make_files(root: Path, files: dict[str, str | bytes | None]) -> None:
 def _save_tiny_weights(directory: Path) -> None:
     from segbench.models import build_model
     from segbench.store import save_weights
+    from segbench.weights_meta import WeightsMeta
 
     args = {"base_channels": 4, "depth": 2}
     model = build_model("unet_small", num_classes=6, **args)
-    save_weights(model, {"model": "unet_small", "model_args": args, "num_classes": 6, "dataset": "synthetic",
-                         "mean": [0.5] * 3, "std": [0.25] * 3, "palette": [[0, 0, 0]] * 6, "in_channels": 3}, directory)
+    save_weights(model, WeightsMeta.from_dict({"model": "unet_small", "model_args": args, "num_classes": 6,
+                                               "dataset": "synthetic", "mean": [0.5] * 3, "std": [0.25] * 3,
+                                               "palette": [[0, 0, 0]] * 6, "in_channels": 3}), directory)
 
 
 def assert_refused(argv: list[str], fragment: str, root: Path, capsys: pytest.CaptureFixture) -> str:

@@ -30,6 +30,7 @@ from segbench.errors import SegbenchError
 from segbench.hub.pull import _install_weights
 from segbench.records import load_records, write_record
 from segbench.store import CONFIG_FILE, WEIGHTS_FILE, LocalStore
+from segbench.weights_meta import WeightsMeta
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_records import make_record  # noqa: E402
@@ -45,15 +46,20 @@ def _model(value: float) -> nn.Module:
     return model
 
 
+def _meta(value: float) -> WeightsMeta:
+    """A config whose one mean is ``value``: which write a folder's model.json came from."""
+    return WeightsMeta(model="tiny", num_classes=1, in_channels=1, mean=(value,), std=(1.0,))
+
+
 def _saved(store: LocalStore, value: float) -> str:
-    return store.save(_model(value), {"model": "tiny", "value": value}, *RUN)["sha256"]
+    return store.save(_model(value), _meta(value), *RUN)["sha256"]
 
 
 def _state(store: LocalStore) -> str:
-    """'old', 'new' (by model.json's value) for a complete folder; fails the test otherwise."""
+    """'old', 'new' (by model.json's mean) for a complete folder; fails the test otherwise."""
     folder = store.run_dir(*RUN)
     assert (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file(), f"{folder} incomplete or missing"
-    value = json.loads((folder / CONFIG_FILE).read_text())["value"]
+    value = json.loads((folder / CONFIG_FILE).read_text())["mean"][0]
     tensors = load_file(str(folder / WEIGHTS_FILE))
     assert all(bool((t == value).all()) for t in tensors.values()), "weights and config come from different writes"
     return {1.0: "old", 2.0: "new"}[value]
@@ -185,7 +191,7 @@ def test_two_threads_saving_one_run_both_finish_with_one_complete_folder(store):
     def write(value: float) -> None:
         barrier.wait()
         try:
-            results.append(store.save(_model(value), {"model": "tiny", "value": value}, *RUN, log=lambda _: None))
+            results.append(store.save(_model(value), _meta(value), *RUN, log=lambda _: None))
         except BaseException as exc:  # noqa: BLE001 - the test reports it
             errors.append(exc)
 
@@ -201,9 +207,11 @@ def test_two_threads_saving_one_run_both_finish_with_one_complete_folder(store):
 def test_two_processes_saving_one_run_both_finish(store, tmp_path):
     script = (
         "import sys, torch; from torch import nn; from segbench.store import LocalStore\n"
+        "from segbench.weights_meta import WeightsMeta\n"
         "m = nn.Linear(3, 2); v = float(sys.argv[2])\n"
         "[p.data.fill_(v) for p in m.parameters()]\n"
-        "for _ in range(5): LocalStore(sys.argv[1]).save(m, {'model': 'tiny', 'value': v}, "
+        "for _ in range(5): LocalStore(sys.argv[1]).save(m, WeightsMeta(model='tiny', num_classes=1, in_channels=1, "
+        "mean=(v,), std=(1.0,)), "
         "'synthetic', 'tiny', 'abcdef123456', log=lambda _: None)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
@@ -218,7 +226,7 @@ def test_a_second_writer_says_whom_it_waits_for(store):
     messages, done = [], threading.Event()
     final = store.run_dir(*RUN)
     with files.path_lock(final):
-        thread = threading.Thread(target=lambda: (store.save(_model(2.0), {"model": "tiny", "value": 2.0}, *RUN,
+        thread = threading.Thread(target=lambda: (store.save(_model(2.0), _meta(2.0), *RUN,
                                                              log=messages.append), done.set()))
         thread.start()
         thread.join(1.0)
@@ -253,7 +261,7 @@ def _mode(path: Path) -> int:
 
 def test_weights_folder_and_files_follow_the_umask(tmp_path, umask):
     store = LocalStore(tmp_path / "s")
-    store.save(_model(1.0), {"model": "tiny"}, *RUN)
+    store.save(_model(1.0), _meta(1.0), *RUN)
     folder = store.run_dir(*RUN)
     assert _mode(folder) == 0o777 & ~umask
     assert _mode(folder / WEIGHTS_FILE) == _mode(folder / CONFIG_FILE) == 0o666 & ~umask
@@ -344,12 +352,12 @@ def tiny_disk(tmp_path):
 
 def test_tiny_disk_full_weights_save_is_one_line_and_keeps_the_old(tiny_disk):
     store = LocalStore(tiny_disk)
-    store.save(_model(1.0), {"model": "tiny", "value": 1.0}, *RUN)
+    store.save(_model(1.0), _meta(1.0), *RUN)
     big = nn.Linear(200, 100)  # 80 kB of weights: more than the disk holds
     with pytest.raises(SegbenchError, match="no space left on device") as info:
-        store.save(big, {"model": "tiny", "value": 2.0}, *RUN)
+        store.save(big, _meta(2.0), *RUN)
     assert "\n" not in str(info.value) and str(tiny_disk) in str(info.value)
-    assert json.loads((store.run_dir(*RUN) / CONFIG_FILE).read_text())["value"] == 1.0
+    assert json.loads((store.run_dir(*RUN) / CONFIG_FILE).read_text())["mean"] == [1.0]
     assert _leftovers(store) == []
 
 

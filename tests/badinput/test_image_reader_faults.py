@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageOps
 
 from segbench.app import uploads
-from segbench.data.folder import ImageMaskFolder
+from segbench.data import folder
 from segbench.data.io import image_size, read_image, read_mask, to_channels
 from segbench.errors import SegbenchError
 from segbench.predict import load_image
@@ -25,6 +25,11 @@ from segbench.predict import load_image
 RNG = np.random.RandomState(0)
 RGB = RNG.randint(0, 256, (6, 10, 3), dtype=np.uint8)
 GREY = RNG.randint(0, 256, (6, 10), dtype=np.uint8)
+
+
+def _folder(root, **options):
+    """``ImageMaskFolder`` through the folder builder (split "all": root/images and root/masks)."""
+    return folder.build(split="all", root=root, **options)
 
 
 def _png_raw(path: Path, width: int, height: int, *, depth: int = 8, colour: int = 0, rows: bytes | None = None):
@@ -117,7 +122,7 @@ def test_every_listed_format_reads_the_same_everywhere(tmp_path, kind):
     assert (direct.permute(1, 2, 0).int() - torch.from_numpy(expected).int()).abs().max() <= tolerance
     assert torch.equal(load_image(path), direct)  # predict
     assert torch.equal(uploads.read_upload(path)[0], direct)  # the app
-    dataset_image, _ = ImageMaskFolder(tmp_path, num_classes=2).load(0)  # a dataset folder (in_channels 3)
+    dataset_image, _ = _folder(tmp_path, num_classes=2).load(0)  # a dataset folder (in_channels 3)
     assert torch.equal(dataset_image, to_channels(direct, 3))
 
 
@@ -130,7 +135,7 @@ def test_16_bit_is_scaled_by_its_bit_depth_in_datasets_and_predict(tmp_path, val
     array = np.array([[values[0], values[1]]], dtype=np.uint16)
     Image.fromarray(array).save(tmp_path / "images" / "a.png")
     Image.fromarray(np.zeros((1, 2), np.uint8)).save(tmp_path / "masks" / "a.png")
-    image, _ = ImageMaskFolder(tmp_path, num_classes=2, in_channels=1).load(0)
+    image, _ = _folder(tmp_path, num_classes=2, in_channels=1).load(0)
     assert image.dtype == torch.uint8 and image.flatten().tolist() == list(expected)
     assert load_image(tmp_path / "images" / "a.png").flatten().tolist() == list(expected)
 
@@ -168,7 +173,7 @@ def _oriented_pair(tmp_path: Path, orientation: int) -> tuple[np.ndarray, np.nda
 def test_dataset_labels_line_up_with_an_exif_rotated_photo(tmp_path, orientation):
     """Before: orientation 3 was accepted with labels 180 degrees off; 6 was refused as a size mismatch."""
     _, labels = _oriented_pair(tmp_path, orientation)
-    image, mask = ImageMaskFolder(tmp_path, num_classes=2).load(0)
+    image, mask = _folder(tmp_path, num_classes=2).load(0)
     assert mask.tolist() == labels.tolist()
     bright = image.float().mean(0) > 127
     assert torch.equal(bright, mask.bool())
@@ -226,8 +231,8 @@ def test_empty_png_is_one_line_without_libpng_noise(tmp_path, capfd, reader):
     Image.fromarray(GREY).save(image)
     Image.fromarray(np.zeros((6, 10), np.uint8)).save(mask)
     _png_raw(mask if reader == "dataset-mask" else image, 0, 0)
-    call = {"dataset-image": lambda: ImageMaskFolder(tmp_path, num_classes=2).load(0),
-            "dataset-mask": lambda: ImageMaskFolder(tmp_path, num_classes=2).load(0),
+    call = {"dataset-image": lambda: _folder(tmp_path, num_classes=2).load(0),
+            "dataset-mask": lambda: _folder(tmp_path, num_classes=2).load(0),
             "predict": lambda: load_image(image), "upload": lambda: uploads.read_upload(image, name="mine.png")}[reader]
     with pytest.raises(SegbenchError) as info:
         call()

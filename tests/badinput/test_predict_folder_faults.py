@@ -16,15 +16,17 @@ from segbench import files
 from segbench.cli import main
 from segbench.models import build_model
 from segbench.store import save_weights
+from segbench.weights_meta import WeightsMeta
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("w")
     model = build_model("unet_small", num_classes=3, base_channels=4, depth=2)
-    save_weights(model, {"model": "unet_small", "model_args": {"base_channels": 4, "depth": 2}, "num_classes": 3,
-                         "mean": [0.5] * 3, "std": [0.25] * 3, "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]],
-                         "in_channels": 3, "class_names": ["a", "b", "c"]}, folder)
+    save_weights(model, WeightsMeta.from_dict({
+        "model": "unet_small", "model_args": {"base_channels": 4, "depth": 2}, "num_classes": 3, "mean": [0.5] * 3,
+        "std": [0.25] * 3, "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]], "in_channels": 3,
+        "class_names": ["a", "b", "c"]}), folder)
     return folder
 
 

@@ -7,11 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from segbench.data import build_dataset, default_root
+from segbench.data import build_dataset, default_root, folder
 from segbench.data.camvid import CamVid
-from segbench.data.folder import ImageMaskFolder
 from segbench.data.isbi import ISBI2012
 from segbench.errors import SegbenchError
+
+
+def _folder(root, **options):
+    """``ImageMaskFolder`` through the folder builder (split "all": root/images and root/masks)."""
+    return folder.build(split="all", root=root, **options)
 
 
 def write_image(path: Path, h: int = 8, w: int = 10, mode: str = "RGB") -> Path:
@@ -54,7 +58,7 @@ def raises_naming(path: Path | str, fn, *args, **kwargs) -> str:
 
 
 def test_good_folder_loads(tmp_path):
-    ds = ImageMaskFolder(make_folder(tmp_path), num_classes=2)
+    ds = _folder(make_folder(tmp_path), num_classes=2)
     image, mask = ds[0]
     assert image.dtype == torch.uint8 and image.shape == (3, 8, 10)
     assert mask.dtype == torch.int64 and mask.shape == (8, 10) and set(mask.unique().tolist()) == {0, 1}
@@ -68,7 +72,7 @@ def test_palette_mask_reads_indices(tmp_path):
     mask.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
     (tmp_path / "masks").mkdir()
     mask.save(tmp_path / "masks" / "a.png")
-    _, loaded = ImageMaskFolder(tmp_path, num_classes=3)[0]
+    _, loaded = _folder(tmp_path, num_classes=3)[0]
     assert torch.equal(loaded, torch.from_numpy(values).long())
 
 
@@ -76,14 +80,14 @@ def test_one_bit_mask_reads_0_1(tmp_path):
     write_image(tmp_path / "images" / "a.png")
     (tmp_path / "masks").mkdir()
     Image.fromarray(binary().astype(bool)).save(tmp_path / "masks" / "a.png")  # mode "1"
-    _, mask = ImageMaskFolder(tmp_path, num_classes=2)[0]
+    _, mask = _folder(tmp_path, num_classes=2)[0]
     assert torch.equal(mask, torch.from_numpy(binary()).long())
 
 
 def test_value_map_and_grey(tmp_path):
     write_image(tmp_path / "images" / "a.png", mode="L")
     write_mask(tmp_path / "masks" / "a.png", binary(high=255))
-    image, mask = ImageMaskFolder(tmp_path, num_classes=2, in_channels=1, value_map={255: 1})[0]
+    image, mask = _folder(tmp_path, num_classes=2, in_channels=1, value_map={255: 1})[0]
     assert image.shape == (1, 8, 10) and set(mask.unique().tolist()) == {0, 1}
 
 
@@ -98,7 +102,7 @@ def test_split_folders_and_build_dataset(tmp_path):
 
 
 def test_missing_root(tmp_path):
-    message = raises_naming(tmp_path / "nowhere", ImageMaskFolder, tmp_path / "nowhere", num_classes=2)
+    message = raises_naming(tmp_path / "nowhere", _folder, tmp_path / "nowhere", num_classes=2)
     assert "--data-root" in message and "SEGBENCH_DATA" in message
 
 
@@ -118,19 +122,19 @@ def test_default_root_follows_env(tmp_path, monkeypatch):
 def test_empty_folder(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
-    raises_naming(tmp_path / "images", ImageMaskFolder, tmp_path, num_classes=2)
+    raises_naming(tmp_path / "images", _folder, tmp_path, num_classes=2)
 
 
 def test_image_without_mask(tmp_path):
     make_folder(tmp_path)
     lonely = write_image(tmp_path / "images" / "c.jpg")
-    raises_naming(lonely, ImageMaskFolder, tmp_path, num_classes=2)
+    raises_naming(lonely, _folder, tmp_path, num_classes=2)
 
 
 def test_mask_without_image(tmp_path):
     make_folder(tmp_path)
     orphan = write_mask(tmp_path / "masks" / "zzz.png", binary())
-    raises_naming(orphan, ImageMaskFolder, tmp_path, num_classes=2)
+    raises_naming(orphan, _folder, tmp_path, num_classes=2)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not_an_image", "empty"])
@@ -139,7 +143,7 @@ def test_corrupt_image(tmp_path, damage):
     path = tmp_path / "images" / "a.png"
     data = path.read_bytes()
     path.write_bytes({"truncated": data[: len(data) // 2], "not_an_image": b"hello, world", "empty": b""}[damage])
-    ds = ImageMaskFolder(tmp_path, num_classes=2)  # construction only checks names
+    ds = _folder(tmp_path, num_classes=2)  # construction only checks names
     message = raises_naming(path, ds.__getitem__, 0)
     assert "corrupt" in message
 
@@ -148,20 +152,20 @@ def test_corrupt_mask(tmp_path):
     make_folder(tmp_path, stems=("a",))
     path = tmp_path / "masks" / "a.png"
     path.write_bytes(path.read_bytes()[:40])
-    raises_naming(path, ImageMaskFolder(tmp_path, num_classes=2).__getitem__, 0)
+    raises_naming(path, _folder(tmp_path, num_classes=2).__getitem__, 0)
 
 
 def test_mask_size_differs(tmp_path):
     write_image(tmp_path / "images" / "a.png", h=8, w=10)
     path = write_mask(tmp_path / "masks" / "a.png", binary(h=8, w=12))
-    message = raises_naming(path, ImageMaskFolder(tmp_path, num_classes=2).__getitem__, 0)
+    message = raises_naming(path, _folder(tmp_path, num_classes=2).__getitem__, 0)
     assert "12x8" in message and "10x8" in message
 
 
 def test_mask_values_out_of_range(tmp_path):
     make_folder(tmp_path, stems=("a",), values=binary(high=7))
     path = tmp_path / "masks" / "a.png"
-    message = raises_naming(path, ImageMaskFolder(tmp_path, num_classes=3).__getitem__, 0)
+    message = raises_naming(path, _folder(tmp_path, num_classes=3).__getitem__, 0)
     assert "7" in message and "0..2" in message
 
 
@@ -169,7 +173,7 @@ def test_mask_values_0_255_not_ignored(tmp_path):
     # 255 is not the ignore value here, so {0, 255} is out of range: the hint names the binary mapping
     make_folder(tmp_path, stems=("a",), values=binary(high=255))
     path = tmp_path / "masks" / "a.png"
-    message = raises_naming(path, ImageMaskFolder(tmp_path, num_classes=2, ignore_index=254).__getitem__, 0)
+    message = raises_naming(path, _folder(tmp_path, num_classes=2, ignore_index=254).__getitem__, 0)
     assert "{0, 255}" in message and "value_map {255: 1}" in message
 
 
@@ -177,17 +181,17 @@ def test_mask_values_0_255_with_default_ignore(tmp_path):
     # the classic trap: a binary {0, 255} mask where 255 is also the default ignore value
     make_folder(tmp_path, stems=("a",), values=binary(high=255))
     path = tmp_path / "masks" / "a.png"
-    message = raises_naming(path, ImageMaskFolder(tmp_path, num_classes=2).__getitem__, 0)
+    message = raises_naming(path, _folder(tmp_path, num_classes=2).__getitem__, 0)
     assert "value_map {255: 1}" in message
     # an explicit value_map says 255 really is ignore
-    _, mask = ImageMaskFolder(tmp_path, num_classes=2, value_map={255: 255})[0]
+    _, mask = _folder(tmp_path, num_classes=2, value_map={255: 255})[0]
     assert set(mask.unique().tolist()) == {0, 255}
 
 
 def test_rgb_mask(tmp_path):
     write_image(tmp_path / "images" / "a.png")
     path = write_image(tmp_path / "masks" / "a.png")  # a colour image where indices are expected
-    message = raises_naming(path, ImageMaskFolder(tmp_path, num_classes=2).__getitem__, 0)
+    message = raises_naming(path, _folder(tmp_path, num_classes=2).__getitem__, 0)
     assert "RGB" in message and "index" in message
 
 

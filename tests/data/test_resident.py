@@ -7,7 +7,7 @@ import yaml
 
 from segbench.cli import main
 from segbench.data import build_dataset
-from segbench.data.resident import DeviceAugment, NotResident, ResidentLoader
+from segbench.data.resident import DeviceAugment, NotResident, Preload, ResidentLoader
 from segbench.records import load_records
 
 CPU = torch.device("cpu")
@@ -114,7 +114,7 @@ def test_loader_refuses_mixed_sizes_and_over_budget():
     with pytest.raises(NotResident, match="image 1 is 3x8x9.*sizes differ"):
         ResidentLoader(_Sizes([(8, 8), (8, 9)]), batch_size=2, device=CPU, augment=None)
     with pytest.raises(NotResident, match="GiB"):
-        ResidentLoader(_Sizes([(8, 8)] * 4), batch_size=2, device=CPU, augment=None, max_bytes=100)
+        ResidentLoader(_Sizes([(8, 8)] * 4), batch_size=2, device=CPU, augment=None, preload=Preload(max_bytes=100))
 
 
 def test_run_with_device_loader(tmp_path, tiny_config, capsys):

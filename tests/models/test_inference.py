@@ -4,6 +4,7 @@ whose record and weights state the evaluation settings."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from segbench.models.inference import (WHOLE, Evaluation, evaluation_from, evalu
 from segbench.predict import LARGE_WINDOW, Predictor
 from segbench.runner import run_one
 from segbench.store import LocalStore
+from segbench.weights_meta import WeightsMeta
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/app_fixtures.py
 
@@ -242,10 +244,11 @@ def test_settings_round_trip_through_the_record_entry():
 def test_predictor_runs_as_recorded_and_slides_large_images_of_whole_models():
     torch.manual_seed(0)
     model = PixelModel(in_channels=1, num_classes=3).eval()
-    meta = {"task": "semantic", "in_channels": 1, "mean": [0.5], "std": [0.25], "num_classes": 3}
+    meta = WeightsMeta(task="semantic", in_channels=1, mean=(0.5,), std=(0.25,), num_classes=3)
     image = torch.randint(0, 256, (1, 40, 56), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     whole = Predictor.from_model(model, meta, fast=False)
-    slid = Predictor.from_model(model, {**meta, "evaluation": slide([16, 16], [8, 8]).to_dict()}, fast=False)
+    sliding = dataclasses.replace(meta, evaluation=slide([16, 16], [8, 8]).to_dict())
+    slid = Predictor.from_model(model, sliding, fast=False)
     assert slid.evaluation_for((40, 56)).mode == "slide" and whole.evaluation_for((40, 56)) == WHOLE
     assert torch.equal(slid(image).mask, whole(image).mask)  # pixel-wise model: windows change nothing
     large = Predictor.from_model(model, meta, fast=False, slide_above=48)

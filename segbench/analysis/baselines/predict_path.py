@@ -21,6 +21,7 @@ from ...models.inference import forward_full
 from ...predict import Predictor
 from ...speed import timed_ms
 from ...store import save_weights
+from ...weights_meta import WeightsMeta
 
 
 def _time(fn, runs: int, device: torch.device) -> tuple[float, Any]:
@@ -44,9 +45,9 @@ def bench_predict_path(model_name: str = "unet", *, device: str = "cpu", size: i
     with tempfile.TemporaryDirectory() as tmp:
         if weights is None:
             model = build_model(model_name, num_classes=num_classes, in_channels=in_channels)
-            meta = {"model": model_name, "model_args": {"in_channels": in_channels}, "num_classes": num_classes,
-                    "in_channels": in_channels, "mean": [0.5] * in_channels, "std": [0.25] * in_channels,
-                    "palette": [[0, 0, 0]] * num_classes, "task": "semantic"}
+            meta = WeightsMeta(model=model_name, model_args={"in_channels": in_channels}, num_classes=num_classes,
+                               in_channels=in_channels, mean=(0.5,) * in_channels, std=(0.25,) * in_channels,
+                               palette=((0, 0, 0),) * num_classes, task="semantic")
             save_weights(model, meta, Path(tmp))
             weights = tmp
         predictor = Predictor(weights, device=str(dev))
@@ -60,7 +61,7 @@ def bench_predict_path(model_name: str = "unet", *, device: str = "cpu", size: i
             picture = torch.nn.functional.avg_pool2d(picture[None].float(), 5, 1, 2)[0].to(torch.uint8)
 
         plain = Predictor(weights, device=str(dev), fast=False).model  # unfolded, NCHW
-        x = normalize(picture[None].to(dev), predictor.meta["mean"], predictor.meta["std"])
+        x = normalize(picture[None].to(dev), predictor.meta.mean, predictor.meta.std)
 
         def eager():
             with torch.no_grad():
@@ -69,7 +70,7 @@ def bench_predict_path(model_name: str = "unet", *, device: str = "cpu", size: i
         eager_s, eager_mask = _time(eager, runs, dev)
         ours_s, pred = _time(lambda: predictor(picture), runs, dev)
     agreement = float((pred.mask == eager_mask).float().mean())
-    return {"model": predictor.meta.get("name", model_name), "weights": "trained" if trained else "random init",
+    return {"model": predictor.meta.name or model_name, "weights": "trained" if trained else "random init",
             "device": device_name(dev), "image": list(picture.shape),
             "eager_fp32_s": eager_s, "ours_s": ours_s, "speedup": eager_s / ours_s, "pixel_agreement": agreement,
             "ours_precision": predictor.precision}
