@@ -17,9 +17,11 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
+from .. import columns as table
+from ..columns import CI_CONVENTION, END_TO_END_SCOPE, FORWARD_SCOPE, HEADLINE, MACS_CONVENTION
 from ..records import board_scores, csv_text, load_records, records_frame
 from .config import AppConfig, dataset_rank, one_line
-from .details import END_TO_END_SCOPE, FORWARD_SCOPE, GMACS_CONVENTION, ci_text, code, missing, record_details
+from .details import ci_text, code, missing, record_details
 from .ranking import aggregate_seeds, shared_ranks
 
 if TYPE_CHECKING:  # the handlers take the running app's state; state.py imports this module
@@ -32,7 +34,6 @@ SCHEMA2_COLUMNS = {
     "end_to_end_ms": lambda r: (r["efficiency"].get("latency") or {}).get("end_to_end_ms"),
     "miou_ci_low": lambda r: (r["metrics"].get("miou_ci") or [None, None])[0],
     "miou_ci_high": lambda r: (r["metrics"].get("miou_ci") or [None, None])[1],
-    "mean_boundary_iou": lambda r: r["metrics"].get("mean_boundary_iou"),
     "hardware_class": lambda r: r.get("hardware_class"),
     "capped": lambda r: bool(r["training"].get("capped", False)),
     "track": lambda r: r["training"].get("track", "steps"),
@@ -55,24 +56,30 @@ class Column:
     digits: int = 2
 
 
+def _board_column(c: table.Column) -> Column:
+    """The board's display column of a ``columns.COLUMNS`` entry: a score as a percentage on the board's split."""
+    if c.unit == "%":
+        return Column(c.key, c.header("{split}"), scale=100)
+    if not c.fmt:  # whole numbers
+        return Column(c.key, c.header())
+    return Column(c.key, c.header(), scale=c.scale, digits=int(c.fmt[1:-1]))
+
+
+_ON_BOARD = [c for c in table.COLUMNS if c.board]
 COLUMNS = [
     Column("rank", "Rank"), Column("model", "Model"), Column("family", "Family"), Column("variant", "Backbone"),
     Column("dataset", "Dataset"), Column("split", "Split"),
-    Column("miou", "mIoU % ({split})", scale=100), Column("miou_ci", "mIoU 95% CI ({split})"),
+    _board_column(table.BY_KEY[HEADLINE]), Column("miou_ci", "mIoU 95% CI ({split})"),
     Column("seeds", "Seeds"), Column("miou_std", "mIoU s.d. over seeds", scale=100),
     Column("val_miou", "mIoU % (val)", scale=100),
-    Column("pixel_accuracy", "PA % ({split})", scale=100), Column("mean_pixel_accuracy", "mPA % ({split})", scale=100),
-    Column("fwiou", "FWIoU % ({split})", scale=100), Column("mean_boundary_iou", "Boundary IoU % ({split})", scale=100),
-    Column("mask_ap", "Mask AP % ({split})", scale=100),
-    Column("params", "Params (M)", scale=1e-6), Column("gmacs", "GMACs", scale=1), Column("receptive_field", "RF (px)"),
-    Column("forward_ms", "Forward (ms)", scale=1, digits=1), Column("end_to_end_ms", "End-to-end (ms)", scale=1, digits=1),
+    *(_board_column(c) for c in _ON_BOARD if c.key != HEADLINE),  # the other scores, then efficiency
     Column("hardware_class", "Hardware"), Column("latency_device", "Latency device"),
     Column("train_seconds", "Train (min)", scale=1 / 60, digits=1), Column("run", "Run"), Column("date", "Date"),
     Column("id", "id"),
 ]
 KEYS = [c.key for c in COLUMNS]
 CHOOSABLE = [k for k in KEYS if k != "id"]  # id always shows: it names the record for details
-HIDDEN_BY_DEFAULT = ("seeds", "miou_std", "mean_pixel_accuracy", "fwiou", "receptive_field", "train_seconds", "date")
+HIDDEN_BY_DEFAULT = ("seeds", "miou_std", *(c.key for c in _ON_BOARD if not c.shown), "train_seconds", "date")
 DEFAULT_COLUMNS = [k for k in CHOOSABLE if k not in HIDDEN_BY_DEFAULT]
 SEED_COLUMNS = ("seeds", "miou_std")  # shown whenever seeds are aggregated
 _NUMERIC = {c.key for c in COLUMNS if c.scale is not None} | {"rank", "seeds", "receptive_field"}
@@ -82,10 +89,10 @@ TABLE_NOTES = (
     "**How to read the table.** Scores are on the split in *Split*: **test** where the record has a test score (the "
     "split published results are on; scored once, when the record was written, never used to choose a recipe or a "
     "checkpoint), else the record's reported split (val). *mIoU % (val)*: the validation score beside it, the split "
-    "recipes and checkpoints are chosen on. *mIoU 95% CI*: bootstrap over images (percentile, 1,000 resamples). "
+    f"recipes and checkpoints are chosen on. *mIoU 95% CI*: {CI_CONVENTION}. "
     "*Rank*: within a dataset and split (test rows and val rows are ranked apart), by mIoU; a model the paired "
     "bootstrap over the same images cannot separate from the one above (95% CI of the difference includes 0) shares its rank; runs without per-image scores get "
-    f"their own. *GMACs*: {GMACS_CONVENTION}, at the evaluation size. *Forward (ms)*: {FORWARD_SCOPE}, batch 1. "
+    f"their own. *GMACs*: {MACS_CONVENTION}, at the evaluation size. *Forward (ms)*: {FORWARD_SCOPE}, batch 1. "
     f"*End-to-end (ms)*: {END_TO_END_SCOPE}, batch 1. *Hardware*: the class the run trained and was timed on; runs "
     "on different hardware are separate rows. Capped runs (a wall-clock safety stop ended training) and the "
     "time-budget track are hidden unless ticked; their *Run* column says which."
