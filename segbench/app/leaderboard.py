@@ -9,7 +9,7 @@ older ``records`` module does not flatten is read from the record itself, or lef
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +121,35 @@ def _safe(read, record: dict[str, Any] | None) -> Any:
         return None
 
 
+@dataclass(frozen=True)
+class BoardFilter:
+    """What the board's filter widgets ask for, in the order the app passes their values: datasets, families,
+    hardware classes and latency devices (an empty list or None: no restriction), a search text, whether capped
+    and time-budget runs show, and whether seeds of one configuration merge into one row."""
+
+    datasets: list[str] | None = None
+    families: list[str] | None = None
+    hardware: list[str] | None = None
+    devices: list[str] | None = None
+    search: str = ""
+    show_capped: bool = False
+    by_seed: bool = False
+
+    def __post_init__(self) -> None:  # widget values arrive as None for an empty box or an unticked checkbox
+        object.__setattr__(self, "search", self.search or "")
+        object.__setattr__(self, "show_capped", bool(self.show_capped))
+        object.__setattr__(self, "by_seed", bool(self.by_seed))
+
+
+FILTER_WIDGETS = len(fields(BoardFilter))  # the first values of each Leaderboard handler's Gradio inputs
+
+
+def with_filter(handler, state: AppState):
+    """``handler(state, BoardFilter, *rest)`` as Gradio calls it: with the filter widgets' values first, positionally,
+    then the handler's own inputs (the HTTP API keeps one positional parameter per widget)."""
+    return lambda *values: handler(state, BoardFilter(*values[:FILTER_WIDGETS]), *values[FILTER_WIDGETS:])
+
+
 @dataclass
 class Leaderboard:
     """All valid records, their frame, the skipped files, and caches for the shared ranks."""
@@ -219,19 +248,17 @@ class Leaderboard:
             keep &= text.str.contains(search.strip().lower(), regex=False).to_numpy()
         return keep
 
-    def shown(self, *, datasets=None, families=None, hardware=None, devices=None, search: str = "",
-              show_capped: bool = False, by_seed: bool = False) -> pd.DataFrame:
+    def shown(self, where: BoardFilter = BoardFilter()) -> pd.DataFrame:
         """The frame rows the table shows (ranked within the comparable population before the narrowing filters)."""
-        frame = self.view(hardware=hardware, devices=devices, show_capped=show_capped, by_seed=by_seed)
-        return frame[self.rows(frame, datasets=datasets, families=families, search=search)]
+        frame = self.view(hardware=where.hardware, devices=where.devices, show_capped=where.show_capped,
+                          by_seed=where.by_seed)
+        return frame[self.rows(frame, datasets=where.datasets, families=where.families, search=where.search)]
 
-    def filter(self, *, datasets=None, families=None, hardware=None, devices=None, search: str = "",
-               show_capped: bool = False, by_seed: bool = False, sort_by: str | None = None, descending: bool = True,
+    def filter(self, where: BoardFilter = BoardFilter(), *, sort_by: str | None = None, descending: bool = True,
                columns: list[str] | None = None) -> pd.DataFrame:
-        """The display table of ``shown(...)``, sorted by column key ``sort_by`` (missing values last; empty: dataset
+        """The display table of ``shown(where)``, sorted by column key ``sort_by`` (missing values last; empty: dataset
         then rank), showing ``columns`` (keys; default DEFAULT_COLUMNS) plus ``id``, under their labels."""
-        frame = self.shown(datasets=datasets, families=families, hardware=hardware, devices=devices, search=search,
-                           show_capped=show_capped, by_seed=by_seed)
+        frame = self.shown(where)
         if sort_by in KEYS:
             source = _SORT_SOURCE.get(sort_by, next(c.source or c.key for c in COLUMNS if c.key == sort_by))
             numeric = sort_by in _NUMERIC or sort_by in _SORT_SOURCE
@@ -241,7 +268,8 @@ class Leaderboard:
             order = frame["dataset"].map(lambda d: dataset_rank(d)[0])
             frame = frame.assign(_order=order).sort_values(["_order", "dataset", "split", "rank", "miou"],
                                                            ascending=[True, True, True, True, False], kind="stable")
-        wanted = set(DEFAULT_COLUMNS if columns is None else columns) | {"id"} | (set(SEED_COLUMNS) if by_seed else set())
+        wanted = set(DEFAULT_COLUMNS if columns is None else columns) | {"id"}
+        wanted |= set(SEED_COLUMNS) if where.by_seed else set()
         return display_table(frame, [k for k in KEYS if k in wanted], self.label)
 
 
@@ -330,27 +358,22 @@ def count_text(board: Leaderboard, shown: int, *, show_capped: bool, by_seed: bo
 # ================================================================ handlers (Leaderboard tab)
 
 
-def on_filter(state: AppState, datasets, families, hardware, devices, search, show_capped, by_seed, sort_by,
-              descending, columns) -> tuple[pd.DataFrame, str, str]:
+def on_filter(state: AppState, where: BoardFilter, sort_by, descending, columns) -> tuple[pd.DataFrame, str, str]:
     """Filters changed: (table, CSV path, 'n of m records')."""
     board = state.board
-    table = board.filter(datasets=datasets, families=families, hardware=hardware, devices=devices, search=search,
-                         show_capped=bool(show_capped), by_seed=bool(by_seed), sort_by=sort_by or None,
-                         descending=bool(descending), columns=columns)
-    count = count_text(board, len(table), show_capped=bool(show_capped), by_seed=bool(by_seed))
+    table = board.filter(where, sort_by=sort_by or None, descending=bool(descending), columns=columns)
+    count = count_text(board, len(table), show_capped=where.show_capped, by_seed=where.by_seed)
     return table, str(write_csv(table, state.workdir / "csv")), count
 
 
-def on_charts(state: AppState, datasets, families, hardware, devices, search, show_capped, by_seed, latency,
-              heat_dataset) -> tuple:
+def on_charts(state: AppState, where: BoardFilter, latency, heat_dataset) -> tuple:
     """The three charts of the filtered rows: (mIoU vs latency, mIoU vs params, per-class heat map, heat-map
     dataset). ``latency``: 'end_to_end_ms' or 'forward_ms'. The heat map follows the filter when its dataset is
     filtered out."""
     from .. import viz
 
     board = state.board
-    frame = board.shown(datasets=datasets, families=families, hardware=hardware, devices=devices, search=search,
-                        show_capped=bool(show_capped), by_seed=bool(by_seed))
+    frame = board.shown(where)
     shown = [d for d in board.choices("dataset") if d in set(frame["dataset"])]
     if heat_dataset not in shown and shown:
         heat_dataset = shown[0]
@@ -383,15 +406,13 @@ def on_select(state: AppState, row: list | None) -> tuple:
     return (record_id, *on_details(state, record_id))
 
 
-def on_label_efficiency(state: AppState, datasets, families, hardware, devices, search, show_capped, by_seed, latency,
-                        heat_dataset):
+def on_label_efficiency(state: AppState, where: BoardFilter, latency, heat_dataset):
     """The 'mIoU vs labelled images' chart (pretrained vs scratch per family) of the filtered records on the heat
     map's dataset (the first shown one when that is filtered out). Same inputs as :func:`on_charts`."""
     from .. import viz
 
     board = state.board
-    frame = board.shown(datasets=datasets, families=families, hardware=hardware, devices=devices, search=search,
-                        show_capped=bool(show_capped), by_seed=bool(by_seed))
+    frame = board.shown(where)
     shown = [d for d in board.choices("dataset") if d in set(frame["dataset"])]
     dataset = heat_dataset if heat_dataset in shown or not shown else shown[0]
     ids = {m for members in frame["_members"] for m in members}
