@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from .config import dataset_label, dataset_license, dataset_rank
 from ..columns import END_TO_END_SCOPE, FORWARD_SCOPE, MACS_CONVENTION, SCORES
+from .config import dataset_label, dataset_license, dataset_rank
 from .leaderboard import Leaderboard
 
 # dataset -> (task, train / evaluation split, classes): the protocol of the built-in datasets.
@@ -50,10 +50,9 @@ def about_markdown(board: Leaderboard) -> str:
                         how_to_read=HOW_TO_READ, hardware=hardware_lines(board), metrics=METRICS)
 
 
-# One line per semantic score of columns.COLUMNS: its definition
-METRICS = "\n".join(f"- **{c.label}**" + (f" ({c.name})" if c.name[:len(c.label)] not in ("", c.label) else "")
-                     + f": {c.convention}."
-                     for c in SCORES if c.task == "semantic")
+# One line per semantic score of columns.COLUMNS: its definition (the long name too where it says more)
+METRICS = "\n".join(f"- **{c.label}**" + (f" ({c.name})" if c.name and not c.name.startswith(c.label) else "")
+                     + f": {c.convention}." for c in SCORES if c.task == "semantic")
 
 HOW_TO_READ = f"""
 ### How to read these numbers

@@ -16,8 +16,8 @@ import yaml
 from huggingface_hub import DatasetCardData, EvalResult, ModelCard, ModelCardData
 
 from .. import records as rec
-from ..columns import (AP_CONVENTION, BOUNDARY_CONVENTION, BY_KEY, CI_CONVENTION, END_TO_END_SCOPE, FOLDED,
-                       FORWARD_SCOPE, HEADLINE, MACS_CONVENTION, SCORES)
+from ..columns import (AP_CONVENTION, BOUNDARY_CONVENTION, BY_KEY, CI_CONVENTION, CI_METHOD, END_TO_END_SCOPE,
+                       FOLDED, FORWARD_SCOPE, HEADLINE, MACS_CONVENTION, SCORES)
 from ..records import markdown_code as code, markdown_text as esc
 from ..data import dataset_info
 from .names import RUN_CONFIG_FILE, RUNS_DIR, TABLE_FILE
@@ -192,9 +192,8 @@ def _metric_note(key: str, metrics: dict[str, Any]) -> str:
         ci = miou_ci(metrics)
         if ci is None:
             return ""
-        how = (metrics.get("ci") or {}).get("method", "bootstrap over images")
         resamples = (metrics.get("ci") or {}).get("resamples")
-        return f"95% CI [{ci[0]:.4f}, {ci[1]:.4f}], {how}" + (f", {resamples} resamples" if resamples else "")
+        return f"95% CI [{ci[0]:.4f}, {ci[1]:.4f}], {CI_METHOD}" + (f", {resamples} resamples" if resamples else "")
     convention = BY_KEY[key].convention
     if convention == BOUNDARY_CONVENTION:
         ratio = metrics.get("boundary_dilation_ratio")
