@@ -130,13 +130,13 @@ def leaderboard_tab(state: AppState) -> None:
     """The Leaderboard tab: filters, the ranked table with CIs, CSV, charts with error bars, record details."""
     with gr.Tab("Leaderboard", id="leaderboard") as tab:
         ui = _leaderboard_layout(state)
-    filters = [ui.dataset, ui.family, ui.hardware, ui.device, ui.search, ui.show_capped, ui.by_seed]
+    filters = [ui.dataset, ui.family, ui.hardware, ui.device, ui.search, ui.show_capped, ui.by_seed]  # BoardFilter order
     table_inputs = [*filters, ui.sort_by, ui.descending, ui.columns]
     chart_inputs = [*filters, ui.latency, ui.heat_dataset]
     charts = [ui.plot_latency, ui.plot_params, ui.heat, ui.heat_dataset]
-    on_charts = partial(leaderboard.on_charts, state)
-    on_labels = partial(leaderboard.on_label_efficiency, state)
-    gr.on([c.change for c in table_inputs], partial(leaderboard.on_filter, state), table_inputs,
+    on_charts = leaderboard.with_filter(leaderboard.on_charts, state)
+    on_labels = leaderboard.with_filter(leaderboard.on_label_efficiency, state)
+    gr.on([c.change for c in table_inputs], leaderboard.with_filter(leaderboard.on_filter, state), table_inputs,
           [ui.table, ui.download, ui.count], api_name="filter", trigger_mode="always_last").then(
         on_charts, chart_inputs, charts, api_name=False).then(on_labels, chart_inputs, ui.plot_labels, api_name=False)
     gr.on([ui.heat_dataset.input, ui.latency.input], on_charts, chart_inputs, charts, api_name="charts")

@@ -13,11 +13,10 @@ import math
 import torch
 from torch import Tensor
 
+from segbench.columns import CI_METHOD
 from segbench.errors import SegbenchError
 
 __all__ = ["CI_METHOD", "bootstrap_miou_ci", "paired_bootstrap", "tie_groups"]
-
-CI_METHOD = "bootstrap over images, percentile"
 
 
 def _per_image(intersection, union, what: str) -> tuple[Tensor, Tensor]:

@@ -58,7 +58,7 @@ class ConfusionMatrix:
     - means are dataset-level: one matrix accumulates every pixel of the set, then the per-class numbers are
       computed once (not averaged per image);
     - FWIoU weights each class's IoU by its ground-truth pixel frequency;
-    - Dice = 2TP / (2TP + FP + FN);
+    - Dice = 2TP / (2TP + FP + FN); frequency-weighted Dice (``fw_dice``) weights it as FWIoU weights IoU;
     - an empty matrix (no pixels counted) gives NaN for every mean and every class, without error.
 
     ``per_image=True`` also keeps each image's intersection (TP) and union (TP + FP + FN), int64 ``[N, K]`` on the
@@ -256,7 +256,7 @@ class ConfusionMatrix:
         """Metrics of any int ``[K, K]`` confusion matrix (rows = ground truth, cols = prediction).
 
         Returns plain Python values (fractions in [0, 1], NaN where undefined; see the class docstring):
-        ``pixel_accuracy``, ``mean_pixel_accuracy``, ``miou``, ``fwiou``, ``mean_dice`` (float);
+        ``pixel_accuracy``, ``mean_pixel_accuracy``, ``miou``, ``fwiou``, ``mean_dice``, ``fw_dice`` (float);
         ``iou``, ``accuracy``, ``dice`` (list[float], one per class); ``absent`` (list[int], empty-union classes).
         """
         m = matrix.detach().to("cpu", torch.float64)
@@ -273,12 +273,14 @@ class ConfusionMatrix:
         # Classes absent from the ground truth have frequency 0, so they drop out of FWIoU on their own.
         freq = gt / total if total > 0 else torch.full_like(gt, float("nan"))
         fwiou = (freq[gt > 0] * iou[gt > 0]).sum() if total > 0 else nan
+        fw_dice = (freq[gt > 0] * dice[gt > 0]).sum() if total > 0 else nan
         return {
             "pixel_accuracy": float(tp.sum() / total) if total > 0 else float("nan"),
             "mean_pixel_accuracy": float(accuracy.nanmean()),
             "miou": float(iou.nanmean()),
             "fwiou": float(fwiou),
             "mean_dice": float(dice.nanmean()),
+            "fw_dice": float(fw_dice),
             "iou": iou.tolist(),
             "accuracy": accuracy.tolist(),
             "dice": dice.tolist(),

@@ -18,6 +18,7 @@ import torch
 import torchvision
 
 from . import __version__
+from .columns import SCORE_KEYS
 from .config import RunConfig
 from .data import DatasetInfo
 from .device import cpu_name, device_name
@@ -53,15 +54,12 @@ def metrics_entry(metrics: dict[str, Any], info: DatasetInfo, *, task: str, scor
     """The record's ``metrics`` (or ``test_metrics``) from engine.evaluate's dict: per-class values by name."""
     names = info.class_names
     return {
-        "pixel_accuracy": metrics["pixel_accuracy"], "mean_pixel_accuracy": metrics["mean_pixel_accuracy"],
-        "miou": metrics["miou"], "fwiou": metrics["fwiou"], "mean_dice": metrics["mean_dice"],
+        **{key: metrics.get(key) for key in SCORE_KEYS},  # every score of columns.COLUMNS (None where not computed)
         "iou": named(metrics["iou"], names), "accuracy": named(metrics["accuracy"], names),
         "dice": named(metrics["dice"], names), "absent": [names[i] for i in metrics["absent"]],
         "miou_ci": metrics.get("miou_ci"), "ci": metrics.get("ci"), "per_image": metrics.get("per_image"),
         "boundary_iou": named(metrics.get("boundary_iou"), names),
-        "mean_boundary_iou": metrics.get("mean_boundary_iou"),
         "boundary_dilation_ratio": metrics.get("boundary_dilation_ratio"),
-        "mask_ap": metrics.get("mask_ap"), "box_ap": metrics.get("box_ap"),
         "coco": {k: v for k, v in metrics.items() if k.startswith(("mask_", "box_"))} or None,
         "max_dets": list(max_dets) if task == "instance" and max_dets else None,
         "score_threshold": score_threshold if task == "instance" else None,

@@ -21,14 +21,11 @@ import math
 import re
 from typing import Any
 
+from .columns import END_TO_END_SCOPE, FORWARD_SCOPE, HEADLINE, MACS_CONVENTION, SCORE_KEYS
 from .errors import NAME_RULE, short_repr, valid_name
 
 SCHEMA_VERSION = 2
 HARDWARE_CLASSES = ("cpu", "cuda", "mps")
-MACS_CONVENTION = "1 multiply-add = 1 MAC (torchvision/fvcore 'GFLOPS'); aux head not counted"
-FORWARD_SCOPE = "model forward only, input already normalised on the device"
-END_TO_END_SCOPE = "resize + normalise + forward + argmax/paste + copy back to host; decode excluded"
-FOLDED = "; BatchNorm folded into the convolutions"  # the predict path's fast mode (models.fold), since 2026-12
 
 _TOP: dict[str, tuple[type, ...]] = {
     "schema": (int,), "id": (str,), "group": (str,), "hardware_class": (str,), "model": (str,), "family": (str,),
@@ -37,8 +34,6 @@ _TOP: dict[str, tuple[type, ...]] = {
     "efficiency": (dict,), "training": (dict,), "config": (dict,), "seed": (int,), "versions": (dict,),
     "git_commit": (str, type(None)), "date": (str,), "weights": (dict,), "hardware": (dict,),
 }
-_FRACTIONS = ("pixel_accuracy", "mean_pixel_accuracy", "miou", "fwiou", "mean_dice", "mean_boundary_iou",
-              "mask_ap", "box_ap")
 _PER_CLASS = ("iou", "accuracy", "dice", "boundary_iou")
 
 
@@ -79,8 +74,8 @@ def _fraction(value: Any, where: str, *, nullable: bool = True) -> None:
 
 def _metrics(metrics: dict[str, Any], where: str) -> None:
     """A metrics dict (``metrics`` or ``test_metrics``): fractions, per-class fractions, CI, per-image counts."""
-    for key in _FRACTIONS:
-        _fraction(metrics.get(key), f"{where}.{key}", nullable=key != "miou")
+    for key in SCORE_KEYS:  # every score of columns.COLUMNS; only the headline must be there
+        _fraction(metrics.get(key), f"{where}.{key}", nullable=key != HEADLINE)
     for key in _PER_CLASS:
         values = metrics.get(key)
         if values is not None and not isinstance(values, dict):

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from .columns import HEADLINE, SCORE_KEYS, SCORES
 from .files import atomic_write_text
 from .record_schema import SCHEMA_VERSION, RecordError, upgrade, validate_record
 
@@ -27,12 +28,13 @@ __all__ = ["SCHEMA_VERSION", "RecordError", "validate_record", "write_record", "
 
 DEFAULT_ROOT = Path("leaderboard")
 
-# Flat columns of the leaderboard table, in display order. ``latency_ms`` is an alias of ``end_to_end_ms``;
+# Flat columns of the leaderboard table, in display order: every score of columns.COLUMNS (the headline's CI after
+# it) on the row's split (``board_scores``). ``latency_ms`` is an alias of ``end_to_end_ms``;
 # ``gflops`` is 2 x ``gmacs`` (the schema-1 column, kept for readers of it).
 COLUMNS = [
-    "model", "family", "variant", "dataset", "split", "pixel_accuracy", "mean_pixel_accuracy", "miou",
-    "miou_ci_low", "miou_ci_high", "fwiou", "mean_dice", "mean_boundary_iou", "test_miou", "val_miou",
-    "val_miou_ci_low", "val_miou_ci_high", "reported_split", "mask_ap", "box_ap",
+    "model", "family", "variant", "dataset", "split",
+    *(k for key in SCORE_KEYS for k in ((key, "miou_ci_low", "miou_ci_high") if key == HEADLINE else (key,))),
+    "test_miou", "val_miou", "val_miou_ci_low", "val_miou_ci_high", "reported_split",
     "params", "gmacs", "gflops", "receptive_field", "output_stride", "forward_ms", "end_to_end_ms", "latency_ms",
     "latency_device", "hardware_class", "train_seconds", "train_device", "epochs", "capped", "track", "selection",
     "seed", "group", "date", "id", "path",
@@ -133,8 +135,9 @@ def previous_record(root: str | Path, record: dict[str, Any]) -> dict[str, Any] 
         return None  # a broken file is replaced; there is nothing to compare with
 
 
-# (metrics key, label): the numbers a reproduction is judged on, on the reported split and on test
-HEADLINE = [("miou", "mIoU"), ("pixel_accuracy", "PA"), ("mean_pixel_accuracy", "mPA"), ("mask_ap", "mask AP")]
+# (metrics key, label): the numbers a reproduction is judged on (the CLI table's scores, headline first), on the
+# reported split and on test
+REPRODUCED = sorted(((c.key, c.label) for c in SCORES if c.cli), key=lambda kv: kv[0] != HEADLINE)
 
 
 def reproduction_report(previous: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -145,7 +148,7 @@ def reproduction_report(previous: dict[str, Any], new: dict[str, Any]) -> list[s
     lines, inside, same = [], [], True
     for part, split in (("metrics", new.get("split", "val")), ("test_metrics", "test")):
         old, cur = previous.get(part) or {}, new.get(part) or {}
-        for key, label in HEADLINE:
+        for key, label in REPRODUCED:
             a, b = old.get(key), cur.get(key)
             if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
                 continue
@@ -192,12 +195,9 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     return {
         "model": record["model"], "family": record["family"], "variant": record["variant"],
         "dataset": record["dataset"], "split": split, "reported_split": record["split"],
-        "pixel_accuracy": m.get("pixel_accuracy"), "mean_pixel_accuracy": m.get("mean_pixel_accuracy"),
-        "miou": m.get("miou"), "miou_ci_low": ci[0], "miou_ci_high": ci[1], "fwiou": m.get("fwiou"),
-        "mean_dice": m.get("mean_dice"), "mean_boundary_iou": m.get("mean_boundary_iou"),
+        **{key: m.get(key) for key in SCORE_KEYS}, "miou_ci_low": ci[0], "miou_ci_high": ci[1],
         "test_miou": (record.get("test_metrics") or {}).get("miou"),
         "val_miou": val.get("miou"), "val_miou_ci_low": val_ci[0], "val_miou_ci_high": val_ci[1],
-        "mask_ap": m.get("mask_ap"), "box_ap": m.get("box_ap"),
         "params": e.get("params"), "gmacs": gmacs, "gflops": None if gmacs is None else 2 * gmacs,
         "receptive_field": e.get("receptive_field"), "output_stride": e.get("output_stride"),
         "forward_ms": latency.get("forward_ms"), "end_to_end_ms": latency.get("end_to_end_ms"),

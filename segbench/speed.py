@@ -32,12 +32,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .columns import END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE, MACS_CONVENTION
 from .data.info import DatasetInfo
 from .data.transforms import normalize
 from .device import device_name
 from .errors import SegbenchError
 from .models.inference import forward_full
-from .record_schema import END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE, MACS_CONVENTION
 from .weights_meta import WeightsMeta
 
 SYNTHETIC_INPUTS = "random"

@@ -19,7 +19,7 @@ from segbench.app import about, compare, leaderboard  # noqa: E402
 from segbench.app.config import AppConfig, dataset_label  # noqa: E402
 from segbench.app.state import AppState  # noqa: E402
 from segbench.app.details import ci_text  # noqa: E402
-from segbench.app.leaderboard import Leaderboard, ensure_columns  # noqa: E402
+from segbench.app.leaderboard import BoardFilter, Leaderboard, ensure_columns  # noqa: E402
 from segbench.data import dataset_info  # noqa: E402
 from segbench.records import records_frame  # noqa: E402
 
@@ -59,7 +59,7 @@ def test_capped_and_time_track_runs_are_hidden_unless_asked():
     timed = fake_record(2, dataset="camvid", model="timed", track="time")
     board = _board(normal, capped, timed)
     assert board.filter(columns=["model"])["Model"].tolist() == ["normal"]
-    shown = board.filter(show_capped=True, columns=["model", "run"]).set_index("Model")["Run"].to_dict()
+    shown = board.filter(BoardFilter(show_capped=True), columns=["model", "run"]).set_index("Model")["Run"].to_dict()
     assert shown == {"normal": "", "capped": "capped (safety stop)", "timed": "time budget"}
     assert leaderboard.count_text(board, 1, show_capped=False, by_seed=False) == \
         "1 of 3 records · 2 capped / time-budget runs hidden"
@@ -71,7 +71,7 @@ def test_seeds_of_one_configuration_merge_into_mean_and_sd():
     other = fake_record(9, dataset="camvid", model="other", miou=0.2, group="g0000000000b")
     board = _board(*seeds, other)
     assert len(board.filter()) == 4
-    merged = board.filter(by_seed=True, columns=["model", "miou"]).set_index("Model")
+    merged = board.filter(BoardFilter(by_seed=True), columns=["model", "miou"]).set_index("Model")
     mean = np.mean([r["metrics"]["miou"] for r in seeds])
     sd = np.std([r["metrics"]["miou"] for r in seeds], ddof=1)
     assert merged.loc["u", "Seeds"] == 3 and merged.loc["other", "Seeds"] == 1
@@ -85,8 +85,8 @@ def test_hardware_classes_are_separate_rows_and_filterable():
     gpu = fake_record(0, dataset="camvid", model="u", hardware_class="cuda", device="NVIDIA H200", run_id="0" * 12)
     board = _board(cpu, gpu)
     assert sorted(board.filter(columns=["hardware_class"])["Hardware"]) == ["cpu", "cuda"]
-    assert board.filter(hardware=["cuda"], columns=["latency_device"])["Latency device"].tolist() == ["NVIDIA H200"]
-    assert board.filter(devices=["AMD EPYC (2 cores)"], columns=["model"])["id"].tolist() == [cpu["id"]]
+    assert board.filter(BoardFilter(hardware=["cuda"]), columns=["latency_device"])["Latency device"].tolist() == ["NVIDIA H200"]
+    assert board.filter(BoardFilter(devices=["AMD EPYC (2 cores)"]), columns=["model"])["id"].tolist() == [cpu["id"]]
     assert board.choices("hardware_class") == ["cpu", "cuda"]
 
 
@@ -126,14 +126,12 @@ def state(tmp_path_factory):
 
 
 def test_leaderboard_handlers(state):
-    table, csv_path, count = leaderboard.on_filter(state, ["camvid"], [], [], [], "", False, False, "", True,
-                                                   ["model", "miou"])
+    table, csv_path, count = leaderboard.on_filter(state, BoardFilter(datasets=["camvid"]), "", True, ["model", "miou"])
     assert table["Model"].tolist() == ["deeplabv3"] and count.startswith("1 of 3 records")
     assert Path(csv_path).read_text().startswith("Model,mIoU % (val),id")
-    table, _, _ = leaderboard.on_filter(state, [], [], [], [], "", True, False, "", True, None)
+    table, _, _ = leaderboard.on_filter(state, BoardFilter(show_capped=True), "", True, None)
     assert len(table) == 3 and "capped (safety stop)" in table["Run"].tolist()
-    latency, params, heat, heat_dataset = leaderboard.on_charts(state, [], [], [], [], "", False, False,
-                                                                "forward_ms", "camvid")
+    latency, params, heat, heat_dataset = leaderboard.on_charts(state, BoardFilter(), "forward_ms", "camvid")
     scatter = latency.data[0]
     assert scatter.error_y.array is not None and len(scatter.error_y.array) == len(scatter.x)  # CI error bars
     assert "forward latency" in latency.layout.xaxis.title.text and heat_dataset["value"] == "camvid"

@@ -19,6 +19,7 @@ import yaml
 from torch import nn
 
 from segbench import hub, records
+from segbench.columns import BOUNDARY_CONVENTION, MACS_CONVENTION
 from segbench.hub import cards, names
 from segbench.hub import http as hub_http
 from segbench.cli.hub import register
@@ -525,12 +526,12 @@ def test_model_card_states_conventions_next_to_the_numbers(tmp_path):
     card = cards.model_card(record, repo_id=CAM)
     text = card.text
     for expected in (
-        "| GMACs | 0.1230 | multiply-adds, torchvision/fvcore convention; aux head not counted; input 3x32x32",
+        f"| GMACs | 0.1230 | {MACS_CONVENTION}; input 3x32x32",
         "| mIoU | 0.4200 | 95% CI [0.3811, 0.4602], bootstrap over images, percentile, 1000 resamples |",
         "| latency, forward (ms) | 1.25 ± 0.05 | model forward only, input already normalised on the device |",
         "| latency, end to end (ms) | 2.50 ± 0.10 | resize + normalise + forward",
         "device cpu, batch 1, 32x32, bf16, inputs: random",
-        "| Boundary IoU (mean) | 0.4750 | Cheng et al. 2021; band 2% of the image diagonal; mean over classes |",
+        f"| Boundary IoU (mean) | 0.4750 | {BOUNDARY_CONVENTION}; band 2% of the image diagonal |",
         "best mIoU on a holdout slice of train (12 images, seed 0), epoch 2",
         "Scores are on the `val` split", "`cpu` hardware", "| hardware class | cpu |",
         "On the `test` split", "| mIoU | 0.3900 | 95% CI [0.3500, 0.4300]",

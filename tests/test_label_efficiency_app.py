@@ -96,12 +96,12 @@ def test_label_efficiency_figure_and_handler(tmp_path):
     assert not empty.data and "no label-efficiency runs" in empty.layout.annotations[0].text
 
     state = AppState(cfg=None, workdir=tmp_path, board=Leaderboard.from_records(_study()), models={}, cache=None)
-    fig = leaderboard.on_label_efficiency(state, [], [], [], [], "", False, False, "end_to_end_ms", "camvid")
+    fig = leaderboard.on_label_efficiency(state, leaderboard.BoardFilter(), "end_to_end_ms", "camvid")
     assert len(fig.data) == 3
     # the heat map's dataset filtered out: the first dataset shown instead (isbi2012 has one point: no curve)
-    fig = leaderboard.on_label_efficiency(state, ["isbi2012"], [], [], [], "", False, False, "end_to_end_ms", "camvid")
+    fig = leaderboard.on_label_efficiency(state, leaderboard.BoardFilter(["isbi2012"]), "end_to_end_ms", "camvid")
     assert not fig.data and "isbi2012" in fig.layout.annotations[0].text
-    fig = leaderboard.on_label_efficiency(state, [], ["fcn"], [], [], "", False, False, "end_to_end_ms", "camvid")
+    fig = leaderboard.on_label_efficiency(state, leaderboard.BoardFilter(families=["fcn"]), "end_to_end_ms", "camvid")
     assert not fig.data  # family filter: fcn has no curve
 
 

@@ -46,6 +46,18 @@ def test_hand_computed_with_absent_ignored_and_predicted_only_classes():
     assert all(type(r[key]) is float for key in ("pixel_accuracy", "mean_pixel_accuracy", "miou", "fwiou", "mean_dice"))
 
 
+def test_frequency_weighted_dice_by_hand():
+    """fw_dice = sum over classes in the ground truth of (GT pixels / all labelled pixels) * Dice."""
+    # rows = ground truth, cols = prediction. Class 0: TP 5, FN 1, FP 1 -> Dice 10/12, 6 GT pixels;
+    # class 1: TP 2, FN 2, FP 1 -> Dice 4/7, 4 GT pixels; class 2: predicted once, never in the GT -> weight 0.
+    matrix = torch.tensor([[5, 1, 0], [1, 2, 1], [0, 0, 0]])
+    r = ConfusionMatrix.summary(matrix)
+    assert r["fw_dice"] == pytest.approx(6 / 10 * 10 / 12 + 4 / 10 * 4 / 7)
+    assert type(r["fw_dice"]) is float
+    assert ConfusionMatrix.summary(torch.diag(torch.tensor([3, 1])))["fw_dice"] == 1.0
+    assert math.isnan(ConfusionMatrix(2).compute()["fw_dice"])  # no pixels: NaN, no error
+
+
 def test_all_correct_and_all_wrong():
     target = torch.tensor([[[0, 1], [2, 2]]])
     cm = ConfusionMatrix(3)

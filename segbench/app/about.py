@@ -3,10 +3,10 @@ licences (``DatasetInfo``), the hardware the current records came from, and how 
 
 from __future__ import annotations
 
+from ..columns import END_TO_END_SCOPE, FORWARD_SCOPE, MACS_CONVENTION, SCORES
 from ..data.facts import DATASET_FACTS, dataset_facts
 from ..models.families import FAMILIES
 from .config import dataset_label, dataset_license, dataset_rank
-from .details import END_TO_END_SCOPE, FORWARD_SCOPE, GMACS_CONVENTION
 from .leaderboard import Leaderboard
 
 
@@ -44,12 +44,17 @@ def about_markdown(board: Leaderboard) -> str:
     datasets = board.frame.groupby("dataset").size().to_dict() if not board.frame.empty else {}
     counts = ", ".join(f"{dataset_label(d)}: {n}" for d, n in sorted(datasets.items(), key=lambda kv: dataset_rank(kv[0])))
     return ABOUT.format(counts=counts or "none yet", datasets=datasets_table(list(datasets)),
-                        how_to_read=HOW_TO_READ, hardware=hardware_lines(board), families=families_lines())
+                        how_to_read=HOW_TO_READ, hardware=hardware_lines(board), families=families_lines(),
+                        metrics=METRICS)
 
+
+# One line per semantic score of columns.COLUMNS: its definition (the long name too where it says more)
+METRICS = "\n".join(f"- **{c.label}**" + (f" ({c.name})" if c.name and not c.name.startswith(c.label) else "")
+                     + f": {c.convention}." for c in SCORES if c.task == "semantic")
 
 HOW_TO_READ = f"""
 ### How to read these numbers
-- **GMACs**: {GMACS_CONVENTION}; counted at the evaluation size in the record (`macs_input`). torchvision's
+- **GMACs**: {MACS_CONVENTION}; counted at the evaluation size in the record (`macs_input`). torchvision's
   weight tables call the same count "GFLOPS"; a FLOP count that counts the multiply and the add separately is
   twice this.
 - **Latency** has two scopes, both at batch 1, on the device in the *Latency device* column, median of timed runs:
@@ -93,10 +98,8 @@ Records in this leaderboard: {counts}.
 ### Metrics (one confusion matrix per dataset split)
 All pixels of the split are accumulated into one K x K matrix (rows: ground truth, columns: prediction) and
 the metrics are computed from it once, so the means are dataset-level, not averages of per-image scores.
-- **PA** (pixel accuracy) = correct pixels / labelled pixels.
-- **mPA** = mean over classes of TP / (TP + FN).
-- **IoU** per class = TP / (TP + FP + FN); **mIoU** = mean over classes; **FWIoU** weights each IoU by the class's
-  ground-truth pixel frequency.
+- **IoU** per class = TP / (TP + FP + FN); Dice per class = 2TP / (2TP + FP + FN).
+{metrics}
 - **Ignored pixels** (value 255, e.g. CamVid's *Unlabelled*) are skipped entirely.
 - **Absent classes**: a class neither in the ground truth nor predicted has no IoU (NaN) and is left out of every
   mean; a class predicted but never in the ground truth has IoU 0 (it counts in mIoU) and is left out of mPA.

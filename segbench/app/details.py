@@ -8,13 +8,12 @@ import dataclasses
 import json
 from typing import Any
 
+from ..columns import END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE, HEADLINE, MACS_CONVENTION, SCORES
 from ..errors import SegbenchError
-from ..record_schema import END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE
 from ..records import markdown_code, markdown_text
 
-# How each number was measured, next to the number. Always segbench's own words: a record's text is data, never
-# shown as our convention (records from elsewhere could claim anything).
-GMACS_CONVENTION = "multiply-adds / 1e9, torchvision/fvcore convention (1 MAC = 1 multiply-add); aux heads not counted"
+# How each number was measured, next to the number: columns.py's words, never a record's text (records from
+# elsewhere could claim anything).
 PRECISIONS = ("fp32", "bf16", "fp16")
 esc, code = markdown_text, markdown_code
 def missing(value: Any) -> bool:
@@ -61,17 +60,17 @@ def selection_text(selection: Any) -> str:
 
 
 def scores_line(metrics: dict[str, Any], split: str) -> str:
-    """'mIoU **62.34%** [60.5, 64.1] (95% CI), PA ..., on val'."""
+    """'mIoU **62.34%** [60.5, 64.1] (95% CI), PA ..., on val': the headline, then every other score of
+    ``columns.COLUMNS`` shown in details that the record has."""
     ci = metrics.get("miou_ci") or [None, None]
     ci_part = f" {ci_text(*ci)} (95% CI)" if ci_text(*ci) else ""
-    text = (f"mIoU **{pct(metrics.get('miou'))}**{ci_part}, PA {pct(metrics.get('pixel_accuracy'))}, "
-            f"mPA {pct(metrics.get('mean_pixel_accuracy'))}, FWIoU {pct(metrics.get('fwiou'))}")
-    if not missing(metrics.get("mean_boundary_iou")):
-        text += f", Boundary IoU {pct(metrics['mean_boundary_iou'])}"
-    if metrics.get("mask_ap") is not None:
-        text += f", mask AP {pct(metrics.get('mask_ap'))}"
-        if metrics.get("max_dets"):
-            text += f" (max detections {metrics['max_dets']})"
+    headline = next(c for c in SCORES if c.key == HEADLINE)
+    text = f"{headline.label} **{pct(metrics.get(HEADLINE))}**{ci_part}"
+    for column in SCORES:
+        if column.details and column.key != HEADLINE and not missing(metrics.get(column.key)):
+            text += f", {column.label} {pct(metrics[column.key])}"
+            if column.task == "instance" and metrics.get("max_dets"):
+                text += f" (max detections {metrics['max_dets']})"
     if metrics.get("score_threshold") is not None:
         text += f" (instances kept at score >= {metrics['score_threshold']})"
     return f"{text} — on {code(split)}"
@@ -90,7 +89,7 @@ def efficiency_lines(e: dict[str, Any]) -> list[str]:
         inputs += f", {num(latency['mean_detections'], 1)} detections per image"
     return [
         f"- **Size**: {num(e.get('params'), 0)} parameters; **{num(e.get('gmacs'), 2)} GMACs**{aux} at "
-        f"{e.get('macs_input', e.get('flops_input'))} ({GMACS_CONVENTION}); receptive "
+        f"{e.get('macs_input', e.get('flops_input'))} ({MACS_CONVENTION}); receptive "
         f"field {e.get('receptive_field') or '-'} px, output stride {e.get('output_stride') or '-'}",
         f"- **Forward**: {num(forward, 1)} ± {num(forward_std, 1)} ms "
         f"({FORWARD_SCOPE}{FOLDED if latency.get('batchnorm_folded') else ''})",

@@ -9,7 +9,7 @@ older ``records`` module does not flatten is read from the record itself, or lef
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +17,11 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
+from .. import columns as table
+from ..columns import CI_CONVENTION, END_TO_END_SCOPE, FORWARD_SCOPE, HEADLINE, MACS_CONVENTION
 from ..records import board_scores, csv_text, load_records, records_frame
 from .config import AppConfig, dataset_rank, one_line
-from .details import END_TO_END_SCOPE, FORWARD_SCOPE, GMACS_CONVENTION, ci_text, code, missing, record_details
+from .details import ci_text, code, missing, record_details
 from .ranking import aggregate_seeds, shared_ranks
 
 if TYPE_CHECKING:  # the handlers take the running app's state; state.py imports this module
@@ -32,7 +34,6 @@ SCHEMA2_COLUMNS = {
     "end_to_end_ms": lambda r: (r["efficiency"].get("latency") or {}).get("end_to_end_ms"),
     "miou_ci_low": lambda r: (r["metrics"].get("miou_ci") or [None, None])[0],
     "miou_ci_high": lambda r: (r["metrics"].get("miou_ci") or [None, None])[1],
-    "mean_boundary_iou": lambda r: r["metrics"].get("mean_boundary_iou"),
     "hardware_class": lambda r: r.get("hardware_class"),
     "capped": lambda r: bool(r["training"].get("capped", False)),
     "track": lambda r: r["training"].get("track", "steps"),
@@ -55,24 +56,30 @@ class Column:
     digits: int = 2
 
 
+def _board_column(c: table.Column) -> Column:
+    """The board's display column of a ``columns.COLUMNS`` entry: a score as a percentage on the board's split."""
+    if c.unit == "%":
+        return Column(c.key, c.header("{split}"), scale=100)
+    if not c.fmt:  # whole numbers
+        return Column(c.key, c.header())
+    return Column(c.key, c.header(), scale=c.scale, digits=int(c.fmt[1:-1]))
+
+
+_ON_BOARD = [c for c in table.COLUMNS if c.board]
 COLUMNS = [
     Column("rank", "Rank"), Column("model", "Model"), Column("family", "Family"), Column("variant", "Backbone"),
     Column("dataset", "Dataset"), Column("split", "Split"),
-    Column("miou", "mIoU % ({split})", scale=100), Column("miou_ci", "mIoU 95% CI ({split})"),
+    _board_column(table.BY_KEY[HEADLINE]), Column("miou_ci", "mIoU 95% CI ({split})"),
     Column("seeds", "Seeds"), Column("miou_std", "mIoU s.d. over seeds", scale=100),
     Column("val_miou", "mIoU % (val)", scale=100),
-    Column("pixel_accuracy", "PA % ({split})", scale=100), Column("mean_pixel_accuracy", "mPA % ({split})", scale=100),
-    Column("fwiou", "FWIoU % ({split})", scale=100), Column("mean_boundary_iou", "Boundary IoU % ({split})", scale=100),
-    Column("mask_ap", "Mask AP % ({split})", scale=100),
-    Column("params", "Params (M)", scale=1e-6), Column("gmacs", "GMACs", scale=1), Column("receptive_field", "RF (px)"),
-    Column("forward_ms", "Forward (ms)", scale=1, digits=1), Column("end_to_end_ms", "End-to-end (ms)", scale=1, digits=1),
+    *(_board_column(c) for c in _ON_BOARD if c.key != HEADLINE),  # the other scores, then efficiency
     Column("hardware_class", "Hardware"), Column("latency_device", "Latency device"),
     Column("train_seconds", "Train (min)", scale=1 / 60, digits=1), Column("run", "Run"), Column("date", "Date"),
     Column("id", "id"),
 ]
 KEYS = [c.key for c in COLUMNS]
 CHOOSABLE = [k for k in KEYS if k != "id"]  # id always shows: it names the record for details
-HIDDEN_BY_DEFAULT = ("seeds", "miou_std", "mean_pixel_accuracy", "fwiou", "receptive_field", "train_seconds", "date")
+HIDDEN_BY_DEFAULT = ("seeds", "miou_std", *(c.key for c in _ON_BOARD if not c.shown), "train_seconds", "date")
 DEFAULT_COLUMNS = [k for k in CHOOSABLE if k not in HIDDEN_BY_DEFAULT]
 SEED_COLUMNS = ("seeds", "miou_std")  # shown whenever seeds are aggregated
 _NUMERIC = {c.key for c in COLUMNS if c.scale is not None} | {"rank", "seeds", "receptive_field"}
@@ -82,10 +89,10 @@ TABLE_NOTES = (
     "**How to read the table.** Scores are on the split in *Split*: **test** where the record has a test score (the "
     "split published results are on; scored once, when the record was written, never used to choose a recipe or a "
     "checkpoint), else the record's reported split (val). *mIoU % (val)*: the validation score beside it, the split "
-    "recipes and checkpoints are chosen on. *mIoU 95% CI*: bootstrap over images (percentile, 1,000 resamples). "
+    f"recipes and checkpoints are chosen on. *mIoU 95% CI*: {CI_CONVENTION}. "
     "*Rank*: within a dataset and split (test rows and val rows are ranked apart), by mIoU; a model the paired "
     "bootstrap over the same images cannot separate from the one above (95% CI of the difference includes 0) shares its rank; runs without per-image scores get "
-    f"their own. *GMACs*: {GMACS_CONVENTION}, at the evaluation size. *Forward (ms)*: {FORWARD_SCOPE}, batch 1. "
+    f"their own. *GMACs*: {MACS_CONVENTION}, at the evaluation size. *Forward (ms)*: {FORWARD_SCOPE}, batch 1. "
     f"*End-to-end (ms)*: {END_TO_END_SCOPE}, batch 1. *Hardware*: the class the run trained and was timed on; runs "
     "on different hardware are separate rows. Capped runs (a wall-clock safety stop ended training) and the "
     "time-budget track are hidden unless ticked; their *Run* column says which."
@@ -112,6 +119,35 @@ def _safe(read, record: dict[str, Any] | None) -> Any:
         return None if record is None else read(record)
     except (AttributeError, IndexError, KeyError, TypeError):
         return None
+
+
+@dataclass(frozen=True)
+class BoardFilter:
+    """What the board's filter widgets ask for, in the order the app passes their values: datasets, families,
+    hardware classes and latency devices (an empty list or None: no restriction), a search text, whether capped
+    and time-budget runs show, and whether seeds of one configuration merge into one row."""
+
+    datasets: list[str] | None = None
+    families: list[str] | None = None
+    hardware: list[str] | None = None
+    devices: list[str] | None = None
+    search: str = ""
+    show_capped: bool = False
+    by_seed: bool = False
+
+    def __post_init__(self) -> None:  # widget values arrive as None for an empty box or an unticked checkbox
+        object.__setattr__(self, "search", self.search or "")
+        object.__setattr__(self, "show_capped", bool(self.show_capped))
+        object.__setattr__(self, "by_seed", bool(self.by_seed))
+
+
+FILTER_WIDGETS = len(fields(BoardFilter))  # the first values of each Leaderboard handler's Gradio inputs
+
+
+def with_filter(handler, state: AppState):
+    """``handler(state, BoardFilter, *rest)`` as Gradio calls it: with the filter widgets' values first, positionally,
+    then the handler's own inputs (the HTTP API keeps one positional parameter per widget)."""
+    return lambda *values: handler(state, BoardFilter(*values[:FILTER_WIDGETS]), *values[FILTER_WIDGETS:])
 
 
 @dataclass
@@ -212,19 +248,17 @@ class Leaderboard:
             keep &= text.str.contains(search.strip().lower(), regex=False).to_numpy()
         return keep
 
-    def shown(self, *, datasets=None, families=None, hardware=None, devices=None, search: str = "",
-              show_capped: bool = False, by_seed: bool = False) -> pd.DataFrame:
+    def shown(self, where: BoardFilter = BoardFilter()) -> pd.DataFrame:
         """The frame rows the table shows (ranked within the comparable population before the narrowing filters)."""
-        frame = self.view(hardware=hardware, devices=devices, show_capped=show_capped, by_seed=by_seed)
-        return frame[self.rows(frame, datasets=datasets, families=families, search=search)]
+        frame = self.view(hardware=where.hardware, devices=where.devices, show_capped=where.show_capped,
+                          by_seed=where.by_seed)
+        return frame[self.rows(frame, datasets=where.datasets, families=where.families, search=where.search)]
 
-    def filter(self, *, datasets=None, families=None, hardware=None, devices=None, search: str = "",
-               show_capped: bool = False, by_seed: bool = False, sort_by: str | None = None, descending: bool = True,
+    def filter(self, where: BoardFilter = BoardFilter(), *, sort_by: str | None = None, descending: bool = True,
                columns: list[str] | None = None) -> pd.DataFrame:
-        """The display table of ``shown(...)``, sorted by column key ``sort_by`` (missing values last; empty: dataset
+        """The display table of ``shown(where)``, sorted by column key ``sort_by`` (missing values last; empty: dataset
         then rank), showing ``columns`` (keys; default DEFAULT_COLUMNS) plus ``id``, under their labels."""
-        frame = self.shown(datasets=datasets, families=families, hardware=hardware, devices=devices, search=search,
-                           show_capped=show_capped, by_seed=by_seed)
+        frame = self.shown(where)
         if sort_by in KEYS:
             source = _SORT_SOURCE.get(sort_by, next(c.source or c.key for c in COLUMNS if c.key == sort_by))
             numeric = sort_by in _NUMERIC or sort_by in _SORT_SOURCE
@@ -234,7 +268,8 @@ class Leaderboard:
             order = frame["dataset"].map(lambda d: dataset_rank(d)[0])
             frame = frame.assign(_order=order).sort_values(["_order", "dataset", "split", "rank", "miou"],
                                                            ascending=[True, True, True, True, False], kind="stable")
-        wanted = set(DEFAULT_COLUMNS if columns is None else columns) | {"id"} | (set(SEED_COLUMNS) if by_seed else set())
+        wanted = set(DEFAULT_COLUMNS if columns is None else columns) | {"id"}
+        wanted |= set(SEED_COLUMNS) if where.by_seed else set()
         return display_table(frame, [k for k in KEYS if k in wanted], self.label)
 
 
@@ -323,27 +358,22 @@ def count_text(board: Leaderboard, shown: int, *, show_capped: bool, by_seed: bo
 # ================================================================ handlers (Leaderboard tab)
 
 
-def on_filter(state: AppState, datasets, families, hardware, devices, search, show_capped, by_seed, sort_by,
-              descending, columns) -> tuple[pd.DataFrame, str, str]:
+def on_filter(state: AppState, where: BoardFilter, sort_by, descending, columns) -> tuple[pd.DataFrame, str, str]:
     """Filters changed: (table, CSV path, 'n of m records')."""
     board = state.board
-    table = board.filter(datasets=datasets, families=families, hardware=hardware, devices=devices, search=search,
-                         show_capped=bool(show_capped), by_seed=bool(by_seed), sort_by=sort_by or None,
-                         descending=bool(descending), columns=columns)
-    count = count_text(board, len(table), show_capped=bool(show_capped), by_seed=bool(by_seed))
+    table = board.filter(where, sort_by=sort_by or None, descending=bool(descending), columns=columns)
+    count = count_text(board, len(table), show_capped=where.show_capped, by_seed=where.by_seed)
     return table, str(write_csv(table, state.workdir / "csv")), count
 
 
-def on_charts(state: AppState, datasets, families, hardware, devices, search, show_capped, by_seed, latency,
-              heat_dataset) -> tuple:
+def on_charts(state: AppState, where: BoardFilter, latency, heat_dataset) -> tuple:
     """The three charts of the filtered rows: (mIoU vs latency, mIoU vs params, per-class heat map, heat-map
     dataset). ``latency``: 'end_to_end_ms' or 'forward_ms'. The heat map follows the filter when its dataset is
     filtered out."""
     from .. import viz
 
     board = state.board
-    frame = board.shown(datasets=datasets, families=families, hardware=hardware, devices=devices, search=search,
-                        show_capped=bool(show_capped), by_seed=bool(by_seed))
+    frame = board.shown(where)
     shown = [d for d in board.choices("dataset") if d in set(frame["dataset"])]
     if heat_dataset not in shown and shown:
         heat_dataset = shown[0]
@@ -376,15 +406,13 @@ def on_select(state: AppState, row: list | None) -> tuple:
     return (record_id, *on_details(state, record_id))
 
 
-def on_label_efficiency(state: AppState, datasets, families, hardware, devices, search, show_capped, by_seed, latency,
-                        heat_dataset):
+def on_label_efficiency(state: AppState, where: BoardFilter, latency, heat_dataset):
     """The 'mIoU vs labelled images' chart (pretrained vs scratch per family) of the filtered records on the heat
     map's dataset (the first shown one when that is filtered out). Same inputs as :func:`on_charts`."""
     from .. import viz
 
     board = state.board
-    frame = board.shown(datasets=datasets, families=families, hardware=hardware, devices=devices, search=search,
-                        show_capped=bool(show_capped), by_seed=bool(by_seed))
+    frame = board.shown(where)
     shown = [d for d in board.choices("dataset") if d in set(frame["dataset"])]
     dataset = heat_dataset if heat_dataset in shown or not shown else shown[0]
     ids = {m for members in frame["_members"] for m in members}

@@ -12,13 +12,14 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from ..columns import SCORE_KEYS
+
 Counts = Callable[[str], "tuple[np.ndarray, np.ndarray] | None"]
 
-# Columns averaged over the seeds of one configuration; the rest are the same for every seed (or describe the
-# first seed's run: id, date, path).
+# Columns averaged over the seeds of one configuration (every score of columns.COLUMNS, the test and val mIoU, the
+# timings); the rest are the same for every seed (or describe the first seed's run: id, date, path).
 SEED_MEAN_COLUMNS = (
-    "miou", "pixel_accuracy", "mean_pixel_accuracy", "fwiou", "mean_dice", "mask_ap", "box_ap", "test_miou", "val_miou",
-    "mean_boundary_iou", "forward_ms", "end_to_end_ms", "latency_ms", "train_seconds",
+    *SCORE_KEYS, "test_miou", "val_miou", "forward_ms", "end_to_end_ms", "latency_ms", "train_seconds",
 )
 
 

@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any
 
+from ..columns import BY_KEY, COLUMNS, HEADLINE, SCORES
 from .args import int_in
 
 
@@ -26,13 +27,21 @@ def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]])
             print("  ".join("-" * w for w in widths))
 
 
+def _table_columns() -> list[tuple[str, str, str]]:
+    """(key, header, format) of the table's CLI columns (``columns.COLUMNS`` with ``cli``), the headline's 95% CI
+    and val score after it."""
+    out = []
+    for c in COLUMNS:
+        if c.cli:
+            out.append((c.key, c.label if c.unit == "%" else c.header(), c.fmt))
+        if c.cli and c.key == HEADLINE:
+            out += [("miou_ci", "95% CI", ""), ("val_miou", "val mIoU", BY_KEY[HEADLINE].fmt)]
+    return out
+
+
 LEADERBOARD_COLUMNS = [
     ("model", "model", ""), ("dataset", "dataset", ""), ("split", "split", ""), ("hardware_class", "hw", ""),
-    ("pixel_accuracy", "PA", ".4f"), ("mean_pixel_accuracy", "mPA", ".4f"), ("miou", "mIoU", ".4f"),
-    ("miou_ci", "95% CI", ""), ("val_miou", "val mIoU", ".4f"),
-    ("params_m", "params(M)", ".2f"), ("gmacs", "GMACs", ".2f"), ("forward_ms", "fwd(ms)", ".1f"),
-    ("end_to_end_ms", "e2e(ms)", ".1f"), ("epochs", "epochs", ""), ("train_seconds", "train(s)", ".1f"),
-    ("capped", "capped", ""),
+    *_table_columns(), ("epochs", "epochs", ""), ("train_seconds", "train(s)", ".1f"), ("capped", "capped", ""),
 ]
 
 
@@ -42,7 +51,7 @@ def print_leaderboard(records: list[dict[str, Any]]) -> None:
     rows = []
     for r in records:
         row = flatten(r)
-        row["params_m"] = row["params"] / 1e6 if row["params"] else None
+        row.update({c.key: row[c.key] * c.scale for c in COLUMNS if c.scale != 1 and row.get(c.key) is not None})
         row["miou_ci"] = _ci_text(row)
         row["capped"] = "yes" if row["capped"] else ""
         rows.append(row)
@@ -108,9 +117,11 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
     from ..records import board_order, flatten
 
     rows = sorted((flatten(r) | {"_r": r} for r in records), key=board_order)
-    lines = ["| dataset | model | family | split | PA | mPA | mIoU (95% CI) | val mIoU (95% CI) | mask AP | params (M) "
+    scores = [c for c in SCORES if c.cli]
+    head = [f"{c.label} (95% CI) | val {c.label} (95% CI)" if c.key == HEADLINE else c.label for c in scores]
+    lines = [f"| dataset | model | family | split | {' | '.join(head)} | params (M) "
              "| GMACs | forward (ms) | end-to-end (ms) | epochs | train (s) | device |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|" + "---|" * (len(scores) + 1) + "---|---|---|---|---|---|---|"]
     pct = lambda v: "–" if v is None or v != v else f"{100 * v:.1f}"  # noqa: E731
     num = lambda v, d: "–" if v is None or v != v else f"{v:.{d}f}"  # noqa: E731
     for r in rows:
@@ -119,11 +130,11 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
         ci = _ci_text(r, scale=100, digits=1)
         val_ci = _ci_text(r, scale=100, digits=1, prefix="val_")
         capped = " (capped)" if r["capped"] else ""
+        cells = [f"{pct(r[c.key])}{f' ({ci})' if ci else ''} | {pct(r['val_miou'])}{f' ({val_ci})' if val_ci else ''}"
+                 if c.key == HEADLINE else pct(r[c.key]) for c in scores]
         lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['family']} | {r['split']} | {pct(r['pixel_accuracy'])} "
-            f"| {pct(r['mean_pixel_accuracy'])} | {pct(r['miou'])}{f' ({ci})' if ci else ''} "
-            f"| {pct(r['val_miou'])}{f' ({val_ci})' if val_ci else ''} "
-            f"| {pct(r['mask_ap'])} | {r['params'] / 1e6:.2f} | {num(r['gmacs'], 1)} "
+            f"| {r['dataset']} | {r['model']} | {r['family']} | {r['split']} | {' | '.join(cells)} "
+            f"| {r['params'] / 1e6:.2f} | {num(r['gmacs'], 1)} "
             f"| {num(r['forward_ms'], 1)} ({precision}) | {num(r['end_to_end_ms'], 1)} "
             f"| {r['epochs']}{capped} | {num(r['train_seconds'], 0)} | {r['train_device']} |"
         )

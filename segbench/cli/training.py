@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..columns import HEADLINE, SCORES, text
 from ..errors import check_name
 from .args import check_input_folder, check_output, check_training_outputs, common_options, int_in, parse_kv, store_of
 from .report import print_groups, print_leaderboard, print_table
@@ -92,9 +93,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{meta.display_name} on {info.name}/{args.split} ({n} images)\n")
     print_table(rows, [("class", "class", ""), ("iou", "IoU", ".4f"), ("accuracy", "accuracy", ".4f"), ("dice", "Dice", ".4f")])
     ci = metrics.get("miou_ci")
-    print(f"\nPA {metrics['pixel_accuracy']:.4f}  mPA {metrics['mean_pixel_accuracy']:.4f}  mIoU {metrics['miou']:.4f}"
-          + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else "")
-          + f"  FWIoU {metrics['fwiou']:.4f}  mean Dice {metrics['mean_dice']:.4f}")
+    print("\n" + "  ".join(f"{c.label} {text(metrics[c.key], c)}" + (
+        f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci and c.key == HEADLINE else "")
+        for c in SCORES if c.task == "semantic" and c.key in metrics))
     if metrics["absent"]:
         print("absent classes (excluded from means): " + ", ".join(info.class_names[i] for i in metrics["absent"]))
     if "mask_ap" in metrics:

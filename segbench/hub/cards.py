@@ -16,26 +16,17 @@ import yaml
 from huggingface_hub import DatasetCardData, EvalResult, ModelCard, ModelCardData
 
 from .. import records as rec
-from ..record_schema import END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE
+from ..columns import (AP_CONVENTION, BOUNDARY_CONVENTION, BY_KEY, CI_CONVENTION, CI_METHOD, END_TO_END_SCOPE,
+                       FOLDED, FORWARD_SCOPE, HEADLINE, MACS_CONVENTION, SCORES)
 from ..records import markdown_code as code, markdown_text as esc
 from ..data import dataset_info
 from .names import RUN_CONFIG_FILE, RUNS_DIR, TABLE_FILE
 
 UNKNOWN_TERMS = "unknown: check the dataset's own terms before use"
-GMACS_CONVENTION = "multiply-adds, torchvision/fvcore convention; aux head not counted"
 SCHEMA1_GMACS = "GFLOPs / 2 of a schema-1 record (1 multiply-add = 2 FLOPs); aux head not counted"
 SCHEMA1_LATENCY = "batch-1 forward through the predict path (schema-1 record)"
-# (record key, model-index metric type, display name)
-_CARD_METRICS = [
-    ("miou", "mean_iou", "mIoU"),
-    ("pixel_accuracy", "accuracy", "pixel accuracy"),
-    ("mean_pixel_accuracy", "mean_accuracy", "mean pixel accuracy"),
-    ("fwiou", "frequency_weighted_iou", "FWIoU"),
-    ("mean_dice", "dice", "mean Dice"),
-    ("mean_boundary_iou", "boundary_iou", "Boundary IoU (mean)"),
-    ("mask_ap", "mask_ap", "mask AP"),
-    ("box_ap", "box_ap", "box AP"),
-]
+# (record key, model-index metric type, display name): the scores of columns.COLUMNS with a card type, headline first
+_CARD_METRICS = [(c.key, c.card, c.long_name) for c in sorted(SCORES, key=lambda c: c.key != HEADLINE) if c.card]
 _NUMBER = (int, float)
 
 
@@ -66,7 +57,7 @@ def gmacs(efficiency: dict[str, Any]) -> tuple[float | None, str]:
     """(GMACs = multiply-adds / 1e9, the convention they follow): ``efficiency.gmacs``, else a schema-1
     ``gflops / 2`` (torch's FlopCounterMode counted a multiply-add as 2 FLOPs)."""
     if _number(efficiency.get("gmacs")) is not None:
-        return float(efficiency["gmacs"]), GMACS_CONVENTION
+        return float(efficiency["gmacs"]), MACS_CONVENTION
     if _number(efficiency.get("gflops")) is not None:
         return float(efficiency["gflops"]) / 2, SCHEMA1_GMACS
     return None, ""
@@ -197,21 +188,20 @@ def _eval_results(record: dict[str, Any]) -> list[EvalResult]:
 
 def _metric_note(key: str, metrics: dict[str, Any]) -> str:
     """How one metric was measured, for the third column of the results table."""
-    if key == "miou":
+    if key == HEADLINE:
         ci = miou_ci(metrics)
         if ci is None:
             return ""
-        how = (metrics.get("ci") or {}).get("method", "bootstrap over images")
         resamples = (metrics.get("ci") or {}).get("resamples")
-        return f"95% CI [{ci[0]:.4f}, {ci[1]:.4f}], {how}" + (f", {resamples} resamples" if resamples else "")
-    if key == "mean_boundary_iou":
+        return f"95% CI [{ci[0]:.4f}, {ci[1]:.4f}], {CI_METHOD}" + (f", {resamples} resamples" if resamples else "")
+    convention = BY_KEY[key].convention
+    if convention == BOUNDARY_CONVENTION:
         ratio = metrics.get("boundary_dilation_ratio")
-        band = f"; band {ratio:.0%} of the image diagonal" if _number(ratio) is not None else ""
-        return f"Cheng et al. 2021{band}; mean over classes"
-    if key in ("mask_ap", "box_ap"):
+        return convention + (f"; band {ratio:.0%} of the image diagonal" if _number(ratio) is not None else "")
+    if convention == AP_CONVENTION:
         dets = max_dets(metrics)
-        return "COCO AP@[.50:.95], 101 recall points" + (f", maxDets {dets}" if dets else "")
-    return ""
+        return convention + (f", maxDets {dets}" if dets else "")
+    return convention
 
 
 def _results_sections(record: dict[str, Any]) -> list[str]:
@@ -358,7 +348,6 @@ _CONVENTION_COLUMNS = {
     "end_to_end_ms": lambda r: latency_ms(r["efficiency"]).get("end_to_end_ms"),
     "miou_ci_low": lambda r: (miou_ci(r["metrics"]) or (None, None))[0],
     "miou_ci_high": lambda r: (miou_ci(r["metrics"]) or (None, None))[1],
-    "mean_boundary_iou": lambda r: r["metrics"].get("mean_boundary_iou"),
     "hardware_class": lambda r: r.get("hardware_class"),
     "selection": lambda r: (r.get("selection") or {}).get("checkpoint"),
     "max_dets": lambda r: max_dets(r["metrics"]),
@@ -366,12 +355,13 @@ _CONVENTION_COLUMNS = {
 }
 
 _COLUMN_NOTES = [
-    ("miou, miou_ci_low, miou_ci_high", "mIoU on `split` with its bootstrap 95% CI over images (percentile)"),
-    ("gmacs", GMACS_CONVENTION + " (schema-1 records: GFLOPs / 2)"),
-    ("forward_ms", "model forward only, input already normalised on the device; batch 1"),
-    ("end_to_end_ms", "resize + normalise + forward + argmax/paste + copy back to host; decode excluded; batch 1"),
-    ("mean_boundary_iou", "Boundary IoU (Cheng et al. 2021), mean over classes"),
-    ("mask_ap, box_ap, max_dets", "COCO AP@[.50:.95] at `max_dets` detections per image (instance models)"),
+    ("miou, miou_ci_low, miou_ci_high", f"mIoU on `split` with its 95% CI ({CI_CONVENTION})"),
+    *((c.key, c.convention) for c in SCORES if c.key != HEADLINE and c.task == "semantic"),
+    ("gmacs", MACS_CONVENTION + " (schema-1 records: GFLOPs / 2)"),
+    ("forward_ms", FORWARD_SCOPE + "; batch 1"),
+    ("end_to_end_ms", END_TO_END_SCOPE + "; batch 1"),
+    (", ".join(c.key for c in SCORES if c.task == "instance") + ", max_dets",
+     AP_CONVENTION + " at `max_dets` detections per image (instance models)"),
     ("selection", "checkpoint rule: `final`, or `holdout` (best on a holdout slice of train)"),
     ("hardware_class", "`cpu` or `cuda`: compare latency within one class only"),
 ]

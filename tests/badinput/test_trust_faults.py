@@ -459,7 +459,7 @@ def test_a_hostile_results_repo_leaves_the_app_serving_every_good_record(fake, l
 
     from segbench.app.config import AppConfig
     from segbench.app.state import AppState
-    from segbench.app.leaderboard import on_filter
+    from segbench.app.leaderboard import BoardFilter, on_filter
 
     board, store, _ = local
     assert th._push(board, store) == 0
@@ -489,7 +489,7 @@ def test_a_hostile_results_repo_leaves_the_app_serving_every_good_record(fake, l
     for case in HUB_CASES[:4]:
         assert case.expect in problems, case.id
     assert "integer counts in [0, 2^63)" in problems
-    table, csv_path, _ = on_filter(state, [], [], [], [], "", True, False, "", True, None)
+    table, csv_path, _ = on_filter(state, BoardFilter(show_capped=True), "", True, None)
     csv = Path(csv_path).read_text()
     assert injected["id"] in csv and not re.search(r'(^|,)"?[=+@]', csv, re.M)  # no cell starts like a formula
     from segbench.app.details import record_details
