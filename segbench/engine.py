@@ -1,8 +1,10 @@
 """The training loop and evaluation, readable top to bottom.
 
 Batches arrive as uint8 from the loaders and are moved to the device, normalised there (``data.transforms
-.normalize``: the one place it happens), put in channels_last (semantic models, every device: oneDNN's CPU
-convolutions run NHWC natively too) and on CUDA run under bf16 autocast.
+.normalize``), put in channels_last (semantic models, every device: oneDNN's CPU convolutions run NHWC natively
+too) and on CUDA run under bf16 autocast. Evaluation runs the model through ``predict.Predictor`` (the path of
+``segbench predict``, the app and the latency figures), on whole batches. How to train and score is a
+``TrainSettings`` / ``EvalSettings`` (``settings.py``), built from a config in ``runner`` only.
 Losses and metrics are computed in fp32; the confusion matrix lives on the device.
 
 Semantic loaders yield ``(images uint8 [B,C,H,W], masks int64 [B,H,W])`` (ignore value in masks);
