@@ -75,7 +75,7 @@ class Predictor:
     ``prepare_batch``, ``scores`` / ``detect`` and ``class_map``.
     Precision: bf16 autocast on GPUs; on CPUs that run bf16 natively only for semantic models (Mask R-CNN's
     detection ops stay fp32 there, as in evaluation); fp32 otherwise or with ``fast=False``. Semantic models run in
-    channels_last unless ``fast=False``. The ONNX backend is always fp32, NCHW.
+    channels_last unless ``fast=False`` (on CUDA their inputs always do). The ONNX backend is always fp32, NCHW.
     """
 
     def __init__(self, weights: str | Path, *, store: LocalStore | None = None, device: str = "cpu",
