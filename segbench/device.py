@@ -89,3 +89,10 @@ def autocast(device: torch.device, enabled: bool, *, cpu_bf16: bool = False):
     if enabled and cpu_bf16 and device.type == "cpu" and cpu_bf16_supported():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def uses_channels_last(model: torch.nn.Module, channels_last: bool) -> bool:
+    """Whether training keeps ``model`` and its batches in channels_last: semantic models when the config asks, on
+    every device (measured on the project's 2-core CPU, fp32 train steps: 1.35-1.8x faster than NCHW). Instance
+    models stay NCHW (torchvision's detection transform re-batches the images)."""
+    return channels_last and getattr(model, "task", "semantic") == "semantic"

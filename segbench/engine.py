@@ -1,8 +1,10 @@
 """The training loop and evaluation, readable top to bottom.
 
 Batches arrive as uint8 from the loaders and are moved to the device, normalised there (``data.transforms
-.normalize``: the one place it happens), put in channels_last (semantic models, every device: oneDNN's CPU
-convolutions run NHWC natively too) and on CUDA run under bf16 autocast.
+.normalize``), put in channels_last (semantic models, every device: oneDNN's CPU convolutions run NHWC natively
+too) and on CUDA run under bf16 autocast. Evaluation runs the model through ``predict.Predictor`` (the path of
+``segbench predict``, the app and the latency figures), on whole batches. How to train and score is a
+``TrainSettings`` / ``EvalSettings`` (``settings.py``), built from a config in ``runner`` only.
 Losses and metrics are computed in fp32; the confusion matrix lives on the device.
 
 Semantic loaders yield ``(images uint8 [B,C,H,W], masks int64 [B,H,W])`` (ignore value in masks);
@@ -16,13 +18,12 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable
+import dataclasses
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -32,21 +33,16 @@ from .checkpoints import (CHECKPOINT_FORMAT, read_resume_state, restore_rng_stat
 from .data import DatasetInfo
 from .data.sharding import first_index, is_sharded
 from .data.transforms import normalize
-from .device import autocast
+from .device import autocast, uses_channels_last
 from .errors import SegbenchError
-from .metrics import ConfusionMatrix, to_semantic
-from .models.inference import WHOLE, Evaluation, forward_full, infer
+from .metrics import ConfusionMatrix
+from .models.inference import forward_full
 from .optim import Schedule, make_optimizer, make_scheduler  # noqa: F401  (the loop's; callers import them from here)
+from .predict import Predictor
+from .settings import EvalSettings, Loaders, TrainSettings  # noqa: F401  (callers import them from here too)
 
 
 # ---------------------------------------------------------------- batches on the device
-
-def uses_channels_last(model: nn.Module, channels_last: bool) -> bool:
-    """Whether training keeps ``model`` and its batches in channels_last: semantic models when the config asks, on
-    every device (measured on the project's 2-core CPU, fp32 train steps: 1.35-1.8x faster than NCHW). Instance
-    models stay NCHW (torchvision's detection transform re-batches the images)."""
-    return channels_last and getattr(model, "task", "semantic") == "semantic"
-
 
 def to_device_images(images: Tensor, info: DatasetInfo, device: torch.device, channels_last: bool) -> Tensor:
     """uint8 [B,C,H,W] on the host -> normalised float32 on ``device`` (in channels_last when asked)."""
@@ -102,35 +98,30 @@ def compute_loss(model: nn.Module, inputs: StepInputs, loss_fn: Callable | None,
 # ---------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, *, info: DatasetInfo, device: torch.device, amp: bool = True,
-             channels_last: bool = True, eval_size: list[int] | None = None, tile: int | None = None,
-             evaluation: Evaluation | None = None, score_threshold: float = 0.5,
-             label_to_class: Tensor | None = None, fill: int | None = None, instance_evaluator: Any = None,
-             per_image: bool = True, boundary: bool = True, progress: bool = False) -> dict[str, Any]:
+def evaluate(model: nn.Module, loader: Iterable, *, info: DatasetInfo, device: torch.device,
+             settings: EvalSettings = EvalSettings(), instance_evaluator: Any = None,
+             progress: bool = False) -> dict[str, Any]:
     """Dataset-level metrics from one confusion matrix on the device (``ConfusionMatrix.compute``'s dict).
 
-    ``per_image`` also keeps per-image intersection/union counts (for the bootstrap CI of mIoU) and
-    ``boundary`` accumulates Boundary IoU; both cost time, so the training loop's curve evaluations skip them.
-
-    Semantic models: run as ``evaluation`` says (whole image by default; sliding window, multi-scale + flip:
-    ``models.inference.infer``) at ``eval_size`` (if given), logits resized back to the label's resolution, so
-    scores are always at the native label size. Instance models: predictions become a class map with
-    :func:`metrics.to_semantic` (highest-scoring mask wins, ``fill`` elsewhere) and, if an
-    ``instance_evaluator`` is given, also feed COCO box/mask AP. A DDP-sharded ``loader`` (``data.sharding``)
-    scores this rank's slice; the counts of all ranks are then combined, so every rank returns the whole set's.
+    The model runs through the inference path of ``segbench predict`` (``Predictor.for_scoring``), as
+    ``settings`` say (``EvalSettings``): semantic models at ``eval_size`` (if given), whole image or sliding window
+    with scales + flip, logits resized back to the label's resolution, so scores are always at the native label
+    size. Instance models: predictions become a class map (highest-scoring mask wins, ``fill`` elsewhere) and, if
+    an ``instance_evaluator`` is given, also feed COCO box/mask AP. ``settings.per_image`` also keeps per-image
+    intersection/union counts (for the bootstrap CI of mIoU) and ``settings.boundary`` accumulates Boundary IoU;
+    both cost time, so the training loop's curve evaluations skip them. A DDP-sharded ``loader``
+    (``data.sharding``) scores this rank's slice; the counts of all ranks are then combined, so every rank
+    returns the whole set's.
     """
     model.eval()
-    cm = confusion_matrix(info, device, per_image=per_image, boundary=boundary)
-    if getattr(model, "task", "semantic") == "instance":
-        fill = (info.background_index or 0) if fill is None else fill
-        step = partial(instance_eval_step, amp=amp, score_threshold=score_threshold, label_to_class=label_to_class,
-                       fill=fill, evaluator=instance_evaluator)
-    else:
-        step = partial(semantic_eval_step, amp=amp, channels_last=channels_last, eval_size=eval_size, tile=tile,
-                       evaluation=evaluation)
+    cm = confusion_matrix(info, device, per_image=settings.per_image, boundary=settings.boundary)
+    predictor = Predictor.for_scoring(model, info=info, device=device, settings=settings)
     seen = first_index(loader)  # image ids of a DDP shard continue the previous ranks' ones
     for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
-        seen += step(model, batch, cm, info=info, device=device, first_id=seen)
+        if predictor.task == "instance":
+            seen += instance_eval_step(predictor, batch, cm, first_id=seen, evaluator=instance_evaluator)
+        else:
+            seen += semantic_eval_step(predictor, batch, cm)
     if is_sharded(loader):  # each rank scored its slice: sum the counts (per-image ones come back in dataset order)
         cm.all_reduce()
         if instance_evaluator is not None:
@@ -147,9 +138,7 @@ def confusion_matrix(info: DatasetInfo, device: torch.device, *, per_image: bool
                            boundary=boundary)
 
 
-def semantic_eval_step(model: nn.Module, batch: Any, cm: ConfusionMatrix, *, info: DatasetInfo, device: torch.device,
-                       first_id: int, amp: bool, channels_last: bool, eval_size: list[int] | None,
-                       tile: int | None, evaluation: Evaluation | None = None) -> int:
+def semantic_eval_step(predictor: Predictor, batch: Any, cm: ConfusionMatrix) -> int:
     """Score one semantic batch into ``cm``; returns the number of images.
 
     ``batch`` is ``(uint8 [B,C,H,W], int64 [B,H,W])`` or, for images of different sizes, two lists of
@@ -161,47 +150,30 @@ def semantic_eval_step(model: nn.Module, batch: Any, cm: ConfusionMatrix, *, inf
     for imgs, msk in pairs:
         if imgs.ndim == 3:
             imgs, msk = imgs[None], msk[None]
-        x = to_device_images(imgs, info, device, channels_last)
-        target = msk.to(device, non_blocking=True)
-        logits = predict_logits(model, x, out_size=tuple(target.shape[-2:]), eval_size=eval_size, tile=tile,
-                                evaluation=evaluation, device=device, amp=amp)
+        x = predictor.prepare_batch(imgs)
+        target = msk.to(predictor.device, non_blocking=True)
+        logits = predictor.scores(x, out_size=tuple(target.shape[-2:]))
         cm.update(logits.argmax(1), target)
         count += imgs.shape[0]
     return count
 
 
-def instance_eval_step(model: nn.Module, batch: Any, cm: ConfusionMatrix, *, info: DatasetInfo, device: torch.device,
-                       first_id: int, amp: bool, score_threshold: float, label_to_class: Tensor | None,
-                       fill: int, evaluator: Any) -> int:
+def instance_eval_step(predictor: Predictor, batch: Any, cm: ConfusionMatrix, *, first_id: int,
+                       evaluator: Any) -> int:
     """Score one instance batch: class maps into ``cm`` and, if given, detections into the COCO ``evaluator``
     (images numbered from ``first_id``). Returns the number of images."""
-    inputs = prepare_batch(batch, info, device, False, "instance")
-    with autocast(device, amp):
-        preds = model(inputs.images)
-    for pred, target in zip(preds, inputs.targets):
-        h, w = target["semantic"].shape
-        sem = to_semantic(pred, info.num_classes, h, w, score_threshold=score_threshold,
-                          label_to_class=label_to_class, fill=fill)
+    images, targets = batch
+    device = predictor.device
+    preds = predictor.detect([predictor.prepare_batch(img[None])[0] for img in images])
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    for pred, target in zip(preds, targets):
+        sem = predictor.class_map(pred, tuple(target["semantic"].shape))
         cm.update(sem[None], target["semantic"][None])  # batched [1,H,W]: one image for the per-image counts
     if evaluator is not None:
         ids = list(range(first_id, first_id + len(preds)))
         evaluator.update([{k: v.float().cpu() for k, v in p.items()} for p in preds],
-                         [{k: v.cpu() for k, v in t.items() if k != "semantic"} for t in inputs.targets], ids)
+                         [{k: v.cpu() for k, v in t.items() if k != "semantic"} for t in targets], ids)
     return len(preds)
-
-def predict_logits(model: nn.Module, x: Tensor, *, out_size: tuple[int, int], eval_size: list[int] | None = None,
-                   tile: int | None = None, evaluation: Evaluation | None = None, device: torch.device | None = None,
-                   amp: bool = True) -> Tensor:
-    """float32 class scores [B,K,out_H,out_W] for normalised input ``x`` [B,C,H,W]: resize to ``eval_size``, run as
-    ``evaluation`` says (default whole image: the logits; with TTA: log mean probabilities), resize back. Scoring
-    stays fp32 on the CPU (bf16 autocast on CUDA only); the predict path's CPU bf16 is ``predict.Predictor``'s."""
-    device = device or x.device
-    if eval_size is not None and tuple(x.shape[-2:]) != tuple(eval_size):
-        x = F.interpolate(x, size=tuple(eval_size), mode="bilinear", align_corners=False, antialias=True)
-    if x.ndim == 4 and device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    with autocast(device, amp):
-        return infer(model, x, evaluation or WHOLE, out_size=out_size, tile=tile)
 
 
 # ---------------------------------------------------------------- training
@@ -281,31 +253,28 @@ def seed_epoch(seed: int, epoch: int, loader: Any) -> None:
         loader.generator.manual_seed(seed * 100_003 + epoch)
 
 
-def train_one_epoch(model: nn.Module, loader: Any, *, info: DatasetInfo, loss_fn: Callable | None,
-                    optimizer: torch.optim.Optimizer, scheduler: Schedule, device: torch.device, amp: bool = True,
-                    channels_last: bool = True, aux_weight: float = 0.4, grad_clip: float | None = None,
-                    weight_map_fn: Callable | None = None, max_seconds: float | None = None,
-                    seconds_before: float = 0.0, time_budget: bool = False, desc: str = "train",
-                    progress: bool = False) -> EpochStats:
+def train_one_epoch(model: nn.Module, loader: Any, *, loss_fn: Callable | None, optimizer: torch.optim.Optimizer,
+                    scheduler: Schedule, settings: TrainSettings, seconds_before: float = 0.0,
+                    desc: str = "train") -> EpochStats:
     """One pass over ``loader``: forward, loss, backward, optimiser step and one scheduler step per batch.
 
-    Stops early once ``seconds_before`` plus this epoch's training time reaches ``max_seconds``. Only with
-    ``time_budget`` does the time spent also advance the schedule (``Schedule.time_fraction``).
+    Stops early once ``seconds_before`` plus this epoch's training time reaches ``settings.max_seconds``. Only
+    with ``settings.time_budget`` does the time spent also advance the schedule (``Schedule.time_fraction``).
     """
-    task = getattr(model, "task", "semantic")
+    task, device, max_seconds = getattr(model, "task", "semantic"), settings.device, settings.max_seconds
     model.train()
     t0, seen, steps, stopped = clock(), 0, 0, False
     loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
-    bar = tqdm(loader, desc=desc, leave=False, disable=not progress)
+    bar = tqdm(loader, desc=desc, leave=False, disable=not settings.progress)
     for batch in bar:
-        inputs = prepare_batch(batch, info, device, channels_last, task)
-        weight_map = weight_map_fn(batch[1]).to(device) if weight_map_fn is not None else None
-        with autocast(device, amp):
-            loss, _terms = compute_loss(model, inputs, loss_fn, aux_weight, weight_map)
+        inputs = prepare_batch(batch, settings.info, device, settings.channels_last, task)
+        weight_map = settings.weight_map_fn(batch[1]).to(device) if settings.weight_map_fn is not None else None
+        with autocast(device, settings.amp):
+            loss, _terms = compute_loss(model, inputs, loss_fn, settings.aux_weight, weight_map)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if settings.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
         scheduler.step()
         seen += inputs.count
@@ -314,7 +283,7 @@ def train_one_epoch(model: nn.Module, loader: Any, *, info: DatasetInfo, loss_fn
         elapsed = clock() - t0
         if max_seconds is not None:  # under DDP every rank must stop on the same step, with the same schedule
             elapsed = distributed.from_main(elapsed)
-        if time_budget:
+        if settings.time_budget:
             scheduler.time_fraction = (seconds_before + elapsed) / max_seconds
         if steps % 10 == 1 or steps == len(loader):  # reading the loss syncs the device: not every step
             running = float(distributed.reduce_sum(loss_sum)) / (steps * distributed.world_size())
@@ -338,63 +307,55 @@ def check_finite(loss: float, where: str) -> None:
         raise SegbenchError(f"loss became {loss} at {where}; lower lr or set grad_clip")
 
 
-def train(model: nn.Module, *, train_loader: Any, select_loader: Iterable | None = None,
-          monitor_loader: Iterable | None = None, info: DatasetInfo, loss_fn: Callable | None,
-          optimizer: torch.optim.Optimizer, scheduler: Schedule, device: torch.device, epochs: int,
-          eval_every: int = 1, grad_clip: float | None = None, amp: bool = True, channels_last: bool = True,
-          compile: bool = False, aux_weight: float = 0.4, max_seconds: float | None = None,
-          time_budget: bool = False, checkpoint_dir: Path | None = None, resume: bool = False, seed: int = 0,
-          eval_kwargs: dict[str, Any] | None = None, weight_map_fn: Callable | None = None,
-          sync_bn: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
-    """Train ``model`` for ``epochs`` epochs (the budget) and leave the selected weights in it.
+def train(model: nn.Module, loaders: Loaders, *, loss_fn: Callable | None, optimizer: torch.optim.Optimizer,
+          scheduler: Schedule, settings: TrainSettings, log: Callable[[str], None] = print) -> TrainResult:
+    """Train ``model`` for ``settings.epochs`` epochs (the budget) and leave the selected weights in it.
 
-    Selection: without ``select_loader`` the final weights are the result; with it, the weights of the epoch
-    with the best mIoU on it (scored every ``eval_every`` epochs and at the end). ``monitor_loader`` (val) is
-    scored on the same epochs for the curve only (``val_miou`` in ``history``), never to choose.
-    ``max_seconds`` is a safety stop (``capped``); the schedule follows optimiser steps unless ``time_budget``,
-    the time track, where progress is the larger of the step and time fractions of the budget.
-    ``checkpoint_dir/last.pt`` is written after every epoch; ``resume=True`` continues from it exactly (model,
-    optimiser, schedule, counters, RNG states, selection state) or, for a finished run, returns its result
-    without training. Resuming without a checkpoint raises ``NoCheckpoint`` (a ``SegbenchError``).
+    Selection: without ``loaders.select`` the final weights are the result; with it, the weights of the epoch
+    with the best mIoU on it (scored every ``settings.eval_every`` epochs and at the end, as ``settings.eval``
+    says). ``loaders.monitor`` (val) is scored on the same epochs for the curve only (``val_miou`` in
+    ``history``), never to choose. ``settings.max_seconds`` is a safety stop (``capped``); the schedule follows
+    optimiser steps unless ``settings.time_budget``, the time track, where progress is the larger of the step and
+    time fractions of the budget. ``settings.checkpoint_dir/last.pt`` is written after every epoch;
+    ``settings.resume`` continues from it exactly (model, optimiser, schedule, counters, RNG states, selection
+    state) or, for a finished run, returns its result without training. Resuming without a checkpoint raises
+    ``NoCheckpoint`` (a ``SegbenchError``).
 
-    Under torchrun (a process group is up) the model trains in DDP (``sync_bn``: with SyncBatchNorm, turned back
-    into BatchNorm at the end); loaders give each rank its part of every batch, evaluation loaders its slice of the
-    set, and only rank 0 writes checkpoints. ``TrainResult`` counts the images and loss of all ranks.
+    Under torchrun (a process group is up) the model trains in DDP (``settings.sync_bn``: with SyncBatchNorm,
+    turned back into BatchNorm at the end); loaders give each rank its part of every batch, evaluation loaders its
+    slice of the set, and only rank 0 writes checkpoints. ``TrainResult`` counts the images and loss of all ranks.
     """
-    if time_budget and not max_seconds:
+    if settings.time_budget and not settings.max_seconds:
         raise SegbenchError("time_budget=True needs max_seconds (the time budget); set max_train_seconds")
+    device, epochs, checkpoint_dir = settings.device, settings.epochs, settings.checkpoint_dir
     model.to(device)
-    if uses_channels_last(model, channels_last):
+    if uses_channels_last(model, settings.channels_last):
         model.to(memory_format=torch.channels_last)
-    generator = getattr(train_loader, "generator", None)
+    generator = getattr(loaders.train, "generator", None)
     result, best, finished = TrainResult(), Best(), False
-    if resume:  # rank 0 reads the checkpoint and hands it to the others (their nodes need not have it)
+    if settings.resume:  # rank 0 reads the checkpoint and hands it to the others (their nodes need not have it)
         state = distributed.on_main(lambda: read_resume_state(checkpoint_dir, epochs=epochs))
         result, best, finished = restore_training_state(state, model, optimizer, scheduler, generator)
         log(f"resumed from {checkpoint_dir} after epoch {result.epochs_done}" + (", finished" if finished else ""))
-    step_model = distributed.wrap_model(model, device=device, sync_bn=sync_bn)
-    step_model = torch.compile(step_model) if compile else step_model
-    score = partial(evaluate, info=info, device=device, amp=amp, channels_last=channels_last,
-                    **{"per_image": False, "boundary": False, **(eval_kwargs or {})})  # a curve needs only mIoU
+    step_model = distributed.wrap_model(model, device=device, sync_bn=settings.sync_bn)
+    step_model = torch.compile(step_model) if settings.compile else step_model
+    curve = dataclasses.replace(settings.eval, per_image=False, boundary=False)  # a curve needs only mIoU
 
     for epoch in range(epochs if finished else result.epochs_done, epochs):
-        seed_epoch(seed, epoch, train_loader)
-        stats = train_one_epoch(step_model, train_loader, info=info, loss_fn=loss_fn, optimizer=optimizer,
-                                scheduler=scheduler, device=device, amp=amp, channels_last=channels_last,
-                                aux_weight=aux_weight, grad_clip=grad_clip, weight_map_fn=weight_map_fn,
-                                max_seconds=max_seconds, seconds_before=result.seconds, time_budget=time_budget,
-                                desc=f"epoch {epoch + 1}/{epochs}", progress=progress)
+        seed_epoch(settings.seed, epoch, loaders.train)
+        stats = train_one_epoch(step_model, loaders.train, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
+                                settings=settings, seconds_before=result.seconds, desc=f"epoch {epoch + 1}/{epochs}")
         # A limit reached on the budget's very last step stopped nothing: that run is complete, not capped.
-        complete = epoch + 1 == epochs and stats.steps == len(train_loader)
+        complete = epoch + 1 == epochs and stats.steps == len(loaders.train)
         entry = result.add_epoch(stats, lr=scheduler.get_last_lr()[0], capped=stats.stopped and not complete)
         finished = result.epochs_done == epochs or result.capped
-        if result.epochs_done % eval_every == 0 or finished:
-            if select_loader is not None:
-                metrics = score(model, select_loader)
+        if result.epochs_done % settings.eval_every == 0 or finished:
+            if loaders.select is not None:
+                metrics = evaluate(model, loaders.select, info=settings.info, device=device, settings=curve)
                 entry["select_miou"] = metrics["miou"]
                 best.offer(metrics, result.epochs_done, model)
-            if monitor_loader is not None:
-                metrics = score(model, monitor_loader)
+            if loaders.monitor is not None:
+                metrics = evaluate(model, loaders.monitor, info=settings.info, device=device, settings=curve)
                 entry.update(val_miou=metrics["miou"], val_pixel_accuracy=metrics["pixel_accuracy"])
         if checkpoint_dir is not None and distributed.is_main_process():
             save_checkpoint(Path(checkpoint_dir) / "last.pt", training_state(
@@ -403,9 +364,9 @@ def train(model: nn.Module, *, train_loader: Any, select_loader: Iterable | None
         if result.capped:
             log(f"stopped after {result.seconds:.1f} s by max_train_seconds ({result.steps_done} steps)")
             break
-    if sync_bn:
+    if settings.sync_bn:
         distributed.unwrap_sync_bn(model)
-    return select_weights(model, result, best, holdout=select_loader is not None)
+    return select_weights(model, result, best, holdout=loaders.select is not None)
 
 
 def select_weights(model: nn.Module, result: TrainResult, best: Best, *, holdout: bool) -> TrainResult:

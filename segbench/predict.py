@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .data import DatasetInfo
 from .data.io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, to_channels
 from .data.transforms import normalize
 from .device import autocast, cpu_bf16_supported, resolve_device
@@ -35,6 +36,7 @@ from .files import atomic_write, atomic_write_text, write_errors
 from .metrics import to_semantic
 from .models.fold import fold_batchnorm, folded_copy
 from .models.inference import Evaluation, evaluation_from, infer
+from .settings import EvalSettings
 from .store import LocalStore, load_model
 from .weights_meta import WeightsMeta
 
@@ -70,9 +72,11 @@ class Predictor:
     The path is three steps, also used one by one by ``speed.measure_latency`` so that its figures are this path:
     ``prepare`` (host uint8 image -> normalised device tensor at the evaluation size), ``forward`` (the model alone)
     and ``__call__`` (all of it, plus resize back / argmax or to_semantic, and the copy back to the host).
+    Evaluation (``engine.evaluate``) runs the same steps on whole batches: ``Predictor.for_scoring``,
+    ``prepare_batch``, ``scores`` / ``detect`` and ``class_map``.
     Precision: bf16 autocast on GPUs; on CPUs that run bf16 natively only for semantic models (Mask R-CNN's
     detection ops stay fp32 there, as in evaluation); fp32 otherwise or with ``fast=False``. Semantic models run in
-    channels_last unless ``fast=False``. The ONNX backend is always fp32, NCHW.
+    channels_last unless ``fast=False`` (on CUDA their inputs always do). The ONNX backend is always fp32, NCHW.
     """
 
     def __init__(self, weights: str | Path, *, store: LocalStore | None = None, device: str = "cpu",
@@ -100,6 +104,26 @@ class Predictor:
         model is put in channels_last (the copy, or the model itself when it has no BatchNorm)."""
         predictor = cls.__new__(cls)
         predictor._setup(model, meta, torch.device(device), fast, slide_above, owned=False)
+        return predictor
+
+    @classmethod
+    def for_scoring(cls, model: torch.nn.Module, *, info: DatasetInfo, device: torch.device,
+                    settings: EvalSettings) -> Predictor:
+        """The predictor evaluation scores with: ``model`` as it is (not folded, its memory format untouched, not
+        moved), inputs normalised with ``info``'s mean/std and put in channels_last when ``settings.channels_last``,
+        bf16 autocast on CUDA under ``settings.amp`` and fp32 on CPUs (scores are not taken in CPU bf16)."""
+        predictor = cls.__new__(cls)
+        predictor.device, predictor.model, predictor.backend = device, model, "torch"
+        predictor.task = getattr(model, "task", "semantic")
+        predictor.evaluation, predictor.slide_above = settings.evaluation, None
+        predictor.mean, predictor.std, predictor.in_channels = info.mean, info.std, info.in_channels
+        predictor.eval_size, predictor.tile = settings.eval_size, settings.tile
+        predictor.channels_last = settings.channels_last and predictor.task == "semantic"
+        predictor.cpu_bf16 = False
+        predictor.precision = "bf16" if settings.amp and device.type == "cuda" else "fp32"
+        predictor.num_classes, predictor.score_threshold = info.num_classes, settings.score_threshold
+        predictor.label_to_class = settings.label_to_class
+        predictor.fill = (info.background_index or 0) if settings.fill is None else settings.fill
         return predictor
 
     def _setup(self, model: torch.nn.Module, meta: WeightsMeta, device: torch.device, fast: bool,
@@ -132,16 +156,28 @@ class Predictor:
         self.num_classes = meta.semantic_classes
         l2c = meta.label_to_class
         self.label_to_class = torch.tensor(l2c, dtype=torch.int64) if l2c is not None else None
+        self.mean, self.std = meta.mean, meta.std
+        self.eval_size, self.tile = meta.eval_size, meta.eval_tile
+        self.score_threshold = float(meta.score_threshold)
+        self.fill = 0 if meta.fill is None else int(meta.fill)
 
     def prepare(self, image: Tensor) -> Tensor:
         """uint8 [C,H,W] host image -> float32 [1,in_channels,h,w] on the device, normalised with the training
         mean/std; semantic models: resized to ``meta.eval_size`` when set (instance models resize inside)."""
-        image = adapt_channels(image, self.in_channels)
-        x = normalize(image[None].to(self.device), self.meta.mean, self.meta.std)
-        eval_size = self.meta.eval_size
+        return self.prepare_batch(adapt_channels(image, self.in_channels)[None])
+
+    def prepare_batch(self, images: Tensor) -> Tensor:
+        """uint8 [B,C,H,W] host images (channels already the model's) -> normalised float32 on the device; semantic
+        models: resized to the evaluation size when set, in channels_last when the predictor runs in it."""
+        x = normalize(images.to(self.device, non_blocking=True), self.mean, self.std)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        eval_size = self.eval_size
         if self.task == "semantic" and eval_size is not None and tuple(x.shape[-2:]) != tuple(eval_size):
             x = F.interpolate(x, size=tuple(eval_size), mode="bilinear", align_corners=False, antialias=True)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        if self.task == "semantic" and (self.channels_last or self.device.type == "cuda"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def evaluation_for(self, size: tuple[int, int]) -> Evaluation:
         """How a prepared input of ``size`` (H, W) runs: the weights' evaluation; for a whole-image model with
@@ -154,11 +190,26 @@ class Predictor:
         """The model on a prepared input, as :meth:`evaluation_for` says: semantic float32 scores [1,K,H,W] at
         ``out_size`` (default the input's size; logits, or log mean probabilities with test-time augmentation),
         or Mask R-CNN's prediction dict for the one image (masks [N,1,H,W] probabilities at the image's size)."""
+        if self.task == "instance":
+            return self.detect([x[0]])[0]
+        return self.scores(x, out_size=out_size)
+
+    def scores(self, x: Tensor, *, out_size: tuple[int, int] | None = None) -> Tensor:
+        """Semantic float32 class scores [B,K,out_H,out_W] of prepared inputs ``x`` [B,C,H,W] (see :meth:`forward`)."""
         with autocast(self.device, self.precision == "bf16", cpu_bf16=self.cpu_bf16):
-            if self.task == "instance":
-                return self.model([x[0]])[0]
-            return infer(self.model, x, self.evaluation_for(tuple(x.shape[-2:])), out_size=out_size,
-                         tile=self.meta.eval_tile)
+            return infer(self.model, x, self.evaluation_for(tuple(x.shape[-2:])), out_size=out_size, tile=self.tile)
+
+    def detect(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """Mask R-CNN's prediction dicts for prepared images (float32 [C,H,W] each), run as one batch."""
+        with autocast(self.device, self.precision == "bf16", cpu_bf16=self.cpu_bf16):
+            return self.model(images)
+
+    def class_map(self, pred: dict[str, Tensor], size: tuple[int, int]) -> Tensor:
+        """int64 [H,W] class map of one instance prediction (``metrics.to_semantic``: the highest-scoring mask
+        above the score threshold wins, ``fill`` elsewhere)."""
+        pred = {k: v.float() if v.is_floating_point() else v for k, v in pred.items()}
+        return to_semantic(pred, self.num_classes, *size, score_threshold=self.score_threshold,
+                           label_to_class=self.label_to_class, fill=self.fill)
 
     @torch.inference_mode()
     def __call__(self, image: Tensor, *, with_probs: bool = False) -> Prediction:
@@ -167,11 +218,8 @@ class Predictor:
         out = self.forward(self.prepare(image), out_size=(h, w))
         if self.task == "instance":
             pred = {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
-            threshold = float(self.meta.score_threshold)
-            fill = self.meta.fill
-            mask = to_semantic(pred, self.num_classes, h, w, score_threshold=threshold,
-                               label_to_class=self.label_to_class, fill=0 if fill is None else int(fill))
-            keep = pred["scores"] >= threshold
+            mask = self.class_map(pred, (h, w))
+            keep = pred["scores"] >= self.score_threshold
             instances = {"boxes": pred["boxes"][keep].cpu(), "labels": pred["labels"][keep].cpu(),
                          "scores": pred["scores"][keep].cpu(), "masks": (pred["masks"][keep, 0] > 0.5).cpu()}
             return Prediction(mask.cpu(), None, instances, (time.perf_counter() - t0) * 1000)

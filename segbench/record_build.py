@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,7 @@ from . import __version__
 from .columns import SCORE_KEYS
 from .config import RunConfig
 from .data import DatasetInfo
-from .device import cpu_name, device_name
-from .engine import uses_channels_last
+from .device import cpu_name, device_name, uses_channels_last
 from .models.pretrained import pretrained_weights
 from .record_schema import SCHEMA_VERSION
 from .weights_meta import WeightsMeta
@@ -139,19 +139,32 @@ def selection_entry(cfg: RunConfig, result: Any, holdout: list[int]) -> dict[str
     }
 
 
-def build_record(cfg: RunConfig, model: torch.nn.Module, info: DatasetInfo, *, task: str, metrics: dict[str, Any],
-                 test_metrics: dict[str, Any] | None, selection: dict[str, Any], efficiency: dict[str, Any],
-                 training: dict[str, Any], weights: dict[str, str], device: torch.device) -> dict[str, Any]:
-    """A schema-2 record (see the contract in records.py / record_schema.py)."""
+@dataclass(frozen=True)
+class Measured:
+    """What a run measured, one record section each (``metrics_entry``, ``selection_entry``, ``training_entry``,
+    ``speed.measure_efficiency``; ``weights``: sha256 and URIs of the stored weights)."""
+
+    metrics: dict[str, Any]
+    test_metrics: dict[str, Any] | None
+    selection: dict[str, Any]
+    efficiency: dict[str, Any]
+    training: dict[str, Any]
+    weights: dict[str, str]
+
+
+def build_record(cfg: RunConfig, model: torch.nn.Module, info: DatasetInfo, *, measured: Measured,
+                 device: torch.device) -> dict[str, Any]:
+    """A schema-2 record (see the contract in records.py / record_schema.py); ``device``: where it trained and
+    was measured. The task is the model's."""
     return {
         "schema": SCHEMA_VERSION, "id": cfg.run_id(), "group": cfg.group_id(), "hardware_class": cfg.hardware_class(),
-        "model": cfg.display_name(), "family": model.family, "variant": model.variant, "task": task,
+        "model": cfg.display_name(), "family": model.family, "variant": model.variant, "task": model.task,
         "dataset": cfg.dataset, "split": cfg.eval_split, "num_classes": info.num_classes,
         "class_names": list(info.class_names), "evaluation": cfg.evaluation().to_dict(),
-        "metrics": metrics, "test_metrics": test_metrics,
-        "selection": selection, "efficiency": efficiency, "training": training, "config": cfg.to_dict(),
+        "metrics": measured.metrics, "test_metrics": measured.test_metrics, "selection": measured.selection,
+        "efficiency": measured.efficiency, "training": measured.training, "config": cfg.to_dict(),
         "seed": cfg.seed, "versions": versions(), "git_commit": git_commit(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "weights": weights,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "weights": measured.weights,
         "pretrained": pretrained_weights(model),
         # cpu_count is the number of threads torch ran with (the name is kept for readers of older records);
         # the CPU's vector extension picks oneDNN's kernels: both can move scores by float rounding

@@ -26,6 +26,7 @@ from .data import DatasetInfo, build_dataset
 from .data.resident import ResidentLoader
 from .device import device_name, resolve_device
 from .engine import evaluate, seed_everything, train
+from .settings import EvalSettings, Loaders, TrainSettings
 from .errors import SegbenchError
 from .files import path_lock
 from .losses import build_loss, median_frequency_weights
@@ -33,7 +34,7 @@ from .models import build_model, model_task
 from .models.inference import evaluation_from
 from .models.pretrained import input_normalisation
 from .optim import make_optimizer, make_scheduler
-from .record_build import build_record, metrics_entry, model_meta, selection_entry, training_entry
+from .record_build import Measured, build_record, metrics_entry, model_meta, selection_entry, training_entry
 from .records import DEFAULT_ROOT, previous_record, read_record, reproduction_report, write_record
 from .run_data import Data, _with_fill, build_data, eval_loader, find_test_split
 from .store import CONFIG_FILE, LocalStore, read_meta, read_meta_json
@@ -89,32 +90,50 @@ def max_dets_for(model: torch.nn.Module) -> list[int] | None:
 
 # ---------------------------------------------------------------- evaluation (shared by run and eval)
 
+def eval_settings(meta: WeightsMeta) -> EvalSettings:
+    """How weights are scored, from the settings stored in their ``meta`` (eval size and tile, evaluation mode,
+    precision, memory format; instance models: score threshold, label -> class map, fill class)."""
+    l2c = meta.label_to_class if meta.task == "instance" else None
+    return EvalSettings(amp=meta.amp, channels_last=meta.channels_last,
+                        eval_size=meta.eval_size, tile=meta.eval_tile,
+                        evaluation=evaluation_from(meta.evaluation),
+                        score_threshold=float(meta.score_threshold),
+                        label_to_class=torch.tensor(l2c) if l2c is not None else None, fill=meta.fill)
+
+
 def score(model: torch.nn.Module, meta: WeightsMeta, loader: DataLoader, *, info: DatasetInfo,
           device: torch.device, progress: bool = False) -> dict[str, Any]:
-    """Metrics of ``model`` on ``loader`` with the evaluation settings stored in its ``meta`` (eval size and tile,
-    precision; instance models: score threshold, label -> class map, fill class, COCO ``max_dets``)."""
-    kwargs: dict[str, Any] = score_kwargs(meta)
+    """Metrics of ``model`` on ``loader`` with the evaluation settings stored in its ``meta``
+    (:func:`eval_settings`; instance models also COCO AP with the weights' ``max_dets``)."""
+    evaluator = None
     if meta.task == "instance":
         from .instance_eval import InstanceEvaluator
 
-        l2c = meta.label_to_class
-        kwargs = {"score_threshold": float(meta.score_threshold), "fill": meta.fill,
-                  "label_to_class": torch.tensor(l2c) if l2c is not None else None,
-                  "instance_evaluator": InstanceEvaluator(max_dets=meta.max_dets or (1, 10, 100))}
-    return evaluate(model, loader, info=info, device=device, amp=meta.amp,
-                    channels_last=meta.channels_last, progress=progress, **kwargs)
+        evaluator = InstanceEvaluator(max_dets=meta.max_dets or (1, 10, 100))
+    return evaluate(model, loader, info=info, device=device, settings=eval_settings(meta),
+                    instance_evaluator=evaluator, progress=progress)
 
 
-def evaluate_weights(weights: str, *, store: LocalStore, dataset: str | None = None, split: str = "val",
-                     data_root: str | None = None, dataset_args: dict[str, Any] | None = None, batch_size: int = 4,
+@dataclasses.dataclass(frozen=True)
+class DataSplit:
+    """The split ``segbench eval`` scores weights on: ``dataset`` (None: the one the weights were trained on), its
+    ``split``, the data root (None: the dataset's default) and the dataset builder's options."""
+
+    dataset: str | None = None
+    split: str = "val"
+    data_root: str | None = None
+    dataset_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def evaluate_weights(weights: str, *, store: LocalStore, on: DataSplit = DataSplit(), batch_size: int = 4,
                      device: str = "auto", progress: bool = False) -> tuple[dict[str, Any], DatasetInfo, WeightsMeta, int]:
     """``segbench eval``: (metrics, info, meta, number of images) of stored weights on one split."""
     from .store import load_model
 
     dev = resolve_device(device)
     model, meta = load_model(weights, store=store, map_location=str(dev))
-    name = dataset or meta.dataset
-    options = dict(dataset_args or {})
+    name, split, data_root = on.dataset or meta.dataset, on.split, on.data_root
+    options = dict(on.dataset_args)
     semantic = build_dataset(name, split=split, root=data_root, **options)
     info = with_stats(semantic.info, meta.mean, meta.std)  # what the weights were trained with
     expected = meta.semantic_classes
@@ -131,11 +150,23 @@ def evaluate_weights(weights: str, *, store: LocalStore, dataset: str | None = N
 
 # ---------------------------------------------------------------- one pair
 
-def _train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: WeightsMeta, *, task: str,
-           device: torch.device, checkpoint_dir: Path, resume: bool, sync_bn: bool, progress: bool,
+def train_settings(cfg: RunConfig, info: DatasetInfo, meta: WeightsMeta, *, device: torch.device,
+                   sync_bn: bool, checkpoint_dir: Path, resume: bool, progress: bool) -> TrainSettings:
+    """The engine's settings for ``cfg``: the one place a config becomes a ``TrainSettings`` (selection and
+    monitoring score as :func:`score` does, from ``meta``)."""
+    return TrainSettings(
+        device=device, info=info, epochs=cfg.epochs, eval_every=cfg.eval_every, grad_clip=cfg.grad_clip,
+        amp=cfg.amp, channels_last=cfg.channels_last, compile=cfg.compile, aux_weight=cfg.aux_weight,
+        weight_map_fn=border_weight_fn(cfg, info), max_seconds=cfg.max_train_seconds,
+        time_budget=cfg.track == "time", seed=cfg.seed, sync_bn=sync_bn, checkpoint_dir=checkpoint_dir,
+        resume=resume, progress=progress, eval=eval_settings(meta))
+
+
+def _train(cfg: RunConfig, model: torch.nn.Module, data: Data, settings: TrainSettings, *,
            log: Callable[[str], None]):
     """Train ``model`` for the config's budget; returns the engine's TrainResult."""
-    if resume and not distributed.on_main((checkpoint_dir / "last.pt").is_file):
+    checkpoint_dir, task = settings.checkpoint_dir, model.task
+    if settings.resume and not distributed.on_main((checkpoint_dir / "last.pt").is_file):
         raise SegbenchError(f"--resume: no checkpoint of this config in {checkpoint_dir}; "
                             "run without --resume to train from scratch")
     steps = len(data.train) * cfg.epochs
@@ -146,37 +177,15 @@ def _train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: WeightsMeta
     loss_fn = None
     if task == "semantic":
         loss_fn = build_loss(cfg.loss, num_classes=data.info.num_classes, ignore_index=data.info.ignore_index,
-                             class_weights=class_weights(cfg, data)).to(device)
+                             class_weights=class_weights(cfg, data)).to(settings.device)
     monitor = data.val if task == "semantic" and cfg.eval_every < cfg.epochs else None  # the curve only
+    loaders = Loaders(train=data.train, select=data.select, monitor=monitor)
     # One trainer per run: a second `train`/`run` of the same config stops at once, naming the one that holds it,
     # instead of both writing last.pt (rank 0 holds it under DDP).
     lock = path_lock(checkpoint_dir, timeout=0, log=log) if distributed.is_main_process() else nullcontext()
     with lock:
-        return _engine_train(cfg, model, data, meta, task=task, device=device, checkpoint_dir=checkpoint_dir,
-                             resume=resume, sync_bn=sync_bn, progress=progress, log=log, optimizer=optimizer,
-                             scheduler=scheduler, loss_fn=loss_fn, monitor=monitor)
-
-
-def _engine_train(cfg: RunConfig, model: torch.nn.Module, data: Data, meta: WeightsMeta, *, task: str,
-                  device: torch.device, checkpoint_dir: Path, resume: bool, sync_bn: bool, progress: bool,
-                  log: Callable[[str], None], optimizer: Any, scheduler: Any, loss_fn: Any, monitor: Any):
-    return train(
-        model, train_loader=data.train, select_loader=data.select, monitor_loader=monitor, info=data.info,
-        loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, device=device, epochs=cfg.epochs,
-        eval_every=cfg.eval_every, grad_clip=cfg.grad_clip, amp=cfg.amp, channels_last=cfg.channels_last,
-        compile=cfg.compile, aux_weight=cfg.aux_weight, max_seconds=cfg.max_train_seconds,
-        time_budget=cfg.track == "time", checkpoint_dir=checkpoint_dir, resume=resume, seed=cfg.seed,
-        eval_kwargs=score_kwargs(meta), weight_map_fn=border_weight_fn(cfg, data.info), sync_bn=sync_bn,
-        progress=progress, log=log)
-
-
-def score_kwargs(meta: WeightsMeta) -> dict[str, Any]:
-    """The evaluation settings of :func:`score` for the engine's selection and monitoring passes (no COCO AP)."""
-    if meta.task == "instance":
-        l2c = meta.label_to_class
-        return {"score_threshold": float(meta.score_threshold), "fill": meta.fill,
-                "label_to_class": torch.tensor(l2c) if l2c is not None else None}
-    return {"eval_size": meta.eval_size, "tile": meta.eval_tile, "evaluation": evaluation_from(meta.evaluation)}
+        return train(model, loaders, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, settings=settings,
+                     log=log)
 
 
 def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFAULT_ROOT, retrain: bool = False,
@@ -219,9 +228,9 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
     else:
         log(f"[{name} / {cfg.dataset}] training on {device_name(device)}: {len(data.train.dataset)} images x "
             f"{cfg.epochs} epochs" + (f", {len(data.holdout)} train images held out for selection" if data.holdout else ""))
-        result = _train(cfg, model, data, meta, task=task, device=device, resume=resume, sync_bn=sync_bn,
-                        progress=progress, log=log,
-                        checkpoint_dir=store.root / "checkpoints" / cfg.dataset / f"{name}--{run_id}")
+        settings = train_settings(cfg, info, meta, device=device, sync_bn=sync_bn, resume=resume, progress=progress,
+                                  checkpoint_dir=store.root / "checkpoints" / cfg.dataset / f"{name}--{run_id}")
+        result = _train(cfg, model, data, settings, log=log)
         loader = "device" if isinstance(data.train, ResidentLoader) else "host"
         training = {**training_entry(cfg, result, steps_per_epoch=len(data.train), device=device, loader=loader,
                                      model=model, data=data),
@@ -232,9 +241,9 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
     metrics, test_metrics = _score_splits(cfg, model, meta, data, test, task=task, device=device, log=log)
     if not distributed.is_main_process():
         return None
-    record = build_record(cfg, model, data.info, task=task, metrics=metrics, test_metrics=test_metrics,
-                          selection=meta.selection, efficiency=measure(model, cfg, meta, data, device),
-                          training=meta.training, weights=weights, device=device)
+    measured = Measured(metrics=metrics, test_metrics=test_metrics, selection=meta.selection,
+                        efficiency=measure(model, cfg, meta, data, device), training=meta.training, weights=weights)
+    record = build_record(cfg, model, data.info, measured=measured, device=device)
     previous = previous_record(leaderboard, record)
     path = write_record(record, leaderboard)
     log(f"[{name} / {cfg.dataset}] mIoU {record['metrics']['miou']:.4f}  PA {record['metrics']['pixel_accuracy']:.4f}"
@@ -270,7 +279,7 @@ def measure(model: torch.nn.Module, cfg: RunConfig, meta: WeightsMeta, data: Dat
             device: torch.device) -> dict[str, Any]:
     """The record's ``efficiency`` at the evaluation size; instance models on the first val images (their
     cost depends on how many objects they find), named in ``latency.inputs``."""
-    from .speed import measure_efficiency
+    from .speed import Timing, measure_efficiency
 
     val = data.val.dataset
     if cfg.eval_size:
@@ -282,9 +291,9 @@ def measure(model: torch.nn.Module, cfg: RunConfig, meta: WeightsMeta, data: Dat
         n = min(LATENCY_IMAGES, len(val))
         images = [val[i][0] for i in range(n)]
     inputs = f"val images [0..{len(images) - 1}] ({len(images)})" if images else None
-    return measure_efficiency(model, in_channels=data.info.in_channels, size=size, device=device,
-                              runs=cfg.latency_runs, amp=cfg.amp, tile=cfg.eval_tile, images=images, info=data.info,
-                              eval_size=cfg.eval_size, meta=meta, inputs=inputs)
+    return measure_efficiency(model, in_channels=data.info.in_channels, size=size, images=images, info=data.info,
+                              timing=Timing(device=device, runs=cfg.latency_runs, amp=cfg.amp), meta=meta,
+                              inputs=inputs)
 
 
 def with_stats(info: DatasetInfo, mean: Any, std: Any) -> DatasetInfo:

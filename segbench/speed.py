@@ -26,6 +26,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -154,6 +155,17 @@ def count_gmacs(model: nn.Module, *, in_channels: int, size: int | Sequence[int]
 
 # ---------------------------------------------------------------- latency
 
+@dataclass(frozen=True)
+class Timing:
+    """How latency is timed: batch 1 on ``device``, ``runs`` timed passes over the inputs after ``warmup`` untimed
+    ones; ``amp``: the predict path's fast settings (folded BatchNorm, channels_last, bf16 where native)."""
+
+    device: torch.device | str = "cpu"
+    runs: int = 10
+    warmup: int = 2
+    amp: bool = True
+
+
 def timed_ms(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
     """(milliseconds, result) of one call of ``fn``, synchronised on CUDA."""
     if device.type == "cuda":
@@ -180,33 +192,32 @@ def predict_meta(model: nn.Module, *, in_channels: int, info: DatasetInfo | None
 
 
 @torch.inference_mode()
-def measure_latency(model: nn.Module, *, in_channels: int, size: int | Sequence[int],
-                    device: torch.device | str = "cpu", runs: int = 10, warmup: int = 2, amp: bool = True,
-                    tile: int | None = None, images: Sequence[Tensor] | None = None, info: DatasetInfo | None = None,
-                    eval_size: Sequence[int] | None = None, meta: WeightsMeta | None = None) -> dict[str, Any]:
-    """Forward and end-to-end latency (module docstring) on ``images`` or one random uint8 image of ``size``.
+def measure_latency(model: nn.Module, *, in_channels: int, size: int | Sequence[int], timing: Timing = Timing(),
+                    images: Sequence[Tensor] | None = None, meta: WeightsMeta | None = None) -> dict[str, Any]:
+    """Forward and end-to-end latency (module docstring) on ``images`` or one random uint8 image of ``size``, timed
+    as ``timing`` says.
 
     Returns ``forward_ms``, ``forward_ms_std``, ``end_to_end_ms``, ``end_to_end_ms_std`` (ms per image),
     ``precision`` ("bf16" | "fp32"), ``batchnorm_folded`` (BatchNorm layers the fast path folded into their
     convolutions, ``models.fold``) and ``mean_detections`` (instance models: detections per image the model
     returns, which drive the mask head's cost; None for semantic models). ``meta``: the model.json the weights
-    were saved with (default: built from ``info``, ``eval_size`` and ``tile``). The model's memory format is
-    restored afterwards.
+    were saved with (default: ``predict_meta`` of the model alone: no dataset statistics, its own size). The
+    model's memory format is restored afterwards.
     """
     from .predict import Predictor  # predict imports this package's models; keep speed importable alone
 
-    size, device = _size(size), torch.device(device)
-    _check_runs(runs)
+    size, device, warmup = _size(size), torch.device(timing.device), timing.warmup
+    _check_runs(timing.runs)
     if images is not None and len(images) == 0:
         raise SegbenchError("measure_latency: images is empty; pass at least one uint8 [C,H,W] image or None")
-    meta = meta or predict_meta(model, in_channels=in_channels, info=info, eval_size=eval_size, tile=tile)
+    meta = meta or predict_meta(model, in_channels=in_channels)
     host = list(images) if images else [torch.randint(0, 256, (in_channels, *size), dtype=torch.uint8,
                                                       generator=torch.Generator().manual_seed(0))]
-    predictor = Predictor.from_model(model, meta, device=device, fast=amp)
+    predictor = Predictor.from_model(model, meta, device=device, fast=timing.amp)
     try:
         prepared = [predictor.prepare(img) for img in host]
         forward, end_to_end, detections = [], [], []
-        for i in range(warmup + runs):
+        for i in range(warmup + timing.runs):
             per_image_forward, per_image_e2e = [], []
             for image, x in zip(host, prepared):  # interleaved, so load from other processes hits both alike
                 ms, out = timed_ms(lambda: predictor.forward(x), device)
@@ -232,9 +243,8 @@ def _std(values: list[float]) -> float:
 
 # ---------------------------------------------------------------- the record's efficiency block
 
-def measure_efficiency(model: nn.Module, *, in_channels: int, size: int | Sequence[int], device: torch.device | str,
-                       runs: int, amp: bool, tile: int | None = None, images: Sequence[Tensor] | None = None,
-                       info: DatasetInfo | None = None, eval_size: Sequence[int] | None = None,
+def measure_efficiency(model: nn.Module, *, in_channels: int, size: int | Sequence[int], timing: Timing,
+                       images: Sequence[Tensor] | None = None, info: DatasetInfo | None = None,
                        meta: WeightsMeta | None = None, inputs: str | None = None) -> dict[str, Any]:
     """The record's ``efficiency`` dict (schema 2): params, gmacs, gmacs_aux, macs_convention, macs_input,
     receptive_field, output_stride, latency{...}.
@@ -242,18 +252,20 @@ def measure_efficiency(model: nn.Module, *, in_channels: int, size: int | Sequen
     ``size``: the evaluation size [H, W]; ``images``: real validation images (uint8 [C,H,W], e.g. from
     ``first_images``) -- required for instance models, optional for semantic ones (their MACs use ``size``);
     ``inputs``: how the record names them (default ``"val images [0..N-1] (N)"``); ``meta``: the model.json of
-    the weights, so end-to-end runs exactly as ``segbench predict`` (default from ``info``/``eval_size``/``tile``).
+    the weights (or ``predict_meta``), so end-to-end runs exactly as ``segbench predict`` and GMACs count its
+    ``eval_tile`` (default ``predict_meta`` from ``info``: whole image at ``size``).
     """
-    size, device = _size(size), torch.device(device)
-    _check_runs(runs)
+    size, device = _size(size), torch.device(timing.device)
+    _check_runs(timing.runs)
+    meta = meta or predict_meta(model, in_channels=in_channels, info=info)
+    tile = meta.eval_tile
     instance = is_instance(model)
     if instance and not images:
         raise SegbenchError("measure_efficiency: instance models are measured on real images; pass "
                             "images=first_images(<val dataset>)[0] (noise makes Mask R-CNN's cost arbitrary)")
     macs = count_gmacs(model, in_channels=in_channels, size=size, device=device, tile=tile,
                        images=images if instance else None, info=info)
-    latency = measure_latency(model, in_channels=in_channels, size=size, device=device, runs=runs, amp=amp,
-                              tile=tile, images=images, info=info, eval_size=eval_size, meta=meta)
+    latency = measure_latency(model, in_channels=in_channels, size=size, timing=timing, images=images, meta=meta)
     shapes = {tuple(img.shape[-2:]) for img in images} if images else set()
     image_size = list(shapes.pop()) if instance and len(shapes) == 1 else list(size)
     return {

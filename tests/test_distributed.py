@@ -158,14 +158,14 @@ def _reduce_worker(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        from segbench.engine import evaluate
+        from segbench.engine import EvalSettings, evaluate
         from segbench.run_data import eval_loader
 
         torch.manual_seed(0)
         model = TinySegmenter()  # untrained: predicts most classes somewhere
         data = SyntheticShapes(split="val", num_images=7, size=24)
         metrics = evaluate(model, eval_loader(data, task="semantic", batch_size=2), info=data.info,
-                           device=torch.device("cpu"), amp=False)
+                           device=torch.device("cpu"), settings=EvalSettings(amp=False))
         preds = torch.randint(0, 4, (5, 6, 6), generator=torch.Generator().manual_seed(1))
         target = torch.randint(0, 4, (5, 6, 6), generator=torch.Generator().manual_seed(2))
         start, stop = EvalShard(5, rank=rank, world_size=2).start, EvalShard(5, rank=rank, world_size=2).stop
@@ -184,14 +184,14 @@ def test_metrics_reduced_over_two_processes_equal_one_process(tmp_path):
     out = tmp_path / "reduced.pt"
     mp.spawn(_reduce_worker, args=(free_port(), str(out)), nprocs=2, join=True)
     got = torch.load(out, weights_only=False)
-    from segbench.engine import evaluate
+    from segbench.engine import EvalSettings, evaluate
     from segbench.run_data import eval_loader
 
     torch.manual_seed(0)
     model = TinySegmenter()
     data = SyntheticShapes(split="val", num_images=7, size=24)
     single = evaluate(model, eval_loader(data, task="semantic", batch_size=2), info=data.info,
-                      device=torch.device("cpu"), amp=False)
+                      device=torch.device("cpu"), settings=EvalSettings(amp=False))
     for key in ("pixel_accuracy", "iou", "per_image", "miou_ci", "boundary_iou"):
         assert got["metrics"][key] == single[key], key
     preds = torch.randint(0, 4, (5, 6, 6), generator=torch.Generator().manual_seed(1))

@@ -8,11 +8,18 @@ from torch.utils.data import DataLoader, Dataset
 from segbench import engine
 from segbench.data import build_dataset
 from segbench.data.transforms import TrainTransform, collate_instance, collate_semantic
-from segbench.engine import evaluate, make_optimizer, make_scheduler, train
+from segbench.engine import EvalSettings, Loaders, TrainSettings, evaluate, make_optimizer, make_scheduler, train
 from segbench.errors import SegbenchError
 from segbench.losses import build_loss
 from segbench.metrics import ConfusionMatrix
 from segbench.models import build_model
+
+
+def train_with(model, *, train_loader, select_loader=None, monitor_loader=None, loss_fn, optimizer, scheduler,
+               log=lambda s: None, **settings):
+    """``engine.train`` with the loaders and the ``TrainSettings`` fields given as keywords (tests vary them one by one)."""
+    return train(model, Loaders(train_loader, select_loader, monitor_loader), loss_fn=loss_fn, optimizer=optimizer,
+                 scheduler=scheduler, settings=TrainSettings(**settings), log=log)
 
 
 def _setup(seed=0, epochs=2):
@@ -42,14 +49,14 @@ def _same(a, b):
 
 def test_checkpoint_is_one_atomic_file(tmp_path):
     model, kw = _setup()
-    train(model, epochs=1, checkpoint_dir=tmp_path, **kw)
+    train_with(model, epochs=1, checkpoint_dir=tmp_path, **kw)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # the best weights live inside it
 
 
 def test_without_select_loader_the_final_weights_are_the_result(tmp_path):
     model, kw = _setup(epochs=3)
     kw["select_loader"] = None
-    result = train(model, epochs=3, checkpoint_dir=tmp_path, **kw)
+    result = train_with(model, epochs=3, checkpoint_dir=tmp_path, **kw)
     assert (result.selection, result.selected_epoch, result.select_metrics) == ("final", 3, None)
     assert _same(_weights(model), torch.load(tmp_path / "last.pt", weights_only=True)["model"])
     assert all("select_miou" not in h and "val_miou" not in h for h in result.history)
@@ -69,22 +76,23 @@ def test_holdout_selection_restores_the_best_epoch_and_val_never_chooses(monkeyp
     monkeypatch.setattr(engine, "evaluate", _scripted_evaluate({select: [0.2, 0.5, 0.3], val: [0.1, 0.2, 0.9]}))
     snapshots = {}
     kw["log"] = lambda line: snapshots.setdefault(line.split()[1], _weights(model)) if line.startswith("epoch ") else None
-    result = train(model, epochs=3, monitor_loader=val, **kw)
+    result = train_with(model, epochs=3, monitor_loader=val, **kw)
     assert (result.selection, result.selected_epoch, result.select_metrics["miou"]) == ("holdout", 2, 0.5)
     assert _same(_weights(model), snapshots["2/3:"]) and not _same(snapshots["2/3:"], snapshots["3/3:"])
     assert [h["select_miou"] for h in result.history] == [0.2, 0.5, 0.3]
     assert [h["val_miou"] for h in result.history] == [0.1, 0.2, 0.9]
     # curve evaluations skip the per-image counts and Boundary IoU
-    assert result.select_metrics["kwargs"]["per_image"] is False and result.select_metrics["kwargs"]["boundary"] is False
+    assert result.select_metrics["kwargs"]["settings"].per_image is False
+    assert result.select_metrics["kwargs"]["settings"].boundary is False
 
 
 def test_monitor_is_scored_every_eval_every_and_leaves_training_unchanged():
     model_a, kw_a = _setup(epochs=3)
     kw_a["select_loader"] = None
-    train(model_a, epochs=3, **kw_a)
+    train_with(model_a, epochs=3, **kw_a)
     model_b, kw_b = _setup(epochs=3)
     monitor, kw_b["select_loader"] = kw_b["select_loader"], None
-    result = train(model_b, epochs=3, monitor_loader=monitor, eval_every=2, **kw_b)
+    result = train_with(model_b, epochs=3, monitor_loader=monitor, eval_every=2, **kw_b)
     assert ["val_miou" in h for h in result.history] == [False, True, True]  # every 2nd epoch and the last
     assert _same(_weights(model_a), _weights(model_b))  # scoring draws no RNG that training sees
 
@@ -106,7 +114,7 @@ def _timed_run(monkeypatch, clock, **kwargs):
     monkeypatch.setattr(engine, "clock", clock)
     model, kw = _setup(epochs=3)
     kw["select_loader"] = None
-    result = train(model, epochs=3, **kw, **kwargs)
+    result = train_with(model, epochs=3, **kw, **kwargs)
     return result, _weights(model), kw["scheduler"]
 
 
@@ -157,7 +165,7 @@ def test_evaluate_matches_manual_confusion_matrix():
 
 def test_training_reduces_loss():
     model, kw = _setup()
-    result = train(model, epochs=3, **kw)
+    result = train_with(model, epochs=3, **kw)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0]
 
@@ -168,7 +176,7 @@ def test_semantic_models_train_in_channels_last_on_the_cpu_with_the_same_numbers
     amplify last-bit differences, as thread counts do)."""
     for channels_last in (True, False):
         model, kw = _setup()
-        train(model, epochs=1, channels_last=channels_last, **kw)
+        train_with(model, epochs=1, channels_last=channels_last, **kw)
         conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1))
         assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
         assert engine.uses_channels_last(model, channels_last) == channels_last
@@ -209,9 +217,10 @@ def test_refactor_reproduces_base_commit_numbers():
         model = build_model("unet_small", num_classes=6, base_channels=4, depth=2)
         opt = make_optimizer(model, "sgd", lr=0.05, momentum=0.9, weight_decay=1e-4)
         sched = make_scheduler(opt, "poly", total_steps=2 * len(loader), warmup_steps=2)
-        result = train(model, train_loader=loader, select_loader=DataLoader(val, batch_size=4, collate_fn=collate_semantic),
-                       info=ds.info, loss_fn=build_loss("ce", num_classes=6), optimizer=opt, scheduler=sched,
-                       device=torch.device("cpu"), epochs=2, seed=3, progress=False, log=lambda s: None)
+        result = train_with(model, train_loader=loader,
+                            select_loader=DataLoader(val, batch_size=4, collate_fn=collate_semantic),
+                            info=ds.info, loss_fn=build_loss("ce", num_classes=6), optimizer=opt, scheduler=sched,
+                            device=torch.device("cpu"), epochs=2, seed=3, progress=False, log=lambda s: None)
     finally:
         torch.set_num_threads(threads)
     for got, want in zip(result.history, BASE_HISTORY, strict=True):
@@ -233,7 +242,8 @@ def test_evaluate_passes_per_image_and_boundary_to_the_matrix(monkeypatch):
     monkeypatch.setattr(engine, "ConfusionMatrix", _RecordingMatrix)
     model, kw = _setup()
     evaluate(model, kw["select_loader"], info=kw["info"], device=torch.device("cpu"))
-    evaluate(model, kw["select_loader"], info=kw["info"], device=torch.device("cpu"), per_image=False, boundary=True)
+    evaluate(model, kw["select_loader"], info=kw["info"], device=torch.device("cpu"),
+             settings=EvalSettings(per_image=False, boundary=True))
     assert _RecordingMatrix.flags == [(True, True), (False, True)]
 
 
@@ -263,7 +273,8 @@ def test_instance_models_are_scored_with_the_matrix_and_coco_ap():
     inst = build_dataset("synthetic", split="val", size=48, num_images=2, task="instance")
     loader = DataLoader(_WithSemantic(inst, sem), batch_size=2, collate_fn=collate_instance)
     model = build_model("maskrcnn_small", num_classes=sem.info.num_classes, min_size=48, max_size=48, fpn_channels=16)
-    metrics = evaluate(model, loader, info=sem.info, device=torch.device("cpu"), score_threshold=0.0,
+    metrics = evaluate(model, loader, info=sem.info, device=torch.device("cpu"),
+                       settings=EvalSettings(score_threshold=0.0),
                        instance_evaluator=InstanceEvaluator())
     assert 0.0 <= metrics["pixel_accuracy"] <= 1.0 and "mask_ap" in metrics and "box_ap" in metrics
 

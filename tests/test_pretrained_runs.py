@@ -19,7 +19,7 @@ from segbench.predict import Predictor
 from segbench.record_build import batchnorm_policy
 from segbench.records import RecordError, validate_record
 from segbench.run_data import build_data, training_indices
-from segbench.runner import evaluate_weights, run_one
+from segbench.runner import DataSplit, evaluate_weights, run_one
 from segbench.store import LocalStore
 
 from test_records import make_record
@@ -79,8 +79,8 @@ def test_pretrained_run_normalises_with_the_encoders_statistics_everywhere(tmp_p
     assert predictor.prepare(image).float().flatten()[0].item() == pytest.approx((1 - 127 / 255) / (128 / 255), abs=1e-4)
 
     # `segbench eval` of the stored weights normalises as the run did, so it reproduces the record's score
-    metrics, _, _, _ = evaluate_weights(record["weights"]["uri"], store=store, data_root=str(folder_data),
-                                        dataset_args={"num_classes": 3})
+    metrics, _, _, _ = evaluate_weights(record["weights"]["uri"], store=store,
+                                        on=DataSplit(data_root=str(folder_data), dataset_args={"num_classes": 3}))
     assert metrics["miou"] == pytest.approx(record["metrics"]["miou"], abs=1e-6)
 
 

@@ -11,10 +11,12 @@ from segbench import engine
 from segbench.checkpoints import NoCheckpoint, has_checkpoint, save_checkpoint
 from segbench.data import build_dataset
 from segbench.data.transforms import TrainTransform, collate_semantic
-from segbench.engine import make_optimizer, make_scheduler, train
+from segbench.engine import make_optimizer, make_scheduler
 from segbench.errors import SegbenchError
 from segbench.losses import build_loss
 from segbench.models import build_model
+
+from test_engine import train_with
 
 EPOCHS = 5
 TIMING = ("seconds", "images_per_s")  # wall-clock readings: the only history values allowed to differ
@@ -48,11 +50,12 @@ def _run(checkpoint_dir, *, init_seed=0, resume=False, loss_fn=None, log=lambda 
     model = build_model("unet_small", num_classes=6, base_channels=4, depth=2)
     opt = make_optimizer(model, "sgd", lr=0.05, momentum=0.9, weight_decay=1e-4)
     sched = make_scheduler(opt, "poly", total_steps=EPOCHS * len(loader), warmup_steps=1)
-    result = train(model, train_loader=loader, select_loader=DataLoader(holdout, batch_size=4, collate_fn=collate_semantic),
-                   monitor_loader=DataLoader(val, batch_size=4, collate_fn=collate_semantic), eval_every=2,
-                   info=ds.info, loss_fn=loss_fn or CountingLoss(), optimizer=opt, scheduler=sched,
-                   device=torch.device("cpu"), epochs=EPOCHS, checkpoint_dir=checkpoint_dir, resume=resume, seed=1,
-                   progress=False, log=log, **kwargs)
+    result = train_with(model, train_loader=loader,
+                        select_loader=DataLoader(holdout, batch_size=4, collate_fn=collate_semantic),
+                        monitor_loader=DataLoader(val, batch_size=4, collate_fn=collate_semantic), eval_every=2,
+                        info=ds.info, loss_fn=loss_fn or CountingLoss(), optimizer=opt, scheduler=sched,
+                        device=torch.device("cpu"), epochs=EPOCHS, checkpoint_dir=checkpoint_dir, resume=resume,
+                        seed=1, progress=False, log=log, **kwargs)
     rng = (random.getstate(), torch.get_rng_state(), loader.generator.get_state())
     return result, {k: v.clone() for k, v in model.state_dict().items()}, rng
 

@@ -10,8 +10,8 @@ import torchvision
 from segbench.errors import SegbenchError
 from segbench.models import build_model
 from segbench.predict import Predictor
-from segbench.speed import (END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE, MACS_CONVENTION, count_gmacs, first_images,
-                            measure_efficiency, measure_latency)
+from segbench.speed import (END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE, MACS_CONVENTION, Timing, count_gmacs,
+                            first_images, measure_efficiency, measure_latency, predict_meta)
 
 TINY_MASKRCNN = {"min_size": 64, "max_size": 64, "proposals": 20, "detections_per_img": 5, "fpn_channels": 32}
 
@@ -80,7 +80,7 @@ def test_instance_gmacs_are_the_mean_over_the_given_images():
 def test_instance_efficiency_is_measured_on_the_images_with_their_detections():
     model = _tiny_maskrcnn()
     images = _images([(1, 48, 64), (1, 48, 64)])
-    eff = measure_efficiency(model, in_channels=1, size=(48, 64), device="cpu", runs=1, amp=True, images=images)
+    eff = measure_efficiency(model, in_channels=1, size=(48, 64), timing=Timing(runs=1), images=images)
     with torch.no_grad():
         from segbench.data.transforms import normalize
 
@@ -96,7 +96,7 @@ def test_instance_efficiency_is_measured_on_the_images_with_their_detections():
 
 def test_instance_efficiency_refuses_noise():
     with pytest.raises(SegbenchError, match="real images") as err:
-        measure_efficiency(_tiny_maskrcnn(), in_channels=1, size=64, device="cpu", runs=1, amp=True)
+        measure_efficiency(_tiny_maskrcnn(), in_channels=1, size=64, timing=Timing(runs=1))
     assert "\n" not in str(err.value)
 
 
@@ -114,7 +114,7 @@ def test_first_images_are_the_first_items_in_order():
 def test_semantic_efficiency_block_has_the_schema_2_keys():
     torch.manual_seed(0)
     model = build_model("unet_small", num_classes=3, in_channels=1, base_channels=4, depth=2)
-    eff = measure_efficiency(model, in_channels=1, size=(32, 48), device="cpu", runs=2, amp=True)
+    eff = measure_efficiency(model, in_channels=1, size=(32, 48), timing=Timing(runs=2))
     assert set(eff) == {"params", "gmacs", "gmacs_aux", "macs_convention", "macs_input", "receptive_field",
                         "output_stride", "latency"}
     assert eff["macs_convention"] == MACS_CONVENTION and eff["macs_input"] == [1, 32, 48]
@@ -135,7 +135,8 @@ def test_semantic_efficiency_block_has_the_schema_2_keys():
 
 def test_precision_is_fp32_without_amp():
     model = build_model("unet_small", num_classes=2, in_channels=1, base_channels=4, depth=2)
-    assert measure_latency(model, in_channels=1, size=16, runs=1, warmup=0, amp=False)["precision"] == "fp32"
+    timing = Timing(runs=1, warmup=0, amp=False)
+    assert measure_latency(model, in_channels=1, size=16, timing=timing)["precision"] == "fp32"
 
 
 def test_end_to_end_runs_the_predict_path_on_host_uint8_images(monkeypatch):
@@ -156,7 +157,8 @@ def test_end_to_end_runs_the_predict_path_on_host_uint8_images(monkeypatch):
     monkeypatch.setattr(Predictor, "forward", spy_forward)
     model = build_model("unet_small", num_classes=2, in_channels=1, base_channels=4, depth=2)
     images = _images([(1, 40, 24), (1, 20, 30)])
-    measure_latency(model, in_channels=1, size=(16, 16), runs=2, warmup=1, images=images, eval_size=(16, 16))
+    measure_latency(model, in_channels=1, size=(16, 16), timing=Timing(runs=2, warmup=1), images=images,
+                    meta=predict_meta(model, in_channels=1, eval_size=(16, 16)))
     assert calls == [(torch.uint8, "cpu", (1, 40, 24)), (torch.uint8, "cpu", (1, 20, 30))] * 3
     assert set(forwards) == {(torch.float32, (1, 1, 16, 16))} and len(forwards) == 2 * len(calls)
 
@@ -170,7 +172,7 @@ def test_end_to_end_runs_the_predict_path_on_host_uint8_images(monkeypatch):
 ])
 def test_bad_runs_or_size_is_one_line(kwargs, message):
     model = build_model("unet_small", num_classes=2, in_channels=1, base_channels=4, depth=2)
-    args = {"in_channels": 1, "size": 16, "device": "cpu", "runs": 1, "amp": False, **kwargs}
+    args = {"in_channels": 1, "size": kwargs.get("size", 16), "timing": Timing(runs=kwargs.get("runs", 1), amp=False)}
     with pytest.raises(SegbenchError) as err:
         measure_efficiency(model, **args)
     assert message in str(err.value) and "\n" not in str(err.value)
@@ -179,4 +181,4 @@ def test_bad_runs_or_size_is_one_line(kwargs, message):
 def test_empty_image_list_is_refused():
     model = build_model("unet_small", num_classes=2, in_channels=1, base_channels=4, depth=2)
     with pytest.raises(SegbenchError, match="images is empty"):
-        measure_latency(model, in_channels=1, size=16, runs=1, images=[])
+        measure_latency(model, in_channels=1, size=16, timing=Timing(runs=1), images=[])

@@ -33,7 +33,7 @@ from ..device import device_name
 from ..errors import SegbenchError
 from ..models import build_model
 from ..models.fold import folded_copy, has_batchnorm
-from ..speed import count_params, measure_latency, predict_meta
+from ..speed import Timing, count_params, measure_latency, predict_meta
 
 NUM_CLASSES = 11  # CamVid
 PRECISIONS = ("fp32", "fast", "fast-fp32")
@@ -85,12 +85,12 @@ def bench_lite0_latency(*, device: str = "cpu", size: int = 512, rounds: int = 5
         no_bf16 = mock.patch("segbench.predict.cpu_bf16_supported", return_value=False)
         with no_bf16 if precision == "fast-fp32" else contextlib.nullcontext():
             for name, model in models_now.items():  # warm-up: kernels' caches, oneDNN primitives
-                measure_latency(model, in_channels=3, size=size, device=dev, runs=1, warmup=warmup, amp=amp,
+                measure_latency(model, in_channels=3, size=size, timing=Timing(dev, runs=1, warmup=warmup, amp=amp),
                                 meta=metas[name])
             for _ in range(rounds):
                 for name, model in models_now.items():
-                    timings[name].append(measure_latency(model, in_channels=3, size=size, device=dev, runs=1,
-                                                         warmup=0, amp=amp, meta=metas[name]))
+                    timings[name].append(measure_latency(model, in_channels=3, size=size, meta=metas[name],
+                                                         timing=Timing(dev, runs=1, warmup=0, amp=amp)))
         for name, runs in timings.items():
             e2e, fwd = [r["end_to_end_ms"] for r in runs], [r["forward_ms"] for r in runs]
             rows.append({

@@ -35,11 +35,11 @@ THRESHOLDS = (0.3, 0.5, 0.7)
 
 def semantic_gap(weights: str, *, store: Any, data_root: str | None) -> dict[str, Any]:
     """mIoU and per-class IoU of semantic weights on val and test."""
-    from ..runner import evaluate_weights
+    from ..runner import DataSplit, evaluate_weights
 
     out: dict[str, Any] = {}
     for split in ("val", "test"):
-        metrics, info, meta, n = evaluate_weights(weights, store=store, split=split, data_root=data_root)
+        metrics, info, meta, n = evaluate_weights(weights, store=store, on=DataSplit(split=split, data_root=data_root))
         out[split] = {"images": n, "miou": metrics["miou"], "miou_ci": metrics.get("miou_ci"),
                       "iou": dict(zip(info.class_names, metrics["iou"]))}
     out["model"] = meta.display_name

@@ -62,12 +62,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_speed(args: argparse.Namespace) -> int:
-    from ..analysis.baselines import run_speed
+    from ..analysis.baselines import SpeedOptions, run_speed
 
     if args.json:
         check_output(args.json, "--json", folder=False)
-    result = run_speed(args.model, baseline=args.baseline, device=args.device, size=args.size, batch=args.batch,
-                       steps=args.steps, compile=args.compile, weights=args.weights, image=args.image)
+    options = SpeedOptions(size=args.size, batch=args.batch, steps=args.steps, compile=args.compile,
+                           weights=args.weights, image=args.image)
+    result = run_speed(args.model, baseline=args.baseline, device=args.device, options=options)
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if args.json:

@@ -78,16 +78,16 @@ def _uses_cuda(configs: list[Any]) -> bool:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..runner import evaluate_weights
+    from ..runner import DataSplit, evaluate_weights
 
     check_name("--split", args.split)  # a folder name inside the dataset
     check_input_folder(args.data_root, "--data-root")
     if args.json:
         check_output(args.json, "--json", folder=False)
     metrics, info, meta, n = evaluate_weights(
-        args.weights, store=store_of(args), dataset=args.dataset, split=args.split, data_root=args.data_root,
-        dataset_args=dict(parse_kv(args.dataset_arg)), batch_size=args.batch_size, device=args.device,
-        progress=not args.no_progress)
+        args.weights, store=store_of(args), batch_size=args.batch_size, device=args.device,
+        on=DataSplit(dataset=args.dataset, split=args.split, data_root=args.data_root,
+                     dataset_args=dict(parse_kv(args.dataset_arg))), progress=not args.no_progress)
     rows = [{"class": name, "iou": iou, "accuracy": acc, "dice": dice}
             for name, iou, acc, dice in zip(info.class_names, metrics["iou"], metrics["accuracy"], metrics["dice"])]
     print(f"{meta.display_name} on {info.name}/{args.split} ({n} images)\n")

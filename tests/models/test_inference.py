@@ -16,13 +16,14 @@ from PIL import Image
 from torch import Tensor, nn
 
 from segbench.config import make_config
-from segbench.engine import predict_logits
+from segbench.data import DatasetInfo
 from segbench.errors import SegbenchError
 from segbench.models import build_model, inference
 from segbench.models.inference import (WHOLE, Evaluation, evaluation_from, evaluation_settings, infer,
                                        slide_logits, window_starts)
 from segbench.predict import LARGE_WINDOW, Predictor
 from segbench.runner import run_one
+from segbench.settings import EvalSettings
 from segbench.store import LocalStore
 from segbench.weights_meta import WeightsMeta
 
@@ -192,12 +193,19 @@ def test_scales_run_the_model_at_each_size_and_answer_at_the_output_size():
     assert torch.allclose(got.exp().sum(1), torch.ones(1, 10, 15), atol=1e-5)  # log of averaged probabilities
 
 
-def test_predict_logits_resizes_to_the_label_size_with_windows():
+def test_evaluation_scores_resize_to_the_label_size_with_windows():
     torch.manual_seed(0)
     model = PixelModel().eval()
     x = _image(1, 3, 16, 24)
-    got = predict_logits(model, x, out_size=(32, 48), evaluation=slide([8, 8], [8, 8]), amp=False)
-    assert torch.equal(got, predict_logits(model, x, out_size=(32, 48), amp=False))
+    info = DatasetInfo(name="pixels", num_classes=4, class_names=("a", "b", "c", "d"))
+
+    def scores(evaluation: Evaluation) -> Tensor:
+        settings = EvalSettings(amp=False, evaluation=evaluation)
+        return Predictor.for_scoring(model, info=info, device=torch.device("cpu"), settings=settings).scores(
+            x, out_size=(32, 48))
+
+    got = scores(slide([8, 8], [8, 8]))
+    assert got.shape == (1, 4, 32, 48) and torch.equal(got, scores(WHOLE))
 
 
 # ---------------------------------------------------------------- validation, one line each

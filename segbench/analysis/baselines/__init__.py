@@ -7,16 +7,30 @@ benchmarks of the app and the data (``segbench.bench``) are not part of the prod
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ...device import resolve_device
 from ...errors import SegbenchError
 
 
-def run_speed(model: str | None, *, baseline: str, device: str = "auto", size: int = 512, batch: int | None = None,
-              steps: int | None = None, compile: bool = False, weights: str | None = None,
-              image: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SpeedOptions:
+    """``segbench speed``'s options: input size (px), batch and steps (None: the baseline's own), ``compile``
+    (torchvision baseline); ``weights`` and ``image`` (eager baseline: stored weights, a real image)."""
+
+    size: int = 512
+    batch: int | None = None
+    steps: int | None = None
+    compile: bool = False
+    weights: str | None = None
+    image: str | None = None
+
+
+def run_speed(model: str | None, *, baseline: str, device: str = "auto",
+              options: SpeedOptions = SpeedOptions()) -> dict[str, Any]:
     dev = str(resolve_device(device))
+    size, batch, steps = options.size, options.batch, options.steps
     if baseline == "torchmetrics":
         from .metrics import bench_confusion_matrix
 
@@ -34,11 +48,12 @@ def run_speed(model: str | None, *, baseline: str, device: str = "auto", size: i
         if model not in ("fcn_resnet50", "deeplabv3"):
             raise SegbenchError(f"--baseline torchvision compares fcn_resnet50, deeplabv3 or maskrcnn, not '{model}'")
         kwargs = {k: v for k, v in {"batch": batch, "steps": steps}.items() if v is not None}
-        return bench_vs_torchvision(model, device=dev, size=size, compile=compile, **kwargs)
+        return bench_vs_torchvision(model, device=dev, size=size, compile=options.compile, **kwargs)
     if baseline == "eager":
         from .predict_path import bench_predict_path
 
-        return bench_predict_path(model, device=dev, size=size, runs=steps or 5, weights=weights, image=image)
+        return bench_predict_path(model, device=dev, size=size, runs=steps or 5, weights=options.weights,
+                                  image=options.image)
     if baseline == "plain-loop":
         from .train_loop import bench_train_loop
 

@@ -21,6 +21,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -114,7 +115,7 @@ def bench_vs_torchvision(
         optimizers[tag].step()
 
     for phase, step in (("infer", infer), ("train", train)):
-        _time_phase(phase, step, models, dev, batch=batch, steps=steps, warmup=warmup, peak=peak, result=result)
+        _time_phase(phase, step, models, PhaseTiming(dev, batch=batch, steps=steps, warmup=warmup, peak=peak), result)
     _ratios(models, result)
     return result
 
@@ -136,9 +137,21 @@ def _prepare(name: str, dev: torch.device, memory_format: torch.memory_format, *
     return models, runs, optimizers
 
 
-def _time_phase(phase: str, step: Callable[[str], None], models: dict, dev: torch.device, *, batch: int, steps: int,
-                warmup: int, peak: float | None, result: dict) -> None:
+@dataclass(frozen=True)
+class PhaseTiming:
+    """How a phase is timed: ``steps`` timed steps of ``batch`` images after ``warmup`` untimed ones on ``device``;
+    ``peak``: the card's dense bf16 TFLOPS for MFU (None: no MFU)."""
+
+    device: torch.device
+    batch: int
+    steps: int
+    warmup: int
+    peak: float | None
+
+
+def _time_phase(phase: str, step: Callable[[str], None], models: dict, timing: PhaseTiming, result: dict) -> None:
     """images/s (and MFU on a known GPU) of every model for one phase, the models alternating step by step."""
+    dev, batch, steps, warmup, peak = timing.device, timing.batch, timing.steps, timing.warmup, timing.peak
     seconds: dict[str, list[float]] = {tag: [] for tag in models}
     for tag, model in models.items():
         model.train(phase == "train")

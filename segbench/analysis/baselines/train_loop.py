@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from ...data import DatasetInfo
 from ...data.transforms import collate_semantic, normalize
 from ...device import device_name
-from ...engine import make_optimizer, make_scheduler, train
+from ...engine import Loaders, TrainSettings, make_optimizer, make_scheduler, train
 from ...losses import build_loss
 from ...models import build_model
 from ...speed import count_gmacs
@@ -77,10 +77,10 @@ def bench_train_loop(model_name: str, *, device: str = "cpu", size: int = 128, b
     optimizer = make_optimizer(model, "sgd", lr=1e-3, momentum=0.9, weight_decay=0.0)
     scheduler = make_scheduler(optimizer, "poly", total_steps=steps * 3, warmup_steps=0)
     loss_fn = build_loss("ce", num_classes=num_classes).to(dev)
-    kwargs = dict(train_loader=loader, info=info, loss_fn=loss_fn, optimizer=optimizer,
-                  scheduler=scheduler, device=dev, amp=amp, progress=False, log=lambda s: None)
-    train(model, epochs=1, **kwargs)  # warm-up
-    ours_s = min(train(model, epochs=1, **kwargs).seconds for _ in range(2))
+    settings = TrainSettings(device=dev, info=info, epochs=1, amp=amp, progress=False)
+    kwargs = dict(loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, settings=settings, log=lambda s: None)
+    train(model, Loaders(loader), **kwargs)  # warm-up
+    ours_s = min(train(model, Loaders(loader), **kwargs).seconds for _ in range(2))
 
     gmacs = count_gmacs(model, in_channels=3, size=(size, size), device=dev)["gmacs"]
     flops = 3 * 2 * gmacs * 1e9 * n  # fwd + 2x bwd; 1 MAC = 2 FLOPs, as the peak is counted
