@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from segbench.records.io import write_record
 
-from segbench import records as records_module
-from segbench.records import write_record
+from segbench.records import io as records_module
 
 SYNTHETIC_CLASSES = ["background", "disc", "rectangle", "triangle", "line", "blob"]
 

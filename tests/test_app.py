@@ -30,12 +30,12 @@ from app_fixtures import fake_record, write_model_store  # noqa: E402
 
 from segbench.app import catalog, compare, details, leaderboard, uploads  # noqa: E402
 from segbench.app.config import AppConfig  # noqa: E402
-from segbench.columns import MACS_CONVENTION  # noqa: E402
+from segbench.records.columns import MACS_CONVENTION  # noqa: E402
 from segbench.app.state import AppState  # noqa: E402
 from segbench.errors import SegbenchError  # noqa: E402
-from segbench.metrics import ConfusionMatrix  # noqa: E402
-from segbench.predict import Predictor, load_image  # noqa: E402
-from segbench.records import write_record  # noqa: E402
+from segbench.evaluation.metrics import ConfusionMatrix  # noqa: E402
+from segbench.inference.predict import Predictor, load_image  # noqa: E402
+from segbench.records.io import write_record  # noqa: E402
 
 TINY_UNET = [("unet_small", {"base_channels": 4, "depth": 2})]
 KEYS = ["synthetic/unet_small--000000000000", "synthetic/unet_small--000000000001"]
@@ -289,7 +289,7 @@ def test_ground_truth_colour_and_binary_masks(tmp_path):
 
 
 def test_pareto_front():
-    from segbench.viz import pareto_front
+    from segbench.viz.masks import pareto_front
 
     front = pareto_front([10, 5, 20, 5, float("nan")], [0.6, 0.5, 0.7, 0.55, 0.9])
     assert front.tolist() == [True, False, True, True, False]
@@ -348,7 +348,7 @@ def test_numeric_columns_sort_as_numbers(tmp_path):
 def test_reproduce_command_rebuilds_the_same_config():
     import yaml
 
-    from segbench.config import RunConfig, make_config
+    from segbench.config.run import RunConfig, make_config
 
     cfg = RunConfig(model="unet_small", dataset="synthetic", epochs=3, lr=0.002, model_args={"base_channels": 8})
     record = fake_record(0, dataset="synthetic")
@@ -362,7 +362,7 @@ def test_reproduce_command_rebuilds_the_same_config():
 def test_the_benchmarks_generated_records_pass_the_trust_boundary(tmp_path):
     """The app's benchmarks time the app on generated records: they must load like real ones (consistent numbers)."""
     from segbench.bench.fixtures import write_fake_leaderboard
-    from segbench.records import load_records
+    from segbench.records.io import load_records
 
     records, problems = load_records(write_fake_leaderboard(tmp_path, 12))
     assert problems == [] and len(records) == 12

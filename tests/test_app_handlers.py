@@ -21,7 +21,7 @@ from segbench.app.state import AppState  # noqa: E402
 from segbench.app.details import ci_text  # noqa: E402
 from segbench.app.leaderboard import BoardFilter, Leaderboard, ensure_columns  # noqa: E402
 from segbench.data import dataset_info  # noqa: E402
-from segbench.records import records_frame  # noqa: E402
+from segbench.records.io import records_frame  # noqa: E402
 
 TINY_UNET = [("unet_small", {"base_channels": 4, "depth": 2})]
 
@@ -117,7 +117,7 @@ def test_dataset_labels_and_licences_come_from_dataset_info():
 def state(tmp_path_factory):
     root = tmp_path_factory.mktemp("handlers")
     write_model_store(root / "store", root / "leaderboard", specs=TINY_UNET)
-    from segbench.records import write_record
+    from segbench.records.io import write_record
 
     write_record(fake_record(5, dataset="camvid", model="deeplabv3", family="deeplab", miou=0.5, images=4),
                  root / "leaderboard")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from segbench.errors import SegbenchError
-from segbench.metrics import ConfusionMatrix, bootstrap_miou_ci, paired_bootstrap, tie_groups
+from segbench.evaluation.metrics import ConfusionMatrix, bootstrap_miou_ci, paired_bootstrap, tie_groups
 
 
 def _random_counts(n: int, k: int, seed: int, quality: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from segbench.errors import SegbenchError
-from segbench.metrics import ConfusionMatrix, boundary_dilation, boundary_region
+from segbench.evaluation.metrics import ConfusionMatrix, boundary_dilation, boundary_region
 
 from scipy import ndimage  # noqa: E402
 
@@ -97,7 +97,7 @@ def test_equals_reference_on_random_masks(ratio):
 
 
 def test_chunked_classes_and_reset(monkeypatch):
-    import segbench.metrics as metrics
+    import segbench.evaluation.metrics as metrics
 
     target = torch.randint(0, 6, (2, 16, 16), generator=torch.Generator().manual_seed(1))
     pred = target.roll(1, dims=2)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from segbench.records.io import load_records
 
 from segbench.cli import main
-from segbench.records import load_records
 
 
 @pytest.fixture
@@ -95,9 +95,10 @@ def test_bad_input_is_one_line(argv, message, capsys):
 
 
 def test_predict_corrupt_image(tmp_path, tiny_config, capsys):
+    from segbench.weights.meta import WeightsMeta
+    from segbench.weights.store import save_weights
+
     from segbench.models import build_model
-    from segbench.store import save_weights
-    from segbench.weights_meta import WeightsMeta
 
     model = build_model("unet_small", num_classes=6, base_channels=4, depth=2)
     save_weights(model, WeightsMeta.from_dict({"model": "unet_small", "model_args": {"base_channels": 4, "depth": 2},
@@ -204,12 +205,12 @@ def test_speed_benchmarks_run(tmp_path, capsys):
 
 
 def test_leaderboard_shows_miou_ci_and_no_issue_numbers_in_help(tmp_path, capsys):
-    from segbench.cli import build_parser
-
     import importlib.util
     from pathlib import Path
 
-    from segbench.records import write_record
+    from segbench.records.io import write_record
+
+    from segbench.cli import build_parser
 
     spec = importlib.util.spec_from_file_location("record_fixtures", Path(__file__).with_name("test_records.py"))
     fixtures = importlib.util.module_from_spec(spec)
@@ -238,7 +239,8 @@ def test_facts_the_parser_types_match_their_modules(tmp_path):
     """The parser cannot import the modules that own these facts (they load torch), so they are typed twice."""
     from pathlib import Path
 
-    from segbench import demo
+    from segbench.weights import demo
+
     from segbench.cli.pack import DEMO_OUT
     from segbench.data.convert import KINDS, convert
     from segbench.data.formats import CONVERSIONS

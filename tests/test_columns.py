@@ -1,9 +1,9 @@
 """The metric/column table every reader shares: well formed, and its scores are what ConfusionMatrix computes."""
 
 import torch
+from segbench.evaluation.metrics import ConfusionMatrix
 
-from segbench import columns
-from segbench.metrics import ConfusionMatrix
+from segbench.records import columns
 
 
 def test_the_table_is_well_formed():

@@ -1,8 +1,8 @@
 import pytest
 import torch
 import yaml
+from segbench.config.run import RunConfig, apply_overrides, load_config, load_suite, make_config
 
-from segbench.config import RunConfig, apply_overrides, load_config, load_suite, make_config
 from segbench.errors import SegbenchError
 
 
@@ -54,7 +54,7 @@ def test_run_id_ignores_cosmetic_fields(tiny_config):
 def test_recipe_note_is_checked_before_training_and_changes_no_id(tiny_config):
     """``recipe`` says how a recipe was chosen; it goes into the record (selection.recipe), so the record's text
     limit is enforced here, before any training, and it names no other weights."""
-    from segbench import record_schema
+    from segbench.records import schema as record_schema
 
     plain = make_config(tiny_config)
     noted = make_config({**tiny_config, "recipe": "chosen on val:\n  one candidate"})
@@ -91,7 +91,7 @@ def test_suites(tmp_path, tiny_config):
         load_suite(str(suite))
 
 
-@pytest.mark.parametrize("suite", sorted(p.stem for p in __import__("segbench.config", fromlist=["SUITES_DIR"]).SUITES_DIR.glob("*.yaml")))
+@pytest.mark.parametrize("suite", sorted(p.stem for p in __import__("segbench.config.run", fromlist=["SUITES_DIR"]).SUITES_DIR.glob("*.yaml")))
 def test_every_shipped_suite_validates(suite):
     configs = load_suite(suite)
     assert configs and len({c.run_id() for c in configs}) == len(configs)
@@ -135,7 +135,7 @@ def test_budget_and_selection_checked(tiny_config, over, message):
         make_config({**tiny_config, **over})
 
 
-@pytest.mark.parametrize("suite", sorted(p.stem for p in __import__("segbench.config", fromlist=["SUITES_DIR"]).SUITES_DIR.glob("*.yaml")))
+@pytest.mark.parametrize("suite", sorted(p.stem for p in __import__("segbench.config.run", fromlist=["SUITES_DIR"]).SUITES_DIR.glob("*.yaml")))
 def test_shipped_suites_fix_epochs_not_wall_time(suite):
     """Budgets are epochs; a wall-clock cap is only a safety stop (several times the expected training time)."""
     for cfg in load_suite(suite):

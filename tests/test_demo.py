@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from app_fixtures import fake_record
-from segbench import demo
+from safetensors.torch import load_file
+from segbench.inference.predict import Predictor
+from segbench.records.io import write_record
+from segbench.weights import demo
+from segbench.weights.meta import WeightsMeta
+from segbench.weights.store import LocalStore
+
 from segbench.app.catalog import discover_models, make_examples
 from segbench.app.config import AppConfig
 from segbench.app.state import AppState
@@ -19,10 +23,6 @@ from segbench.cli import main
 from segbench.data import dataset_info, default_root
 from segbench.errors import SegbenchError
 from segbench.models import build_model
-from segbench.predict import Predictor
-from segbench.records import write_record
-from segbench.store import LocalStore
-from segbench.weights_meta import WeightsMeta
 
 TINY_ARGS = {"base_channels": 4, "depth": 2}
 
@@ -82,7 +82,7 @@ def runs(tmp_path: Path):
 
 
 def test_selection_rule(runs):
-    from segbench.records import load_records
+    from segbench.records.io import load_records
 
     store, board, ids = runs
     records, _ = load_records(board)

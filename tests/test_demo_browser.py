@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from segbench.bench.app import CHROMIUM_ARGS, _until, find_chromium
-from segbench.demo import load_pack
+from segbench.weights.demo import load_pack
 
 REPO = Path(__file__).resolve().parents[1]
 PACK = load_pack(REPO / "leaderboard" / "demo")

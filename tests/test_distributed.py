@@ -16,17 +16,17 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
+from segbench.evaluation.metrics import ConfusionMatrix
+from segbench.records.io import load_records
+from segbench.train import distributed
+from segbench.train.runner import parse_shard, shard
 from torch.utils.data import DataLoader
 
-from segbench import distributed
 from segbench.cli import main
 from segbench.data.resident import DeviceAugment, ResidentLoader
 from segbench.data.sharding import EvalShard, Shard, ShardedBatches
 from segbench.data.synthetic import SyntheticShapes
 from segbench.errors import SegbenchError
-from segbench.metrics import ConfusionMatrix
-from segbench.records import load_records
-from segbench.runner import parse_shard, shard
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = {"model": "unet_small", "model_args": {"base_channels": 8, "depth": 2}, "dataset": "synthetic",
@@ -158,8 +158,8 @@ def _reduce_worker(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        from segbench.engine import EvalSettings, evaluate
-        from segbench.run_data import eval_loader
+        from segbench.train.data import eval_loader
+        from segbench.train.engine import EvalSettings, evaluate
 
         torch.manual_seed(0)
         model = TinySegmenter()  # untrained: predicts most classes somewhere
@@ -184,8 +184,8 @@ def test_metrics_reduced_over_two_processes_equal_one_process(tmp_path):
     out = tmp_path / "reduced.pt"
     mp.spawn(_reduce_worker, args=(free_port(), str(out)), nprocs=2, join=True)
     got = torch.load(out, weights_only=False)
-    from segbench.engine import EvalSettings, evaluate
-    from segbench.run_data import eval_loader
+    from segbench.train.data import eval_loader
+    from segbench.train.engine import EvalSettings, evaluate
 
     torch.manual_seed(0)
     model = TinySegmenter()

@@ -3,15 +3,15 @@
 
 import pytest
 import torch
+from segbench.evaluation.metrics import ConfusionMatrix
+from segbench.train import engine
+from segbench.train.engine import EvalSettings, Loaders, TrainSettings, evaluate, make_optimizer, make_scheduler, train
+from segbench.train.losses import build_loss
 from torch.utils.data import DataLoader, Dataset
 
-from segbench import engine
 from segbench.data import build_dataset
 from segbench.data.transforms import TrainTransform, collate_instance, collate_semantic
-from segbench.engine import EvalSettings, Loaders, TrainSettings, evaluate, make_optimizer, make_scheduler, train
 from segbench.errors import SegbenchError
-from segbench.losses import build_loss
-from segbench.metrics import ConfusionMatrix
 from segbench.models import build_model
 
 
@@ -266,7 +266,7 @@ class _WithSemantic(Dataset):
 
 
 def test_instance_models_are_scored_with_the_matrix_and_coco_ap():
-    from segbench.instance_eval import InstanceEvaluator
+    from segbench.evaluation.coco import InstanceEvaluator
 
     torch.manual_seed(0)
     sem = build_dataset("synthetic", split="val", size=48, num_images=2)

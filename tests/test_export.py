@@ -10,8 +10,8 @@ import torch
 
 from segbench.app.catalog import ModelEntry, PredictorCache
 from segbench.errors import SegbenchError
-from segbench.predict import Predictor
-from segbench.store import LocalStore
+from segbench.inference.predict import Predictor
+from segbench.weights.store import LocalStore
 
 from test_demo import save_tiny
 
@@ -23,7 +23,7 @@ def tiny_weights(tmp_path):
 
 
 def test_export_parity_and_dynamic_axes(tiny_weights, tmp_path):
-    from segbench.export import export_onnx
+    from segbench.inference.export import export_onnx
 
     images = tmp_path / "images"
     images.mkdir()
@@ -56,7 +56,7 @@ def test_without_onnxruntime(tiny_weights, monkeypatch):
 
 def test_without_onnx_export_says_so_and_writes_nothing(tiny_weights, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if onnx were not installed
-    from segbench.export import export_onnx
+    from segbench.inference.export import export_onnx
 
     with pytest.raises(SegbenchError, match="onnx is not installed, which ONNX export needs; run: pip install onnx"):
         export_onnx(tiny_weights, out=tmp_path / "m.onnx")

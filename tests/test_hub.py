@@ -16,18 +16,19 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from segbench.records.columns import BOUNDARY_CONVENTION, MACS_CONVENTION
+from segbench.weights.meta import WeightsMeta
+from segbench.weights.store import LocalStore, sha256_file
 from torch import nn
 
-from segbench import hub, records
-from segbench.columns import BOUNDARY_CONVENTION, MACS_CONVENTION
+from segbench import hub
+from segbench.cli.hub import register
+from segbench.errors import SegbenchError
 from segbench.hub import cards, names
 from segbench.hub import http as hub_http
-from segbench.cli.hub import register
 from segbench.hub.pull import _VERIFIED
 from segbench.hub.push import PushTarget
-from segbench.errors import SegbenchError
-from segbench.store import LocalStore, sha256_file
-from segbench.weights_meta import WeightsMeta
+from segbench.records import io as records
 
 try:  # tests/ is on sys.path (pytest's default rootdir-less layout) or a package
     from hub_server import FakeHub
@@ -291,7 +292,7 @@ def test_pull_verifies_sha256_and_rejects_tampered_weights(fake, local, tmp_path
         weights = fresh_store.resolve(r["weights"]["uri"]) / "model.safetensors"
         assert sha256_file(weights) == r["weights"]["sha256"]
     if _registered("unet_small"):  # the pulled folder rebuilds the model
-        from segbench.store import load_model
+        from segbench.weights.store import load_model
 
         model, meta = load_model(pulled[0]["weights"]["uri"], store=fresh_store)
         assert meta.dataset == pulled[0]["dataset"] and not model.training

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from segbench.errors import SegbenchError
-from segbench.instance_eval import InstanceEvaluator, coco_results_json
+from segbench.evaluation.coco import InstanceEvaluator, coco_results_json
 
 import pycocotools  # noqa: E402,F401  (the reference COCO implementation the evaluator is checked against)
 from pycocotools import mask as pmask  # noqa: E402
@@ -244,7 +244,7 @@ def test_equals_pycocotools_with_300_detections():
 def test_instance_models_are_scored_one_image_at_a_time_whatever_the_batch():
     """torchvision pads a detection batch to its largest image: scores would change with the batch on mixed sizes."""
     from segbench.data import build_dataset
-    from segbench.run_data import eval_loader
+    from segbench.train.data import eval_loader
 
     semantic = build_dataset("synthetic", split="val", size=32, num_images=3)
     instances = build_dataset("synthetic", split="val", size=32, num_images=3, task="instance")

@@ -2,7 +2,7 @@
 
 import torch
 
-from segbench.instance_viz import draw_instances, instance_colors, instance_id_map
+from segbench.viz.instances import draw_instances, instance_colors, instance_id_map
 
 
 def _pred():

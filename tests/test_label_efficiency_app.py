@@ -10,13 +10,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pytest  # noqa: E402
 from app_fixtures import fake_record  # noqa: E402
+from segbench.weights.meta import WeightsMeta  # noqa: E402
 
-from segbench import viz  # noqa: E402
-from segbench.errors import SegbenchError  # noqa: E402
 from segbench.app import catalog, leaderboard  # noqa: E402
-from segbench.app.state import AppState  # noqa: E402
 from segbench.app.leaderboard import Leaderboard  # noqa: E402
-from segbench.weights_meta import WeightsMeta  # noqa: E402
+from segbench.app.state import AppState  # noqa: E402
+from segbench.errors import SegbenchError  # noqa: E402
+from segbench.viz import masks as viz  # noqa: E402
 
 
 def _entry(name, family, miou, *, pretrained=False):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from segbench.errors import SegbenchError
-from segbench.losses import build_loss, median_frequency_weights, unet_weight_map
+from segbench.train.losses import build_loss, median_frequency_weights, unet_weight_map
 
 
 def _batch(k: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

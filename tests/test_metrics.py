@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from segbench.errors import SegbenchError
-from segbench.metrics import ConfusionMatrix, to_semantic
+from segbench.evaluation.metrics import ConfusionMatrix, to_semantic
 
 NAN = float("nan")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from segbench.cli import main
-from segbench.speed import MACS_CONVENTION
+from segbench.evaluation.speed import MACS_CONVENTION
 
 
 def test_fcn_resnet50_matches_torchvision_table(capsys):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 from segbench.models import build_model
-from segbench.predict import Predictor
-from segbench.store import save_weights
-from segbench.weights_meta import WeightsMeta
+from segbench.inference.predict import Predictor
+from segbench.weights.store import save_weights
+from segbench.weights.meta import WeightsMeta
 
 META = WeightsMeta.from_dict({
     "model": "unet_small", "model_args": {"in_channels": 1, "base_channels": 4, "depth": 2}, "num_classes": 3,

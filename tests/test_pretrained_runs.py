@@ -8,21 +8,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from segbench.config.run import make_config
+from segbench.inference.predict import Predictor
+from segbench.records.build import batchnorm_policy
+from segbench.records.io import RecordError, validate_record
+from segbench.train import engine
+from segbench.train.data import build_data, training_indices
+from segbench.train.engine import make_optimizer, make_scheduler
+from segbench.train.runner import DataSplit, evaluate_weights, run_one
+from segbench.weights.store import LocalStore
+from test_records import make_record
 
-from segbench import engine
-from segbench.config import make_config
-from segbench.engine import make_optimizer, make_scheduler
 from segbench.errors import SegbenchError
 from segbench.models import build_model
 from segbench.models.efficientnet import LITE_MEAN, LITE_STD
-from segbench.predict import Predictor
-from segbench.record_build import batchnorm_policy
-from segbench.records import RecordError, validate_record
-from segbench.run_data import build_data, training_indices
-from segbench.runner import DataSplit, evaluate_weights, run_one
-from segbench.store import LocalStore
-
-from test_records import make_record
 
 SMALL_LITE0 = {"backbone_weights": "imagenet", "decoder_channels": [8, 8, 8, 8, 8]}
 
@@ -207,7 +206,7 @@ def test_record_schema_checks_pretrained_and_labelled_images(over, message):
 def test_label_efficiency_suite_shares_the_full_runs_and_nests_equal_step_subsets():
     """The full-data runs of cpu-camvid-label-efficiency are cpu-camvid-pretrained's (same ids, reused weights); the
     subsets of one model get the same number of optimizer steps (within an epoch)."""
-    from segbench.config import load_suite
+    from segbench.config.run import load_suite
 
     pretrained = {c.display_name(): c.run_id() for c in load_suite("cpu-camvid-pretrained")
                   if not c.display_name().endswith("_long")}  # the best-model row, twice the epochs: no twin

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from segbench.records import RecordError, load_frame, load_records, validate_record, write_record
+from segbench.records.io import RecordError, load_frame, load_records, validate_record, write_record
 
 
 def make_record(**over):
@@ -147,7 +147,7 @@ def test_board_rows_show_test_where_the_record_has_it_and_val_beside(tmp_path):
     """One rule for every table: a record with test_metrics is a test row (its scores, CI, per-image counts), val
     mIoU beside it; a record without stays on its reported split; per dataset test rows come first."""
     from segbench.cli.report import markdown_table
-    from segbench.records import board_scores
+    from segbench.records.io import board_scores
 
     test = {"pixel_accuracy": 0.8, "mean_pixel_accuracy": 0.7, "miou": 0.55, "fwiou": 0.7, "mean_dice": 0.6,
             "iou": {"a": 0.8, "b": 0.3}, "miou_ci": [0.5, 0.6],
@@ -191,7 +191,7 @@ def test_schema1_record_written_is_migrated(tmp_path):
 # ---------------------------------------------------------------- reproduction of a committed record
 
 def test_reproduction_report_inside_outside_identical(tmp_path):
-    from segbench.records import previous_record, reproduction_report
+    from segbench.records.io import previous_record, reproduction_report
 
     committed = make_record(git_commit="a" * 40, hardware={"device": "AMD EPYC (2 cores)", "cpu_count": 2})
     assert previous_record(tmp_path, committed) is None  # nothing to compare with yet
@@ -213,7 +213,7 @@ def test_reproduction_report_inside_outside_identical(tmp_path):
 
 
 def test_a_broken_previous_record_is_replaced_without_comparison(tmp_path):
-    from segbench.records import previous_record
+    from segbench.records.io import previous_record
 
     record = make_record()
     path = write_record(record, tmp_path)

@@ -5,18 +5,17 @@ import random
 
 import pytest
 import torch
+from segbench.train import engine
+from segbench.train.checkpoints import NoCheckpoint, has_checkpoint, save_checkpoint
+from segbench.train.engine import make_optimizer, make_scheduler
+from segbench.train.losses import build_loss
+from test_engine import train_with
 from torch.utils.data import DataLoader
 
-from segbench import engine
-from segbench.checkpoints import NoCheckpoint, has_checkpoint, save_checkpoint
 from segbench.data import build_dataset
 from segbench.data.transforms import TrainTransform, collate_semantic
-from segbench.engine import make_optimizer, make_scheduler
 from segbench.errors import SegbenchError
-from segbench.losses import build_loss
 from segbench.models import build_model
-
-from test_engine import train_with
 
 EPOCHS = 5
 TIMING = ("seconds", "images_per_s")  # wall-clock readings: the only history values allowed to differ

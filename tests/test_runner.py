@@ -9,12 +9,12 @@ import yaml
 from PIL import Image
 
 from segbench.cli import main
-from segbench.config import make_config
+from segbench.config.run import make_config
 from segbench.errors import SegbenchError
-from segbench.records import load_frame, load_records
-from segbench.run_data import build_data, holdout_indices
-from segbench.runner import run_one
-from segbench.store import LocalStore
+from segbench.records.io import load_frame, load_records
+from segbench.train.data import build_data, holdout_indices
+from segbench.train.runner import run_one
+from segbench.weights.store import LocalStore
 
 
 def _write_split(root, split, n, *, size=24, value=None, seed=0):

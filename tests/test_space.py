@@ -133,7 +133,7 @@ def test_deploy_makes_one_commit_then_none_and_mirrors_deletions(fake, tmp_path,
 
 def test_deploy_links_the_hub_repos_and_sets_the_spaces_variables(fake, tmp_path, capsys):
     root = _app_copy(tmp_path)
-    from segbench.records import write_record
+    from segbench.records.io import write_record
     from test_records import make_record
 
     write_record(make_record(), root / "leaderboard")

@@ -9,8 +9,8 @@ import torchvision
 
 from segbench.errors import SegbenchError
 from segbench.models import build_model
-from segbench.predict import Predictor
-from segbench.speed import (END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE, MACS_CONVENTION, Timing, count_gmacs,
+from segbench.inference.predict import Predictor
+from segbench.evaluation.speed import (END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE, MACS_CONVENTION, Timing, count_gmacs,
                             first_images, measure_efficiency, measure_latency, predict_meta)
 
 TINY_MASKRCNN = {"min_size": 64, "max_size": 64, "proposals": 20, "detections_per_img": 5, "fpn_channels": 32}

@@ -3,8 +3,8 @@ import torch
 
 from segbench.errors import SegbenchError
 from segbench.models import build_model
-from segbench.store import LocalStore, load_model, save_weights, sha256_file
-from segbench.weights_meta import WeightsMeta
+from segbench.weights.store import LocalStore, load_model, save_weights, sha256_file
+from segbench.weights.meta import WeightsMeta
 
 
 def _meta(num_classes=3):
@@ -55,7 +55,7 @@ def test_frozen_batchnorm_weights_load_into_a_model_rebuilt_without_the_pretrain
     from torchvision.ops.misc import FrozenBatchNorm2d
 
     from segbench.errors import SegbenchError
-    from segbench.store import check_state_dict, fill_batchnorm_counters
+    from segbench.weights.store import check_state_dict, fill_batchnorm_counters
 
     torch.manual_seed(0)
     frozen = nn.Sequential(nn.Conv2d(3, 4, 3), FrozenBatchNorm2d(4, eps=1e-3))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from segbench.errors import SegbenchError
-from segbench.weights_meta import _RULES, WeightsMeta
+from segbench.weights.meta import _RULES, WeightsMeta
 
 REPO = Path(__file__).resolve().parents[1]
 ON_DISK = sorted(REPO.glob("leaderboard/**/model.json"))

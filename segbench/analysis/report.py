@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
+from ..evaluation.speed import MACS_CONVENTION, aux_head, count_gmacs, count_params
 from ..models import build_model, model_options, model_task
-from ..speed import MACS_CONVENTION, aux_head, count_gmacs, count_params
 from .receptive_field import effective_receptive_field, erf_radius, receptive_field, save_heatmap
 
 # (key, header, format) of the `segbench models` table; the header of size-dependent columns takes the size.

@@ -3,9 +3,9 @@ licences (``DatasetInfo``), the hardware the current records came from, and how 
 
 from __future__ import annotations
 
-from ..columns import END_TO_END_SCOPE, FORWARD_SCOPE, MACS_CONVENTION, SCORES
 from ..data.facts import DATASET_FACTS, dataset_facts
 from ..models.families import FAMILIES
+from ..records.columns import END_TO_END_SCOPE, FORWARD_SCOPE, MACS_CONVENTION, SCORES
 from .config import dataset_label, dataset_license, dataset_rank
 from .leaderboard import Leaderboard
 

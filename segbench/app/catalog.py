@@ -2,7 +2,7 @@
 
 A model can run when its weights are in the local store (``<store>/weights/<dataset>/<model>--<id>/``), a record
 points at weights on the Hub (``hf://``), or it is in the committed demo pack (``leaderboard/demo``, see
-``segbench.demo``). Demo models fill in only the datasets that have no local or Hub model, and none are used when a
+``segbench.weights.demo``). Demo models fill in only the datasets that have no local or Hub model, and none are used when a
 Hub models repo is configured (Hub mode takes precedence). Entries are grouped by dataset (the Compare tab's
 "domain"), best record mIoU first; the default selection is the best model of each family, a pretrained one (an
 ImageNet encoder) before any trained from scratch. Predictors are loaded lazily, once, and cached; they run each
@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .. import viz
 from ..errors import SegbenchError
 from ..models import FAMILIES, FAMILY_OF
-from ..store import CONFIG_FILE, WEIGHTS_FILE, LocalStore, read_meta
-from ..weights_meta import WeightsMeta
+from ..viz import masks as viz
+from ..weights.meta import WeightsMeta
+from ..weights.store import CONFIG_FILE, WEIGHTS_FILE, LocalStore, read_meta
 
 if TYPE_CHECKING:
-    from ..demo import DemoPack
+    from ..weights.demo import DemoPack
 from .config import MAX_MODELS, AppConfig, dataset_rank, one_line
 
 SLIDE_ABOVE = 2048  # longer side (px, at the model's input) above which whole-image models slide over the upload
@@ -206,7 +206,7 @@ def no_weights_markdown(cfg: AppConfig) -> str:
 
 
 class PredictorCache:
-    """Loaded ``segbench.predict.Predictor`` objects keyed by weights folder (plus its mtime, so retrained weights
+    """Loaded ``segbench.inference.predict.Predictor`` objects keyed by weights folder (plus its mtime, so retrained weights
     reload). Least recently used are dropped beyond ``capacity``. Loading is serialised by a lock: two users asking
     for the same model load it once."""
 
@@ -237,7 +237,7 @@ class PredictorCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-            from ..predict import Predictor
+            from ..inference.predict import Predictor
 
             predictor = Predictor(folder, device=self.device, backend=self._backend(entry),
                                   slide_above=self.slide_above)

@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .. import viz
 from ..errors import SegbenchError
-from ..metrics import ConfusionMatrix
+from ..evaluation.metrics import ConfusionMatrix
+from ..viz import masks as viz
 from .catalog import ModelEntry, PredictorCache, default_selection, model_choices, pick_models
 from .config import MAX_MODELS, dataset_label, one_line
 from .uploads import check_image_header, read_ground_truth, read_upload, upload_path
@@ -160,7 +160,7 @@ def mask_panels(cmp: Comparison) -> list[tuple[np.ndarray, str]]:
 
 def instance_panels(cmp: Comparison, alpha: float) -> list[tuple[np.ndarray, str]]:
     """One panel per instance model: each instance its own colour, with its box, class and score."""
-    from ..instance_viz import draw_instances
+    from ..viz.instances import draw_instances
 
     panels = []
     for r in cmp.results:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.facts import dataset_rank
-from ..store import default_store
+from ..weights.store import default_store
 
 __all__ = ["MAX_MODELS", "AppConfig", "dataset_label", "dataset_license", "dataset_rank", "one_line"]
 
@@ -25,7 +25,7 @@ class AppConfig:
     store: Path = field(default_factory=default_store)
     hub_results: str | None = None
     hub_models: str | None = None
-    demo: Path | None = None  # the demo pack folder (segbench.demo); None: no demo models
+    demo: Path | None = None  # the demo pack folder (segbench.weights.demo); None: no demo models
     max_side: int | None = None  # downscale uploads with a longer side to this (None: full size; models slide)
     max_pixels: int = 64_000_000  # uploads above this are refused before decoding (decompression bombs)
 

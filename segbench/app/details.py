@@ -8,9 +8,9 @@ import dataclasses
 import json
 from typing import Any
 
-from ..columns import END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE, HEADLINE, MACS_CONVENTION, SCORES
 from ..errors import SegbenchError
-from ..records import markdown_code, markdown_text
+from ..records.columns import END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE, HEADLINE, MACS_CONVENTION, SCORES
+from ..records.io import markdown_code, markdown_text
 
 # How each number was measured, next to the number: columns.py's words, never a record's text (records from
 # elsewhere could claim anything).
@@ -158,7 +158,7 @@ def reproduce_command(record: dict[str, Any]) -> str:
     ``segbench train``. A config that does not validate gets a comment saying so instead of a command."""
     import yaml
 
-    from ..config import RunConfig, make_config
+    from ..config.run import RunConfig, make_config
 
     raw = {k: v for k, v in (record.get("config") or {}).items() if k != "device"}
     try:

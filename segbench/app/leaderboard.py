@@ -17,9 +17,9 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from .. import columns as table
-from ..columns import CI_CONVENTION, END_TO_END_SCOPE, FORWARD_SCOPE, HEADLINE, MACS_CONVENTION
-from ..records import board_scores, csv_text, load_records, records_frame
+from ..records import columns as table
+from ..records.columns import CI_CONVENTION, END_TO_END_SCOPE, FORWARD_SCOPE, HEADLINE, MACS_CONVENTION
+from ..records.io import board_scores, csv_text, load_records, records_frame
 from .config import AppConfig, dataset_rank, one_line
 from .details import ci_text, code, missing, record_details
 from .ranking import aggregate_seeds, shared_ranks
@@ -370,7 +370,7 @@ def on_charts(state: AppState, where: BoardFilter, latency, heat_dataset) -> tup
     """The three charts of the filtered rows: (mIoU vs latency, mIoU vs params, per-class heat map, heat-map
     dataset). ``latency``: 'end_to_end_ms' or 'forward_ms'. The heat map follows the filter when its dataset is
     filtered out."""
-    from .. import viz
+    from ..viz import masks as viz
 
     board = state.board
     frame = board.shown(where)
@@ -391,7 +391,7 @@ def on_charts(state: AppState, where: BoardFilter, latency, heat_dataset) -> tup
 
 def on_details(state: AppState, record_id: str | None) -> tuple[str, Any]:
     """(details markdown, training-curve figure) of a record id."""
-    from .. import viz
+    from ..viz import masks as viz
 
     record = state.board.record(record_id or "")
     if record is None:
@@ -409,7 +409,7 @@ def on_select(state: AppState, row: list | None) -> tuple:
 def on_label_efficiency(state: AppState, where: BoardFilter, latency, heat_dataset):
     """The 'mIoU vs labelled images' chart (pretrained vs scratch per family) of the filtered records on the heat
     map's dataset (the first shown one when that is filtered out). Same inputs as :func:`on_charts`."""
-    from .. import viz
+    from ..viz import masks as viz
 
     board = state.board
     frame = board.shown(where)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from ..columns import SCORE_KEYS
+from ..records.columns import SCORE_KEYS
 
 Counts = Callable[[str], "tuple[np.ndarray, np.ndarray] | None"]
 
@@ -54,7 +54,7 @@ def _tied(above: tuple, below: tuple, counts: Counts, cache: dict) -> bool:
     """Whether ``metrics.tie_groups`` puts the row ``below`` in the rank of ``above`` (rows: (members, mIoU))."""
     key = (above[0], below[0])
     if key not in cache:
-        from ..metrics import tie_groups
+        from ..evaluation.metrics import tie_groups
 
         rows = []
         for members, miou in (above, below):

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..demo import DemoPack, load_pack
+from ..weights.demo import DemoPack, load_pack
 from .catalog import ModelEntry, PredictorCache, discover_models
 from .config import AppConfig
 from .leaderboard import Leaderboard, load_leaderboard

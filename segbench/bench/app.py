@@ -225,7 +225,7 @@ def run(store: Path | None, records: int, repeats: int = 5) -> dict[str, Any]:
     from ..app.config import AppConfig
     from ..app.leaderboard import BoardFilter, load_leaderboard, write_csv
     from ..app.uploads import read_upload
-    from ..predict import load_image  # noqa: F401 - imported before timing
+    from ..inference.predict import load_image  # noqa: F401 - imported before timing
 
     cfg = AppConfig(leaderboard=leaderboard, store=store)
     t0 = time.perf_counter()

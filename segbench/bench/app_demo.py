@@ -47,8 +47,8 @@ def busy_core(active: bool):
 def build_random_pack(work: Path, records: int) -> tuple[Path, Path]:
     """A fake leaderboard of ``records`` records plus DEMO_MODELS (random CamVid weights, steps track) and the demo
     pack built from them in ``<leaderboard>/demo``. Returns (leaderboard, pack)."""
-    from ..demo import build_pack
-    from ..records import write_record
+    from ..records.io import write_record
+    from ..weights.demo import build_pack
     from .fixtures import bench_record, save_random_model, write_fake_leaderboard
 
     leaderboard = write_fake_leaderboard(work / "leaderboard", records)
@@ -70,7 +70,7 @@ def measure_compare(pack: Path, image: torch.Tensor, *, repeats: int) -> dict[st
     """Cold (loading included) and warm (median) seconds of comparing the pack's models on ``image``."""
     from ..app import compare as logic
     from ..app.catalog import PredictorCache, discover_models
-    from ..demo import load_pack
+    from ..weights.demo import load_pack
 
     models = discover_models(Path(tempfile.mkdtemp()), [], demo=load_pack(pack))
     entries = max(models.values(), key=len)[:4]  # the domain with the most models: one per family on CamVid
@@ -93,10 +93,10 @@ def measure_compare(pack: Path, image: torch.Tensor, *, repeats: int) -> dict[st
 def measure_onnx(pack: Path, image: torch.Tensor, *, repeats: int) -> dict[str, Any]:
     """End-to-end ms (median) per model: ONNX Runtime vs eager PyTorch as the app runs it here (bf16 where the
     CPU has it, channels_last) and eager fp32 channels_last (a CPU without bf16, e.g. a free Space)."""
-    from ..demo import load_pack
-    from ..export import OnnxModel, export_onnx
-    from ..predict import Predictor
-    from ..store import load_model
+    from ..inference.export import OnnxModel, export_onnx
+    from ..inference.predict import Predictor
+    from ..weights.demo import load_pack
+    from ..weights.store import load_model
 
     def median_ms(predictor) -> float:
         predictor(image)

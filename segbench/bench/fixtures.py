@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..records import SCHEMA_VERSION, write_record
+from ..records.io import SCHEMA_VERSION, write_record
 
 BENCH_MODELS = [  # (model, options): one per family, as the default CPU suite trains them
     ("unet_small", {}),
@@ -72,8 +72,8 @@ def save_random_model(store_root: str | Path, name: str, options: dict, *, datas
     Returns (weights dict of the store, model, DatasetInfo)."""
     from ..data import build_dataset, dataset_info
     from ..models import build_model
-    from ..store import LocalStore
-    from ..weights_meta import WeightsMeta
+    from ..weights.meta import WeightsMeta
+    from ..weights.store import LocalStore
 
     info = dataset_info(dataset) or build_dataset(dataset, split="val").info  # static info: no data needed
     torch.manual_seed(seed)

@@ -31,9 +31,9 @@ from torch import nn
 
 from ..device import device_name
 from ..errors import SegbenchError
+from ..evaluation.speed import Timing, count_params, measure_latency, predict_meta
 from ..models import build_model
 from ..models.fold import folded_copy, has_batchnorm
-from ..speed import Timing, count_params, measure_latency, predict_meta
 
 NUM_CLASSES = 11  # CamVid
 PRECISIONS = ("fp32", "fast", "fast-fp32")
@@ -82,7 +82,7 @@ def bench_lite0_latency(*, device: str = "cpu", size: int = 512, rounds: int = 5
         models_now = folded if amp else built
         timings: dict[str, list[dict]] = {name: [] for name in built}
         # fast-fp32: the predict path on a CPU without native bf16 (the Space's hardware may be one)
-        no_bf16 = mock.patch("segbench.predict.cpu_bf16_supported", return_value=False)
+        no_bf16 = mock.patch("segbench.inference.predict.cpu_bf16_supported", return_value=False)
         with no_bf16 if precision == "fast-fp32" else contextlib.nullcontext():
             for name, model in models_now.items():  # warm-up: kernels' caches, oneDNN primitives
                 measure_latency(model, in_channels=3, size=size, timing=Timing(dev, runs=1, warmup=warmup, amp=amp),

@@ -28,14 +28,14 @@ from typing import Any
 import torch
 
 from ..errors import SegbenchError
-from ..metrics import ConfusionMatrix, to_semantic
+from ..evaluation.metrics import ConfusionMatrix, to_semantic
 
 THRESHOLDS = (0.3, 0.5, 0.7)
 
 
 def semantic_gap(weights: str, *, store: Any, data_root: str | None) -> dict[str, Any]:
     """mIoU and per-class IoU of semantic weights on val and test."""
-    from ..runner import DataSplit, evaluate_weights
+    from ..train.runner import DataSplit, evaluate_weights
 
     out: dict[str, Any] = {}
     for split in ("val", "test"):
@@ -50,10 +50,10 @@ def semantic_gap(weights: str, *, store: Any, data_root: str | None) -> dict[str
 def instance_gap(weights: str, *, store: Any, data_root: str | None) -> dict[str, Any]:
     """The instance model's split statistics described in the module docstring."""
     from ..data import build_dataset
-    from ..engine import prepare_batch
-    from ..run_data import _with_fill, eval_loader
-    from ..runner import with_stats
-    from ..store import load_model
+    from ..train.data import _with_fill, eval_loader
+    from ..train.engine import prepare_batch
+    from ..train.runner import with_stats
+    from ..weights.store import load_model
 
     model, meta = load_model(weights, store=store, map_location="cpu")
     model.eval()
@@ -107,7 +107,7 @@ def instance_gap(weights: str, *, store: Any, data_root: str | None) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..store import LocalStore, default_store, load_model
+    from ..weights.store import LocalStore, default_store, load_model
 
     p = argparse.ArgumentParser(prog="python -m segbench.bench.split_gap", description=__doc__.splitlines()[0])
     p.add_argument("weights", nargs="+", help="weights folders (the demo pack's, or local:<dataset>/<model>--<id>)")

@@ -99,7 +99,7 @@ def common_options(p: argparse.ArgumentParser, leaderboard: bool = True) -> None
 
 def store_of(args: argparse.Namespace):
     """The ``LocalStore`` of ``--store``; a file given as the store is a one-line error."""
-    from ..store import LocalStore
+    from ..weights.store import LocalStore
 
     store = LocalStore(args.store)
     if store.root.exists() and not store.root.is_dir():
@@ -109,6 +109,6 @@ def store_of(args: argparse.Namespace):
 
 def parse_kv(items: list[str] | None) -> list[tuple[str, object]]:
     """``key=value`` options (``--option``, ``--dataset-arg``) parsed as config overrides are."""
-    from ..config import parse_override
+    from ..config.run import parse_override
 
     return [parse_override(item) for item in items or []]

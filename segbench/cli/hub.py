@@ -100,10 +100,10 @@ def _names(text: str | None) -> set[str]:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from .. import records
-    from ..store import LocalStore
     from ..hub.names import ENV_RESULTS
     from ..hub.push import PushTarget, push_records
+    from ..records import io as records
+    from ..weights.store import LocalStore
 
     found, problems = records.load_records(args.leaderboard)
     for problem in problems:
@@ -126,9 +126,9 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from ..store import LocalStore
     from ..hub.names import DEFAULT_RESULTS_NAME, ENV_RESULTS
     from ..hub.pull import RecordFilter, pull
+    from ..weights.store import LocalStore
 
     results_repo = args.repo or args.results_repo or os.environ.get(ENV_RESULTS) or (
         f"{args.owner}/{DEFAULT_RESULTS_NAME}" if args.owner else None

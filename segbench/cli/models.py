@@ -14,7 +14,7 @@ from .report import print_table
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..device import keep_freed_memory
-    from ..predict import Predictor, list_images, predict_files
+    from ..inference.predict import Predictor, list_images, predict_files
 
     out = check_output(args.out, "--out", folder=True)
     keep_freed_memory()  # many images through one model: reuse the activation buffers
@@ -24,8 +24,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from ..models import MODELS
     from ..analysis.report import model_report
+    from ..models import MODELS
 
     names = [args.name] if args.name else sorted(MODELS)
     if args.json and args.json != "-":
@@ -72,7 +72,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if args.json:
-        from ..records import atomic_write_text
+        from ..records.io import atomic_write_text
 
         atomic_write_text(args.json, text + "\n")
     return 0

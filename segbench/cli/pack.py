@@ -8,11 +8,11 @@ from typing import Any
 
 from .args import float_in, store_of
 
-DEMO_OUT = "leaderboard/demo"  # segbench.demo.DEMO_DIR, typed here so --help does not load torch (a test ties them)
+DEMO_OUT = "leaderboard/demo"  # segbench.weights.demo.DEMO_DIR, typed here so --help does not load torch (a test ties them)
 
 
 def cmd_demo_pack(args: argparse.Namespace) -> int:
-    from ..demo import build_pack
+    from ..weights.demo import build_pack
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     build_pack(leaderboard=args.leaderboard, store=args.store, out=args.out, max_mb=args.max_mb, models=models)
@@ -20,7 +20,7 @@ def cmd_demo_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..export import export_onnx
+    from ..inference.export import export_onnx
 
     result = export_onnx(args.weights, out=args.out, store=store_of(args), images=args.images, opset=args.opset)
     print(json.dumps(result, indent=2))

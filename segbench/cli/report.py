@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..columns import BY_KEY, COLUMNS, HEADLINE, SCORES
+from ..records.columns import BY_KEY, COLUMNS, HEADLINE, SCORES
 from .args import int_in
 
 
@@ -46,7 +46,7 @@ LEADERBOARD_COLUMNS = [
 
 
 def print_leaderboard(records: list[dict[str, Any]]) -> None:
-    from ..records import board_order, flatten
+    from ..records.io import board_order, flatten
 
     rows = []
     for r in records:
@@ -70,7 +70,7 @@ def _ci_text(row: dict[str, Any], scale: float = 1.0, digits: int = 4, prefix: s
 
 def print_groups(records: list[dict[str, Any]]) -> None:
     """Mean +- std of mIoU over the seeds of each config (records sharing a group)."""
-    from ..runner import group_summary
+    from ..train.runner import group_summary
 
     print("\nmIoU over seeds (mean +- sample std):")
     for row in group_summary(records):
@@ -79,7 +79,7 @@ def print_groups(records: list[dict[str, Any]]) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from ..records import load_records
+    from ..records.io import load_records
 
     records, problems = load_records(args.leaderboard)
     for problem in problems:
@@ -88,8 +88,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         records = [r for r in records if r["dataset"] == args.dataset]
     status = None
     if args.suite:
-        from ..config import load_suite
-        from ..runner import expand_seeds, suite_status
+        from ..config.run import load_suite
+        from ..train.runner import expand_seeds, suite_status
 
         status = suite_status(expand_seeds(load_suite(args.suite, args.overrides), args.seeds), records)
         ids = {i for row in status for i in row["ids"]}
@@ -114,7 +114,7 @@ def print_suite_status(suite: str, status: list[dict[str, Any]]) -> None:
 def markdown_table(records: list[dict[str, Any]]) -> str:
     """The README's table: one row per record; per dataset the rows scored on test first, then best mIoU first.
     PA, mPA, mIoU and mask AP are on the row's split (``records.board_scores``), val mIoU beside them."""
-    from ..records import board_order, flatten
+    from ..records.io import board_order, flatten
 
     rows = sorted((flatten(r) | {"_r": r} for r in records), key=board_order)
     scores = [c for c in SCORES if c.cli]

@@ -7,16 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..columns import HEADLINE, SCORES, text
 from ..errors import check_name
+from ..records.columns import HEADLINE, SCORES, text
 from .args import check_input_folder, check_output, check_training_outputs, common_options, int_in, parse_kv, store_of
 from .report import print_groups, print_leaderboard, print_table
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .. import distributed
-    from ..config import check_runnable, load_suite
-    from ..runner import expand_seeds, parse_shard, run_suite, shard
+    from ..config.run import check_runnable, load_suite
+    from ..train import distributed
+    from ..train.runner import expand_seeds, parse_shard, run_suite, shard
 
     overrides = args.overrides + ([f"data_root={args.data_root}"] if args.data_root else [])
     configs = expand_seeds(load_suite(args.suite, overrides), args.seeds)
@@ -56,9 +56,9 @@ def _pusher(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .. import distributed
-    from ..config import check_runnable, load_config
-    from ..runner import run_one
+    from ..config.run import check_runnable, load_config
+    from ..train import distributed
+    from ..train.runner import run_one
 
     cfg = load_config(args.config, args.overrides)
     store = store_of(args)
@@ -78,7 +78,7 @@ def _uses_cuda(configs: list[Any]) -> bool:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..runner import DataSplit, evaluate_weights
+    from ..train.runner import DataSplit, evaluate_weights
 
     check_name("--split", args.split)  # a folder name inside the dataset
     check_input_folder(args.data_root, "--data-root")
@@ -102,7 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"mask AP {metrics['mask_ap']:.4f}  box AP {metrics.get('box_ap', float('nan')):.4f}  "
               f"(max_dets {list(meta.max_dets or (1, 10, 100))})")
     if args.json:
-        from ..records import _clean, atomic_write_text
+        from ..records.io import _clean, atomic_write_text
 
         atomic_write_text(args.json, json.dumps(_clean(metrics), indent=2) + "\n")
         print(f"metrics written to {args.json}")

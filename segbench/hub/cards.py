@@ -15,11 +15,12 @@ from typing import Any
 import yaml
 from huggingface_hub import DatasetCardData, EvalResult, ModelCard, ModelCardData
 
-from .. import records as rec
-from ..columns import (AP_CONVENTION, BOUNDARY_CONVENTION, BY_KEY, CI_CONVENTION, CI_METHOD, END_TO_END_SCOPE,
-                       FOLDED, FORWARD_SCOPE, HEADLINE, MACS_CONVENTION, SCORES)
-from ..records import markdown_code as code, markdown_text as esc
 from ..data import dataset_info
+from ..records import io as rec
+from ..records.columns import (AP_CONVENTION, BOUNDARY_CONVENTION, BY_KEY, CI_CONVENTION, CI_METHOD, END_TO_END_SCOPE,
+    FOLDED, FORWARD_SCOPE, HEADLINE, MACS_CONVENTION, SCORES)
+from ..records.io import markdown_code as code
+from ..records.io import markdown_text as esc
 from .names import RUN_CONFIG_FILE, RUNS_DIR, TABLE_FILE
 
 UNKNOWN_TERMS = "unknown: check the dataset's own terms before use"
@@ -321,7 +322,7 @@ def model_card(record: dict[str, Any], *, repo_id: str, runs: Iterable[str] = ()
         "## Reproduce",
         "```bash\n" + reproduce_command(record, repo_id) + "\n```",
         "## Use",
-        "```python\nfrom huggingface_hub import snapshot_download\nfrom segbench.store import load_model\n\n"
+        "```python\nfrom huggingface_hub import snapshot_download\nfrom segbench.weights.store import load_model\n\n"
         f'folder = snapshot_download("{repo_id}", allow_patterns=["model.*"])\n'
         "model, meta = load_model(folder)  # safetensors + model.json; no pickle\n```",
         "## Training data licence",

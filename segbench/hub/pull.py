@@ -12,9 +12,9 @@ from typing import Any
 
 from huggingface_hub import snapshot_download
 
-from .. import records as rec
 from ..errors import SegbenchError
-from ..store import CONFIG_FILE, WEIGHTS_FILE, LocalStore, install_dir, read_meta, sha256_file
+from ..records import io as rec
+from ..weights.store import CONFIG_FILE, WEIGHTS_FILE, LocalStore, install_dir, read_meta, sha256_file
 from .http import short_error
 from .names import RECORDS_GLOB, check_part, endpoint_url, hub_weights_uri, parse_hf_uri, validate_repo
 

@@ -23,24 +23,13 @@ from typing import Any
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 
-from .. import records as rec
 from ..errors import SegbenchError
-from ..store import CONFIG_FILE, WEIGHTS_FILE, LocalStore, sha256_file
+from ..records import io as rec
+from ..weights.store import CONFIG_FILE, WEIGHTS_FILE, LocalStore, sha256_file
 from .cards import model_card, results_card, results_table, run_config_yaml
 from .http import check_write_access, http_status, short_error, with_retries
-from .names import (
-    CARD_FILE,
-    ENV_RESULTS,
-    RECORD_FILE,
-    RUN_CONFIG_FILE,
-    RUNS_DIR,
-    TABLE_FILE,
-    check_part,
-    endpoint_url,
-    model_repo_id,
-    results_repo_id,
-    validate_repo,
-)
+from .names import (CARD_FILE, ENV_RESULTS, RECORD_FILE, RUN_CONFIG_FILE, RUNS_DIR, TABLE_FILE, check_part,
+    endpoint_url, model_repo_id, results_repo_id, validate_repo)
 from .sync import Content, Hashes, Plan, Remote, sync_repo
 
 

@@ -104,7 +104,7 @@ def hub_variables(results_repo: str | None, models_owner: str | None) -> dict[st
 
 def model_repos_of(root: Path, owner: str) -> list[str]:
     """The model repos ``segbench push --owner OWNER`` made for the local records: what the Space links to."""
-    from .. import records as rec
+    from ..records import io as rec
     from .names import model_repo_id
 
     found, _ = rec.load_records(root / "leaderboard")

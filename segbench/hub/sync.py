@@ -17,7 +17,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils.sha import git_hash
 
-from ..store import sha256_file
+from ..weights.store import sha256_file
 from .http import no_write_access
 
 Content = bytes | Path  # a file to send: its bytes, or a local file read at upload time

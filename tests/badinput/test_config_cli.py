@@ -259,8 +259,8 @@ def _make_files(root: Path, files: dict[str, str | bytes | None]) -> None:
 
 def _save_tiny_weights(directory: Path) -> None:
     from segbench.models import build_model
-    from segbench.store import save_weights
-    from segbench.weights_meta import WeightsMeta
+    from segbench.weights.store import save_weights
+    from segbench.weights.meta import WeightsMeta
 
     args = {"base_channels": 4, "depth": 2}
     model = build_model("unet_small", num_classes=6, **args)
@@ -376,15 +376,15 @@ def test_python_dash_m_prints_one_line(argv, fragment, files, workspace) -> None
 
 
 def test_every_config_key_has_a_type_and_range() -> None:
-    from segbench.config import FIELDS
-    from segbench.config_rules import RULES
+    from segbench.config.run import FIELDS
+    from segbench.config.rules import RULES
 
     assert not set(FIELDS) - set(RULES), "add a row to config_rules.RULES for each new config key"
 
 
 def test_exponent_floats_are_numbers_in_yaml_and_overrides(workspace) -> None:
     """PyYAML 1.1 reads 1e-4 as a string; every user means a float."""
-    from segbench.config import load_config
+    from segbench.config.run import load_config
 
     (workspace / "c.yaml").write_text(TINY_YAML + "lr: 1e-4\nweight_decay: 5E-5\n")
     cfg = load_config(workspace / "c.yaml", ["momentum=9e-1"])
@@ -393,7 +393,7 @@ def test_exponent_floats_are_numbers_in_yaml_and_overrides(workspace) -> None:
 
 
 def test_valid_edge_values_are_accepted(workspace) -> None:
-    from segbench.config import load_config
+    from segbench.config.run import load_config
 
     cfg = load_config(workspace / "tiny.yaml", [
         "crop_size=1", "limit_images=1", "num_workers=0", "warmup_epochs=1", "class_weights=[0, 1.5, 2, 1, 1, 1]",
@@ -404,7 +404,7 @@ def test_valid_edge_values_are_accepted(workspace) -> None:
 
 
 def test_yaml_merge_keys_and_small_aliases_still_work(workspace) -> None:
-    from segbench.config import load_suite
+    from segbench.config.run import load_suite
 
     (workspace / "s.yaml").write_text("common: &c {dataset: synthetic, epochs: 1}\nruns:\n"
                                       "  - {<<: *c, model: unet_small, epochs: 2}\n  - {model: fcn8s, model_args: {}}\n")
@@ -418,7 +418,7 @@ def test_committed_records_still_validate_with_the_same_values() -> None:
     (``max_train_seconds: 600`` stays an int: a float would change the id of every such record)."""
     import json
 
-    from segbench.config import make_config
+    from segbench.config.run import make_config
 
     files = sorted((Path(__file__).resolve().parents[2] / "leaderboard" / "records").glob("*/*.json"))
     for path in files:
@@ -432,7 +432,7 @@ def test_committed_records_still_validate_with_the_same_values() -> None:
 def test_second_trainer_of_one_run_stops_at_once(tmp_path, monkeypatch, capsys):
     """Two `train`s of one config: the second says who holds the run and writes nothing, instead of both
     writing last.pt."""
-    from segbench.config import load_config
+    from segbench.config.run import load_config
     from segbench.files import path_lock
 
     monkeypatch.chdir(tmp_path)

@@ -21,16 +21,16 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from segbench.records.io import load_records, write_record
+from segbench.train.checkpoints import load_checkpoint, save_checkpoint
+from segbench.weights import store as store_module
+from segbench.weights.meta import WeightsMeta
+from segbench.weights.store import CONFIG_FILE, WEIGHTS_FILE, LocalStore
 from torch import nn
 
 from segbench import files
-from segbench import store as store_module
-from segbench.checkpoints import load_checkpoint, save_checkpoint
 from segbench.errors import SegbenchError
 from segbench.hub.pull import _install_weights
-from segbench.records import load_records, write_record
-from segbench.store import CONFIG_FILE, WEIGHTS_FILE, LocalStore
-from segbench.weights_meta import WeightsMeta
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_records import make_record  # noqa: E402
@@ -206,8 +206,8 @@ def test_two_threads_saving_one_run_both_finish_with_one_complete_folder(store):
 
 def test_two_processes_saving_one_run_both_finish(store, tmp_path):
     script = (
-        "import sys, torch; from torch import nn; from segbench.store import LocalStore\n"
-        "from segbench.weights_meta import WeightsMeta\n"
+        "import sys, torch; from torch import nn; from segbench.weights.store import LocalStore\n"
+        "from segbench.weights.meta import WeightsMeta\n"
         "m = nn.Linear(3, 2); v = float(sys.argv[2])\n"
         "[p.data.fill_(v) for p in m.parameters()]\n"
         "for _ in range(5): LocalStore(sys.argv[1]).save(m, WeightsMeta(model='tiny', num_classes=1, in_channels=1, "
@@ -313,7 +313,7 @@ def test_record_write_fault_is_one_line_and_keeps_the_old_record(tmp_path, monke
 def test_checkpoint_write_fault_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, exc, words):
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"epoch": 1})
-    monkeypatch.setattr("segbench.checkpoints.torch.save", lambda *a, **k: (_ for _ in ()).throw(exc))
+    monkeypatch.setattr("segbench.train.checkpoints.torch.save", lambda *a, **k: (_ for _ in ()).throw(exc))
     with pytest.raises(SegbenchError, match=re.escape(words)) as info:
         save_checkpoint(path, {"epoch": 2})
     assert "\n" not in str(info.value) and load_checkpoint(path) == {"epoch": 1}
@@ -387,7 +387,7 @@ def test_read_only_disk_is_one_line_naming_the_folder(tmp_path):
 
 @pytest.mark.parametrize("uri", ["local:../../etc", "local:../weights2/x--1", "local:/etc/passwd", "local:"])
 def test_local_uri_cannot_leave_the_store(tmp_path, uri):
-    from segbench.store import LocalStore
+    from segbench.weights.store import LocalStore
 
     with pytest.raises(SegbenchError, match="must name a run inside the store"):
         LocalStore(tmp_path / "store").resolve(uri)

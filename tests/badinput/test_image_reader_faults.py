@@ -20,7 +20,7 @@ from segbench.app import uploads
 from segbench.data import folder
 from segbench.data.io import image_size, read_image, read_mask, to_channels
 from segbench.errors import SegbenchError
-from segbench.predict import load_image
+from segbench.inference.predict import load_image
 
 RNG = np.random.RandomState(0)
 RGB = RNG.randint(0, 256, (6, 10, 3), dtype=np.uint8)

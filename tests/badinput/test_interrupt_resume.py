@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from segbench.checkpoints import read_resume_state
+from segbench.train.checkpoints import read_resume_state
 
 pytestmark = pytest.mark.slow  # each test trains in a child process and signals it (make quick leaves them out)
 

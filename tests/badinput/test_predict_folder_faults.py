@@ -15,8 +15,8 @@ from PIL import Image
 from segbench import files
 from segbench.cli import main
 from segbench.models import build_model
-from segbench.store import save_weights
-from segbench.weights_meta import WeightsMeta
+from segbench.weights.store import save_weights
+from segbench.weights.meta import WeightsMeta
 
 
 @pytest.fixture(scope="module")

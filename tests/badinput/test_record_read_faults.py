@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from segbench.cli import main
-from segbench.records import load_frame, write_record
+from segbench.records.io import load_frame, write_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_records import make_record, schema1_record  # noqa: E402
@@ -74,7 +74,7 @@ def test_the_leaderboard_command_reports_the_bad_file_and_shows_the_rest(tmp_pat
 
 
 def test_the_writer_refuses_what_the_reader_would_skip(tmp_path):
-    from segbench.records import RecordError
+    from segbench.records.io import RecordError
 
     with pytest.raises(RecordError, match="receptive_field"):
         write_record(_set(make_record(), "efficiency.receptive_field", -3), tmp_path)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from segbench.cli import main
-from segbench.records import csv_text, load_frame, load_records, records_frame, write_record
+from segbench.records.io import csv_text, load_frame, load_records, records_frame, write_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app_fixtures import fake_record  # noqa: E402
@@ -317,7 +317,7 @@ PACK_CASES = [
 
 @pytest.mark.parametrize("case", PACK_CASES, ids=[c.id for c in PACK_CASES])
 def test_a_hostile_pack_entry_is_left_out_and_the_rest_loads(tmp_path, case):
-    from segbench.demo import load_pack
+    from segbench.weights.demo import load_pack
 
     root = _pack(tmp_path)
     _edit_manifest(root, lambda m: case.change(m, root))
@@ -338,7 +338,7 @@ def test_a_hostile_pack_entry_is_left_out_and_the_rest_loads(tmp_path, case):
 
 
 def test_a_link_inside_the_pack_pointing_out_is_refused(tmp_path):
-    from segbench.demo import load_pack
+    from segbench.weights.demo import load_pack
 
     root = _pack(tmp_path)
     outside = tmp_path / "secret.json"
@@ -425,9 +425,9 @@ def test_a_graph_from_other_weights_is_never_run(tmp_path, case):
 
     import torch
 
-    from segbench.export import WEIGHTS_KEY, graph_weights_sha256
-    from segbench.predict import Predictor
-    from segbench.store import LocalStore, sha256_file
+    from segbench.inference.export import WEIGHTS_KEY, graph_weights_sha256
+    from segbench.inference.predict import Predictor
+    from segbench.weights.store import LocalStore, sha256_file
     from test_demo import save_tiny
 
     store = LocalStore(tmp_path / "store")

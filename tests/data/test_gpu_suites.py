@@ -5,8 +5,8 @@ import pytest
 
 from dataset_layouts import make_ade20k, make_cityscapes, make_voc
 from segbench.cli import build_parser
-from segbench.config import load_suite
-from segbench.run_data import split_builder
+from segbench.config.run import load_suite
+from segbench.train.data import split_builder
 
 # suite -> (dataset, maker, train images of the real set, semantic iterations)
 SUITES = {

@@ -8,7 +8,7 @@ import yaml
 from segbench.cli import main
 from segbench.data import build_dataset
 from segbench.data.resident import DeviceAugment, NotResident, Preload, ResidentLoader
-from segbench.records import load_records
+from segbench.records.io import load_records
 
 CPU = torch.device("cpu")
 

@@ -7,11 +7,11 @@ import torch
 from PIL import Image
 
 from dataset_layouts import make_voc, palette_png
-from segbench.config import make_config
+from segbench.config.run import make_config
 from segbench.data import build_dataset, dataset_info
 from segbench.errors import SegbenchError
-from segbench.runner import run_one
-from segbench.store import LocalStore
+from segbench.train.runner import run_one
+from segbench.weights.store import LocalStore
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """The family table (``segbench.models.families``): each row has its file and every model belongs to one row."""
 
-from segbench import viz
 from segbench.app import about
 from segbench.app.catalog import family_of
-from segbench.models import FAMILIES, FAMILY_OF, MODELS, _FILES
+from segbench.models import _FILES, FAMILIES, FAMILY_OF, MODELS
+from segbench.viz import masks as viz
 
 
 def test_every_family_file_has_a_row_and_every_row_a_file():

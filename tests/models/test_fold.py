@@ -14,8 +14,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from segbench.errors import SegbenchError
 from segbench.models import build_model
 from segbench.models.fold import fold_batchnorm, has_batchnorm
-from segbench.predict import Predictor
-from segbench.speed import predict_meta
+from segbench.inference.predict import Predictor
+from segbench.evaluation.speed import predict_meta
 
 NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 # model -> BatchNorms left on purpose (DeepLab's image pooling runs on a 1 x 1 map).

@@ -15,17 +15,17 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from segbench.config import make_config
+from segbench.config.run import make_config
 from segbench.data import DatasetInfo
 from segbench.errors import SegbenchError
 from segbench.models import build_model, inference
 from segbench.models.inference import (WHOLE, Evaluation, evaluation_from, evaluation_settings, infer,
                                        slide_logits, window_starts)
-from segbench.predict import LARGE_WINDOW, Predictor
-from segbench.runner import run_one
-from segbench.settings import EvalSettings
-from segbench.store import LocalStore
-from segbench.weights_meta import WeightsMeta
+from segbench.inference.predict import LARGE_WINDOW, Predictor
+from segbench.train.runner import run_one
+from segbench.config.settings import EvalSettings
+from segbench.weights.store import LocalStore
+from segbench.weights.meta import WeightsMeta
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/app_fixtures.py
 

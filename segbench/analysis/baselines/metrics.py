@@ -1,4 +1,4 @@
-"""Time ``segbench.metrics.ConfusionMatrix`` against torchmetrics' ``MulticlassJaccardIndex`` on the same data, the
+"""Time ``segbench.evaluation.metrics.ConfusionMatrix`` against torchmetrics' ``MulticlassJaccardIndex`` on the same data, the
 bootstrap CI of mIoU over images, and the Boundary IoU pass (against a scipy version of the reference definition)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from segbench.errors import SegbenchError
-from segbench.metrics import ConfusionMatrix, bootstrap_miou_ci, boundary_dilation, paired_bootstrap
+from segbench.evaluation.metrics import ConfusionMatrix, bootstrap_miou_ci, boundary_dilation, paired_bootstrap
 
 
 def bench_confusion_matrix(

@@ -16,12 +16,12 @@ import torch
 
 from ...data.transforms import normalize
 from ...device import device_name
+from ...evaluation.speed import timed_ms
+from ...inference.predict import Predictor
 from ...models import build_model
 from ...models.inference import forward_full
-from ...predict import Predictor
-from ...speed import timed_ms
-from ...store import save_weights
-from ...weights_meta import WeightsMeta
+from ...weights.meta import WeightsMeta
+from ...weights.store import save_weights
 
 
 def _time(fn, runs: int, device: torch.device) -> tuple[float, Any]:
@@ -52,7 +52,7 @@ def bench_predict_path(model_name: str = "unet", *, device: str = "cpu", size: i
             weights = tmp
         predictor = Predictor(weights, device=str(dev))
         if image is not None:
-            from ...predict import adapt_channels, load_image
+            from ...inference.predict import adapt_channels, load_image
 
             picture = adapt_channels(load_image(image), predictor.in_channels)
         else:

@@ -29,9 +29,9 @@ import torchvision
 from torch import nn
 
 from ...errors import SegbenchError
+from ...evaluation.speed import count_gmacs, count_params
 from ...models.deeplab import deeplabv3
 from ...models.fcn import fcn_resnet50
-from ...speed import count_gmacs, count_params
 from .train_loop import PEAK_TFLOPS
 
 NUM_CLASSES = 21

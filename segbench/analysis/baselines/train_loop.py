@@ -12,10 +12,10 @@ from torch.utils.data import DataLoader
 from ...data import DatasetInfo
 from ...data.transforms import collate_semantic, normalize
 from ...device import device_name
-from ...engine import Loaders, TrainSettings, make_optimizer, make_scheduler, train
-from ...losses import build_loss
+from ...evaluation.speed import count_gmacs
 from ...models import build_model
-from ...speed import count_gmacs
+from ...train.engine import Loaders, TrainSettings, make_optimizer, make_scheduler, train
+from ...train.losses import build_loss
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16 tensor-core peaks
 

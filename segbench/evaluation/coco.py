@@ -26,7 +26,7 @@ from faster_coco_eval import COCO, COCOeval_faster
 from faster_coco_eval.core import mask as mask_utils
 from torch import Tensor
 
-from .errors import SegbenchError
+from ..errors import SegbenchError
 
 __all__ = ["InstanceEvaluator", "coco_results_json", "encode_masks"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from .errors import SegbenchError
+from ..errors import SegbenchError
 
 MAX_BYTES = 1 << 20  # a config or suite file; the shipped suites are under 4 KiB
 MAX_NODES = 100_000  # scalars + containers after alias expansion

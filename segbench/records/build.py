@@ -18,20 +18,20 @@ from typing import Any
 import torch
 import torchvision
 
-from . import __version__
+from .. import __version__
+from ..config.run import RunConfig
+from ..data import DatasetInfo
+from ..device import cpu_name, device_name, uses_channels_last
+from ..models.pretrained import pretrained_weights
+from ..weights.meta import WeightsMeta
 from .columns import SCORE_KEYS
-from .config import RunConfig
-from .data import DatasetInfo
-from .device import cpu_name, device_name, uses_channels_last
-from .models.pretrained import pretrained_weights
-from .record_schema import SCHEMA_VERSION
-from .weights_meta import WeightsMeta
+from .schema import SCHEMA_VERSION
 
 
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+                             cwd=Path(__file__).resolve().parents[1])
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None

@@ -14,11 +14,11 @@ instance loaders yield ``(list[uint8 [C,H,W]], list[target dict])``, each target
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
 from collections.abc import Callable, Iterable
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,20 +27,18 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..config.settings import EvalSettings, Loaders, TrainSettings  # noqa: F401  (callers import them from here too)
+from ..data import DatasetInfo
+from ..data.sharding import first_index, is_sharded
+from ..data.transforms import normalize
+from ..device import autocast, uses_channels_last
+from ..errors import SegbenchError
+from ..evaluation.metrics import ConfusionMatrix
+from ..inference.predict import Predictor
+from ..models.inference import forward_full
 from . import distributed
-from .checkpoints import (CHECKPOINT_FORMAT, read_resume_state, restore_rng_state, rng_state,
-                          save_checkpoint)
-from .data import DatasetInfo
-from .data.sharding import first_index, is_sharded
-from .data.transforms import normalize
-from .device import autocast, uses_channels_last
-from .errors import SegbenchError
-from .metrics import ConfusionMatrix
-from .models.inference import forward_full
+from .checkpoints import CHECKPOINT_FORMAT, read_resume_state, restore_rng_state, rng_state, save_checkpoint
 from .optim import Schedule, make_optimizer, make_scheduler  # noqa: F401  (the loop's; callers import them from here)
-from .predict import Predictor
-from .settings import EvalSettings, Loaders, TrainSettings  # noqa: F401  (callers import them from here too)
-
 
 # ---------------------------------------------------------------- batches on the device
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from .errors import SegbenchError
-from .files import atomic_write
+from ..errors import SegbenchError
+from ..files import atomic_write
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

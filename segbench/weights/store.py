@@ -27,9 +27,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import SegbenchError
-from .files import make_temp_dir, path_lock, recover_dir, replace_dir, write_errors
-from .weights_meta import WeightsMeta
+from ..errors import SegbenchError
+from ..files import make_temp_dir, path_lock, recover_dir, replace_dir, write_errors
+from .meta import WeightsMeta
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
@@ -158,7 +158,7 @@ def load_model(path: str | Path, *, store: LocalStore | None = None, map_locatio
     Returns (model in eval mode on ``map_location``, meta). A missing file, a corrupt file or weights whose
     shapes differ from the config (e.g. another number of classes) raise SegbenchError naming the file.
     """
-    from .models import build_model
+    from ..models import build_model
 
     directory = (store or LocalStore()).resolve(path)
     weights = directory / WEIGHTS_FILE

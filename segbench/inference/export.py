@@ -14,14 +14,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import SegbenchError
+from ..errors import SegbenchError
+from ..weights.meta import WeightsMeta
+from ..weights.store import LocalStore, load_model
 from .onnx_runtime import (  # noqa: F401  (re-exported: the ONNX names callers know from here)
     ONNX_FILE, WEIGHTS_KEY, OnnxModel, default_onnx_path, graph_weights_sha256, load_onnx_model, require_onnx,
     require_onnxruntime, write_graph,
 )
 from .predict import Predictor, list_images, load_image
-from .store import LocalStore, load_model
-from .weights_meta import WeightsMeta
 
 MIN_EQUAL = 0.999
 PARITY_IMAGES = 4
@@ -67,7 +67,7 @@ def check_parity(model: nn.Module, meta: WeightsMeta, onnx_path: Path, images: l
 def _parity_images(meta: WeightsMeta, source: str | Path | None) -> list[Tensor]:
     if source is not None:
         return [load_image(p) for p in list_images(source)[:PARITY_IMAGES]]
-    from .data import build_dataset, default_root
+    from ..data import build_dataset, default_root
 
     dataset = meta.dataset
     if dataset and (dataset == "synthetic" or default_root(dataset) is not None):

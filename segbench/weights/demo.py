@@ -33,8 +33,8 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import SegbenchError, check_name
-from .files import confined, make_temp_dir, path_lock, replace_dir
+from ..errors import SegbenchError, check_name
+from ..files import confined, make_temp_dir, path_lock, replace_dir
 from .store import CONFIG_FILE, WEIGHTS_FILE, LocalStore, read_meta, sha256_file
 
 DEMO_DIR = Path("leaderboard") / "demo"
@@ -89,7 +89,7 @@ def select_models(records: list[dict[str, Any]], store: LocalStore, *,
     """(record, weights folder) pairs for the pack, by the module's selection rule, or the records named by
     ``models`` (a record id or its first 6+ characters, a model name, or ``dataset/name``; a name used by several
     records takes the best mIoU). A name that matches no record with local weights raises SegbenchError."""
-    from .records import flatten
+    from ..records.io import flatten
 
     usable = []
     for record in records:
@@ -136,7 +136,7 @@ def half_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def data_license(dataset: str) -> str:
-    from .data import dataset_info
+    from ..data import dataset_info
 
     info = dataset_info(dataset)
     if dataset == "camvid":
@@ -177,7 +177,7 @@ def build_pack(*, leaderboard: str | Path, store: str | Path | None, out: str | 
     """Write the demo pack into ``out`` (replacing it atomically) and return its manifest. The pack (weights,
     configs, records, examples) must fit in ``max_mb`` megabytes (1e6 bytes), else SegbenchError lists the sizes.
     Each model's fp16 predictions are compared with its fp32 weights' on ``check_images`` example images."""
-    from .records import load_records
+    from ..records.io import load_records
 
     if not isinstance(max_mb, (int, float)) or not math.isfinite(max_mb) or max_mb <= 0:
         raise SegbenchError(f"--max-mb {max_mb!r} is invalid; valid: a positive number of megabytes")
@@ -256,7 +256,7 @@ def _fill_pack(root: Path, picked: list[tuple[dict, Path]], *, examples: bool, c
 def fp16_agreement(fp32_folder: Path, fp16_folder: Path, images: list[Path]) -> dict[str, Any]:
     """Fraction of pixels whose predicted class is the same with the fp32 and the fp16 weights (both run in
     float32, as the app runs them on a CPU), over ``images``."""
-    from .predict import Predictor, load_image
+    from ..inference.predict import Predictor, load_image
 
     a = Predictor(fp32_folder, fast=False)
     b = Predictor(fp16_folder, fast=False)
@@ -274,8 +274,8 @@ def write_examples(datasets: list[str], folder: Path, *, per_dataset: int = EXAM
     """Copy ``per_dataset`` validation images (JPEG) and their ground-truth masks (palette PNG, class indices) of each
     dataset from its data root, evenly spaced over the split; a dataset without local data is skipped. Stops adding
     once ``max_bytes`` would be exceeded. Returns manifest rows {dataset, image, mask, license}."""
-    from . import viz
-    from .data import build_dataset, default_root
+    from ..data import build_dataset, default_root
+    from ..viz import masks as viz
 
     folder.mkdir(parents=True, exist_ok=True)
     rows, used = [], 0

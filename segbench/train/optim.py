@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from .errors import SegbenchError
+from ..errors import SegbenchError
 
 
 def make_optimizer(model: nn.Module, name: str, *, lr: float, momentum: float, weight_decay: float,

@@ -20,25 +20,25 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from ..config.run import RunConfig
+from ..config.settings import EvalSettings, Loaders, TrainSettings
+from ..data import DatasetInfo, build_dataset
+from ..data.resident import ResidentLoader
+from ..device import device_name, resolve_device
+from ..errors import SegbenchError
+from ..files import path_lock
+from ..models import build_model, model_task
+from ..models.inference import evaluation_from
+from ..models.pretrained import input_normalisation
+from ..records.build import Measured, build_record, metrics_entry, model_meta, selection_entry, training_entry
+from ..records.io import DEFAULT_ROOT, previous_record, read_record, reproduction_report, write_record
+from ..weights.meta import WeightsMeta
+from ..weights.store import CONFIG_FILE, LocalStore, read_meta, read_meta_json
 from . import distributed
-from .config import RunConfig
-from .data import DatasetInfo, build_dataset
-from .data.resident import ResidentLoader
-from .device import device_name, resolve_device
+from .data import Data, _with_fill, build_data, eval_loader, find_test_split
 from .engine import evaluate, seed_everything, train
-from .settings import EvalSettings, Loaders, TrainSettings
-from .errors import SegbenchError
-from .files import path_lock
 from .losses import build_loss, median_frequency_weights
-from .models import build_model, model_task
-from .models.inference import evaluation_from
-from .models.pretrained import input_normalisation
 from .optim import make_optimizer, make_scheduler
-from .record_build import Measured, build_record, metrics_entry, model_meta, selection_entry, training_entry
-from .records import DEFAULT_ROOT, previous_record, read_record, reproduction_report, write_record
-from .run_data import Data, _with_fill, build_data, eval_loader, find_test_split
-from .store import CONFIG_FILE, LocalStore, read_meta, read_meta_json
-from .weights_meta import WeightsMeta
 
 LATENCY_IMAGES = 8  # instance models: latency and GMACs on the first N val images (their cost depends on content)
 
@@ -107,7 +107,7 @@ def score(model: torch.nn.Module, meta: WeightsMeta, loader: DataLoader, *, info
     (:func:`eval_settings`; instance models also COCO AP with the weights' ``max_dets``)."""
     evaluator = None
     if meta.task == "instance":
-        from .instance_eval import InstanceEvaluator
+        from ..evaluation.coco import InstanceEvaluator
 
         evaluator = InstanceEvaluator(max_dets=meta.max_dets or (1, 10, 100))
     return evaluate(model, loader, info=info, device=device, settings=eval_settings(meta),
@@ -128,7 +128,7 @@ class DataSplit:
 def evaluate_weights(weights: str, *, store: LocalStore, on: DataSplit = DataSplit(), batch_size: int = 4,
                      device: str = "auto", progress: bool = False) -> tuple[dict[str, Any], DatasetInfo, WeightsMeta, int]:
     """``segbench eval``: (metrics, info, meta, number of images) of stored weights on one split."""
-    from .store import load_model
+    from ..weights.store import load_model
 
     dev = resolve_device(device)
     model, meta = load_model(weights, store=store, map_location=str(dev))
@@ -218,7 +218,7 @@ def run_one(cfg: RunConfig, *, store: LocalStore, leaderboard: str | Path = DEFA
     info = data.info
     meta = model_meta(cfg, data, model_args=model_args, task=task, max_dets=max_dets_for(model))
     if reuse:
-        from .store import load_model
+        from ..weights.store import load_model
 
         log(f"[{name} / {cfg.dataset}] reusing weights {run_dir} (same run id {run_id})")
         model, _ = load_model(run_dir, store=store)
@@ -279,7 +279,7 @@ def measure(model: torch.nn.Module, cfg: RunConfig, meta: WeightsMeta, data: Dat
             device: torch.device) -> dict[str, Any]:
     """The record's ``efficiency`` at the evaluation size; instance models on the first val images (their
     cost depends on how many objects they find), named in ``latency.inputs``."""
-    from .speed import Timing, measure_efficiency
+    from ..evaluation.speed import Timing, measure_efficiency
 
     val = data.val.dataset
     if cfg.eval_size:
@@ -305,7 +305,7 @@ def with_stats(info: DatasetInfo, mean: Any, std: Any) -> DatasetInfo:
 
 
 def _weights_entry(store: LocalStore, dataset: str, name: str, run_id: str) -> dict[str, str]:
-    from .store import CONFIG_FILE, WEIGHTS_FILE, sha256_file
+    from ..weights.store import CONFIG_FILE, WEIGHTS_FILE, sha256_file
 
     uri = store.uri(dataset, name, run_id)
     return {"sha256": sha256_file(store.run_dir(dataset, name, run_id) / WEIGHTS_FILE), "uri": uri,

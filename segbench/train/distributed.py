@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .errors import SegbenchError
+from ..errors import SegbenchError
 
 DEFAULT_TIMEOUT_MINUTES = 30.0  # a rank waits this long in a collective for a peer that hangs (a dead one is seen at once)
 SYNC_BN_BELOW = 8  # per-device batches smaller than this get SyncBatchNorm by default (BN statistics need samples)

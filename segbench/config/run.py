@@ -1,8 +1,8 @@
 """Flat run configs: a dataclass of explicit fields, read from YAML plus ``key=value`` overrides.
 
 Every value is checked before any work starts: its type and range (one row per key in
-:data:`segbench.config_rules.RULES`), names used as folder names, paths, model options. YAML is read with a
-bounded loader (:mod:`segbench.safe_yaml`: no alias bombs, ``1e-4`` is a float).
+:data:`segbench.config.rules.RULES`), names used as folder names, paths, model options. YAML is read with a
+bounded loader (:mod:`segbench.config.safe_yaml`: no alias bombs, ``1e-4`` is a float).
 
 One config = one (model, dataset) pair. A suite YAML holds ``runs:`` (a list of such configs) and may hold
 ``common:`` (fields shared by every run; a run's own keys win). Unknown keys are errors with the nearest
@@ -18,17 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import SegbenchError, nearest, short_repr
 from . import safe_yaml
-from .config_rules import check_value
-from .errors import SegbenchError, nearest, short_repr
-
+from .rules import check_value
 
 # One model/dataset option: a scalar or a flat list/mapping of scalars, at most 1024 (config_rules.check_options).
 Scalar = str | int | float | bool | None
 Option = Scalar | list[Scalar] | dict[Scalar, Scalar]
 
 if TYPE_CHECKING:
-    from .models.inference import Evaluation
+    from ..models.inference import Evaluation
 
 
 @dataclass
@@ -102,7 +101,7 @@ class RunConfig:
     def evaluation(self) -> Evaluation:
         """How evaluation runs the model (whole / slide, TTA), validated; SegbenchError names the bad key.
         (Imported here: config must load without torch.)"""
-        from .models.inference import evaluation_settings
+        from ..models.inference import evaluation_settings
 
         return evaluation_settings(mode=self.eval_mode, crop=self.eval_crop, stride=self.eval_stride,
                                    scales=self.eval_scales, flip=self.eval_flip)
@@ -119,7 +118,7 @@ class RunConfig:
         """"device" or "host": ``auto`` holds a semantic training split on a GPU (instance models: always host)."""
         if self.loader != "auto":
             return self.loader
-        from .models import model_task
+        from ..models import model_task
 
         return "device" if self.hardware_class() == "cuda" and model_task(self.model) == "semantic" else "host"
 
@@ -183,7 +182,7 @@ def check_options_and_warmup(cfg: RunConfig, source: str, origins: dict[str, str
     """What the per-key rules cannot see: each model option against the builder's own (name and type) and a
     warm-up within the budget. Pure: a config made on another machine (a
     record's) still loads here; :func:`check_runnable` checks this machine."""
-    from .models import check_model_args, get_builder, model_options
+    from ..models import check_model_args, get_builder, model_options
 
     try:
         get_builder(cfg.model)
@@ -205,7 +204,7 @@ def check_options_and_warmup(cfg: RunConfig, source: str, origins: dict[str, str
 def check_runnable(cfg: RunConfig, source: str) -> None:
     """What only this machine can answer, checked by the CLI for every run before the first one trains: an existing
     ``data_root`` folder and a visible CUDA device when one is asked for."""
-    from .device import resolve_device
+    from ..device import resolve_device
 
     if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
         what = "is a file, not a folder" if Path(cfg.data_root).expanduser().exists() else "does not exist"
@@ -225,7 +224,7 @@ def _dry_build(cfg: RunConfig, source: str) -> None:
     run of a suite trains, not when its own turn comes."""
     import torch
 
-    from .models import build_model
+    from ..models import build_model
 
     options = {k: v for k, v in cfg.model_args.items() if k != "backbone_weights"}  # files are checked when loaded
     try:
@@ -262,8 +261,8 @@ def _check_option_type(what: str, value: Any, default: Any) -> None:
 
 def check_config(cfg: RunConfig, source: str = "config") -> None:
     """Validate model/dataset names and their options before anything heavy happens."""
-    from .data import DATASETS
-    from .models import check_model_args, get_builder
+    from ..data import DATASETS
+    from ..models import check_model_args, get_builder
 
     try:
         get_builder(cfg.model)
@@ -287,8 +286,8 @@ def check_config(cfg: RunConfig, source: str = "config") -> None:
 
 def check_evaluation(cfg: RunConfig, source: str) -> None:
     """eval_mode / eval_crop / eval_stride / eval_scales / eval_flip: valid together (models.inference.Evaluation)."""
-    from .models import model_task
-    from .models.inference import WHOLE
+    from ..models import model_task
+    from ..models.inference import WHOLE
 
     try:
         evaluation = cfg.evaluation()
@@ -331,7 +330,7 @@ def dataset_options(name: str) -> list[str]:
     """The keyword options of dataset ``name`` beyond split/root/task/transform."""
     import inspect
 
-    from .data import DATASETS
+    from ..data import DATASETS
 
     return [
         p.name for p in inspect.signature(DATASETS[name]).parameters.values()
@@ -377,7 +376,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], origins: dict[st
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The top-level mapping of a YAML config or suite file (bounded: see :mod:`segbench.safe_yaml`)."""
+    """The top-level mapping of a YAML config or suite file (bounded: see :mod:`segbench.config.safe_yaml`)."""
     data = safe_yaml.load(safe_yaml.read_text(path), str(path))
     if data is None:
         return {}
@@ -386,7 +385,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-SUITES_DIR = Path(__file__).parent / "suites"
+SUITES_DIR = Path(__file__).parents[1] / "suites"
 
 
 def suite_path(name_or_path: str) -> Path:

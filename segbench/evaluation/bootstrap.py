@@ -3,7 +3,7 @@
 The unit of resampling is the image (Efron & Tibshirani 1993, ch. 13: the percentile interval). Inputs are the
 per-image intersection and union pixel counts ``[N, K]`` that ``ConfusionMatrix(per_image=True)`` keeps, so a
 resample's mIoU is computed exactly as the dataset-level one (sum counts over the drawn images, then IoU per
-class, then the mean over classes with a non-empty union). Every function is re-exported by ``segbench.metrics``.
+class, then the mean over classes with a non-empty union). Every function is re-exported by ``segbench.evaluation.metrics``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from segbench.columns import CI_METHOD
+from segbench.records.columns import CI_METHOD
 from segbench.errors import SegbenchError
 
 __all__ = ["CI_METHOD", "bootstrap_miou_ci", "paired_bootstrap", "tie_groups"]

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .config_rules import MAX_PIXELS, MAX_TEXT, check_options
-from .errors import SegbenchError, nearest, short_repr
+from ..config.rules import MAX_PIXELS, MAX_TEXT, check_options
+from ..errors import SegbenchError, nearest, short_repr
 
 MAX_CLASSES = 65536  # num_classes, semantic_classes, class names, palette rows, label -> class entries
 MAX_CHANNELS = 1024  # in_channels; mean and std hold one number per channel
@@ -178,7 +178,7 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 
 def _evaluation(value: Any) -> dict[str, Any]:
-    from .models.inference import evaluation_from  # torch: only when a file holds the key
+    from ..models.inference import evaluation_from  # torch: only when a file holds the key
 
     evaluation_from(_mapping(value))
     return value

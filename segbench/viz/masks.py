@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .models.families import FAMILIES
+from ..models.families import FAMILIES
 
 IGNORE_COLOUR = (0, 0, 0)
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..files import atomic_write_text
 from .columns import HEADLINE, SCORE_KEYS, SCORES
-from .files import atomic_write_text
-from .record_schema import SCHEMA_VERSION, RecordError, upgrade, validate_record
+from .schema import SCHEMA_VERSION, RecordError, upgrade, validate_record
 
 __all__ = ["SCHEMA_VERSION", "RecordError", "validate_record", "write_record", "read_record", "load_records",
            "records_frame", "load_frame", "flatten", "record_path", "previous_record", "reproduction_report",

@@ -27,18 +27,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .data import DatasetInfo
-from .data.io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, to_channels
-from .data.transforms import normalize
-from .device import autocast, cpu_bf16_supported, resolve_device
-from .errors import SegbenchError
-from .files import atomic_write, atomic_write_text, write_errors
-from .metrics import to_semantic
-from .models.fold import fold_batchnorm, folded_copy
-from .models.inference import Evaluation, evaluation_from, infer
-from .settings import EvalSettings
-from .store import LocalStore, load_model
-from .weights_meta import WeightsMeta
+from ..config.settings import EvalSettings
+from ..data import DatasetInfo
+from ..data.io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, to_channels
+from ..data.transforms import normalize
+from ..device import autocast, cpu_bf16_supported, resolve_device
+from ..errors import SegbenchError
+from ..evaluation.metrics import to_semantic
+from ..files import atomic_write, atomic_write_text, write_errors
+from ..models.fold import fold_batchnorm, folded_copy
+from ..models.inference import Evaluation, evaluation_from, infer
+from ..weights.meta import WeightsMeta
+from ..weights.store import LocalStore, load_model
 
 MAX_PIXELS = DEFAULT_MAX_PIXELS  # refuse decompression bombs above ~8000 x 8000 (data.io reads the header first)
 BACKENDS = ("torch", "onnx")
@@ -82,7 +82,7 @@ class Predictor:
     def __init__(self, weights: str | Path, *, store: LocalStore | None = None, device: str = "cpu",
                  fast: bool = True, backend: str = "torch", slide_above: int | None = None) -> None:
         """``backend``: "torch" (eager PyTorch) or "onnx" (ONNX Runtime on the CPU, semantic models only; the
-        weights' ``model.onnx`` is exported on first use, see ``segbench.onnx_runtime``)."""
+        weights' ``model.onnx`` is exported on first use, see ``segbench.inference.onnx_runtime``)."""
         if backend not in BACKENDS:
             raise SegbenchError(f"backend '{backend}' is unknown; use one of: {', '.join(BACKENDS)}")
         if backend == "onnx":
@@ -303,12 +303,12 @@ def _write_outputs(predictor: Predictor, image: Tensor, pred: Prediction, out: P
     import numpy as np
     from PIL import Image
 
-    from . import viz
+    from ..viz import masks as viz
 
     _save_png(viz.palette_png(pred.mask, predictor.palette), out / f"{name}_mask.png")
     if predictor.task == "instance":
-        from .instance_eval import coco_results_json
-        from .instance_viz import draw_instances, instance_id_map
+        from ..evaluation.coco import coco_results_json
+        from ..viz.instances import draw_instances, instance_id_map
 
         labels = predictor.meta.label_names or ["background", *predictor.class_names]
         shown = draw_instances(viz.to_rgb(image), pred.instances, labels, predictor.palette)

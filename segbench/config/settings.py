@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .data import DatasetInfo
-from .models.inference import WHOLE, Evaluation
+from ..data import DatasetInfo
+from ..models.inference import WHOLE, Evaluation
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .columns import END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE, MACS_CONVENTION
-from .data.info import DatasetInfo
-from .data.transforms import normalize
-from .device import device_name
-from .errors import SegbenchError
-from .models.inference import forward_full
-from .weights_meta import WeightsMeta
+from ..data.info import DatasetInfo
+from ..data.transforms import normalize
+from ..device import device_name
+from ..errors import SegbenchError
+from ..models.inference import forward_full
+from ..records.columns import END_TO_END_SCOPE, FOLDED, FORWARD_SCOPE, MACS_CONVENTION
+from ..weights.meta import WeightsMeta
 
 SYNTHETIC_INPUTS = "random"
 LATENCY_IMAGES = 4  # real validation images an instance model is measured on
@@ -204,7 +204,7 @@ def measure_latency(model: nn.Module, *, in_channels: int, size: int | Sequence[
     were saved with (default: ``predict_meta`` of the model alone: no dataset statistics, its own size). The
     model's memory format is restored afterwards.
     """
-    from .predict import Predictor  # predict imports this package's models; keep speed importable alone
+    from ..inference.predict import Predictor  # predict imports this package's models; keep speed importable alone
 
     size, device, warmup = _size(size), torch.device(timing.device), timing.warmup
     _check_runs(timing.runs)
@@ -289,7 +289,7 @@ def measure_efficiency(model: nn.Module, *, in_channels: int, size: int | Sequen
 
 def _receptive_field(model: nn.Module, in_channels: int, size: tuple[int, int], device: torch.device) -> int:
     """Theoretical receptive field (px) on an unbounded input, or at ``size`` if that was not reached."""
-    from .analysis.receptive_field import receptive_field
+    from ..analysis.receptive_field import receptive_field
 
     try:
         found = receptive_field(model.cpu(), input_size=(in_channels, *size))

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import NAME_RULE, SegbenchError, check_name, short_repr
+from ..errors import NAME_RULE, SegbenchError, check_name, short_repr
 
 MAX_PIXELS = 16384  # crop, eval size, tile: one side in pixels
 MAX_ITEMS = 1024  # class_weights, one option's list or mapping

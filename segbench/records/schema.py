@@ -21,8 +21,8 @@ import math
 import re
 from typing import Any
 
+from ..errors import NAME_RULE, short_repr, valid_name
 from .columns import END_TO_END_SCOPE, FORWARD_SCOPE, HEADLINE, MACS_CONVENTION, SCORE_KEYS
-from .errors import NAME_RULE, short_repr, valid_name
 
 SCHEMA_VERSION = 2
 HARDWARE_CLASSES = ("cpu", "cuda", "mps")

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .errors import SegbenchError
-from .models.blocks import center_crop, mirror_pad
-from .store import WEIGHTS_FILE, LocalStore, load_model, sha256_file
-from .weights_meta import WeightsMeta
+from ..errors import SegbenchError
+from ..models.blocks import center_crop, mirror_pad
+from ..weights.meta import WeightsMeta
+from ..weights.store import WEIGHTS_FILE, LocalStore, load_model, sha256_file
 
 ONNX_FILE = "model.onnx"
 WEIGHTS_KEY = "segbench.weights_sha256"  # graph metadata: the sha256 of the safetensors file it was exported from

@@ -2,7 +2,7 @@
 
 ``ConfusionMatrix`` follows torchvision's ``references/segmentation/utils.py`` (one ``bincount`` per update)
 and detectron2's ``SemSegEvaluator`` (pixel accuracy, mean accuracy, mIoU, FWIoU from one matrix).
-Per-image counts feed the bootstrap CI of mIoU (``segbench.bootstrap``, re-exported here); Boundary IoU
+Per-image counts feed the bootstrap CI of mIoU (``segbench.evaluation.bootstrap``, re-exported here); Boundary IoU
 (Cheng et al., CVPR 2021) is accumulated per class like mIoU. ``to_semantic`` turns a Mask R-CNN prediction into a
 class map so the same metrics apply to all families.
 """
@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from segbench.bootstrap import CI_METHOD, bootstrap_miou_ci, paired_bootstrap, tie_groups
+from segbench.evaluation.bootstrap import CI_METHOD, bootstrap_miou_ci, paired_bootstrap, tie_groups
 from segbench.errors import SegbenchError
 
 __all__ = [

@@ -20,16 +20,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..config.run import RunConfig
+from ..data import DatasetInfo, build_dataset
+from ..data.registry import default_root
+from ..data.resident import DeviceAugment, NotResident, Preload, ResidentLoader, resident_budget
+from ..data.sharding import EvalShard, Shard, ShardedBatches
+from ..data.transforms import TrainTransform, collate_instance, collate_semantic
+from ..device import device_name
+from ..errors import SegbenchError
 from . import distributed
-from .config import RunConfig
-from .data import DatasetInfo, build_dataset
-from .data.resident import DeviceAugment, NotResident, Preload, ResidentLoader, resident_budget
-from .data.registry import default_root
-from .data.sharding import EvalShard, Shard, ShardedBatches
-from .data.transforms import TrainTransform, collate_instance, collate_semantic
-from .device import device_name
-from .errors import SegbenchError
-
 
 # ---------------------------------------------------------------- dataset views
 
@@ -232,7 +231,7 @@ def _instance_data(cfg: RunConfig, build: Callable[..., Dataset], val_sem: Datas
 
 def _with_fill(view: Dataset, fill: int | None) -> Dataset:
     """An instance view of the same split whose uncovered pixels get class ``fill`` (a semantic view's rule)."""
-    from .data.instances import InstanceView
+    from ..data.instances import InstanceView
 
     base = view.dataset if isinstance(view, Indexed) else view
     if fill is None or not isinstance(base, InstanceView) or base.fill == fill:

@@ -1,0 +1,1 @@
+"""Result records: the column table, building, the schema check, reading and writing."""

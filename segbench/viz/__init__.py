@@ -1,0 +1,1 @@
+"""Pictures: colour masks and overlays (``masks``), instance drawings (``instances``)."""

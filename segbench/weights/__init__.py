@@ -1,0 +1,1 @@
+"""Weights: the typed model.json (``meta``), the local store, the demo pack."""
