@@ -27,7 +27,7 @@ from .ranking import aggregate_seeds, shared_ranks
 if TYPE_CHECKING:  # the handlers take the running app's state; state.py imports this module
     from .state import AppState
 
-# Schema-2 flat columns -> how to read one from a record when the frame lacks it (records.py not yet flattening it).
+# Schema-2 flat columns -> how to read one from a record when the frame lacks it (records.io not yet flattening it).
 SCHEMA2_COLUMNS = {
     "gmacs": lambda r: r["efficiency"].get("gmacs"),
     "forward_ms": lambda r: (r["efficiency"].get("latency") or {}).get("forward_ms"),

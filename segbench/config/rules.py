@@ -18,7 +18,7 @@ from ..errors import NAME_RULE, SegbenchError, check_name, short_repr
 MAX_PIXELS = 16384  # crop, eval size, tile: one side in pixels
 MAX_ITEMS = 1024  # class_weights, one option's list or mapping
 MAX_TEXT = 4096  # one string (paths included)
-RECORD_TEXT = 200  # free text copied into a record (record_schema.MAX_TEXT)
+RECORD_TEXT = 200  # free text copied into a record (records.schema.MAX_TEXT)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 MAX_SCALES = 16  # test-time scales
 

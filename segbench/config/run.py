@@ -22,7 +22,7 @@ from ..errors import SegbenchError, nearest, short_repr
 from . import safe_yaml
 from .rules import check_value
 
-# One model/dataset option: a scalar or a flat list/mapping of scalars, at most 1024 (config_rules.check_options).
+# One model/dataset option: a scalar or a flat list/mapping of scalars, at most 1024 (config.rules.check_options).
 Scalar = str | int | float | bool | None
 Option = Scalar | list[Scalar] | dict[Scalar, Scalar]
 

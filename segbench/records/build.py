@@ -1,4 +1,4 @@
-"""Assemble a schema-2 result record (``records.py`` validates and writes it) and the weights' JSON meta.
+"""Assemble a schema-2 result record (``records.io`` validates and writes it) and the weights' JSON meta.
 
 Every number carries how it was measured: metrics name their split, CI method and ``max_dets``, and
 ``evaluation`` ({mode, crop, stride, scales, flip}) says how the model was run over each image; the training
@@ -69,7 +69,7 @@ def metrics_entry(metrics: dict[str, Any], info: DatasetInfo, *, task: str, scor
 def model_meta(cfg: RunConfig, data: Any, *, model_args: dict[str, Any], task: str,
                max_dets: list[int] | None) -> WeightsMeta:
     """The weights' ``model.json``: enough to rebuild the model and to evaluate it as the run did. ``data``: the
-    run's ``run_data.Data`` (its info, model classes, label -> class map, fill class and label names)."""
+    run's ``train.data.Data`` (its info, model classes, label -> class map, fill class and label names)."""
     info, label_to_class = data.info, data.label_to_class
     return WeightsMeta(
         model=cfg.model, model_args=model_args, num_classes=data.model_classes, in_channels=info.in_channels,
@@ -154,7 +154,7 @@ class Measured:
 
 def build_record(cfg: RunConfig, model: torch.nn.Module, info: DatasetInfo, *, measured: Measured,
                  device: torch.device) -> dict[str, Any]:
-    """A schema-2 record (see the contract in records.py / record_schema.py); ``device``: where it trained and
+    """A schema-2 record (see the contract in records/io.py / records/schema.py); ``device``: where it trained and
     was measured. The task is the model's."""
     return {
         "schema": SCHEMA_VERSION, "id": cfg.run_id(), "group": cfg.group_id(), "hardware_class": cfg.hardware_class(),

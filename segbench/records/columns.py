@@ -1,5 +1,5 @@
 """The metrics and measured columns, one entry each, and how each number is measured: the one table that the record
-(``record_build``), its schema, the flat frame and CSV (``records``), the CLI tables, the app's board and record
+(``records.build``), its schema, the flat frame and CSV (``records.io``), the CLI tables, the app's board and record
 details, and the Hub model cards read.
 
 Adding a metric: compute it in ``metrics.ConfusionMatrix.summary`` (a fraction in [0, 1], NaN where undefined),

@@ -253,7 +253,7 @@ def gather_objects(obj: Any) -> list[Any]:
 
 
 def gather_instance_evaluator(evaluator: Any) -> None:
-    """Merge every rank's ``instance_eval.InstanceEvaluator`` detections into each rank's (image ids already
+    """Merge every rank's ``evaluation.coco.InstanceEvaluator`` detections into each rank's (image ids already
     distinct: each rank numbers its slice from the slice's start); ground-truth ids are renumbered."""
     if not is_initialized():
         return

@@ -379,7 +379,7 @@ def test_every_config_key_has_a_type_and_range() -> None:
     from segbench.config.run import FIELDS
     from segbench.config.rules import RULES
 
-    assert not set(FIELDS) - set(RULES), "add a row to config_rules.RULES for each new config key"
+    assert not set(FIELDS) - set(RULES), "add a row to config.rules.RULES for each new config key"
 
 
 def test_exponent_floats_are_numbers_in_yaml_and_overrides(workspace) -> None:
